@@ -1,0 +1,6 @@
+//! geocache node library. See DESIGN.md; data flows one way:
+//! `service` -> raft -> `store` -> `state_machine`.
+
+pub mod state_machine;
+pub mod store;
+pub mod types;

@@ -1,0 +1,10 @@
+//! Compiles `proto/geocache.proto` with the protoc binary vendored by `protoc-bin-vendored`,
+//! so a fresh machine needs no system protobuf install.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY-free: build scripts are single-threaded, so setting the variable cannot race.
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=proto/geocache.proto");
+    tonic_prost_build::configure().compile_protos(&["proto/geocache.proto"], &["proto"])?;
+    Ok(())
+}
