@@ -1,0 +1,60 @@
+//! The node crate's one error type. Variants are sorted by what the caller can do about them,
+//! not by where they came from; `service/` maps each to exactly one gRPC status code.
+
+use crate::types::NodeId;
+
+/// Result alias for the node crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in a node, as the caller needs to see it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or violates a limit; retrying it unchanged cannot succeed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The request names something that does not exist (e.g. an unknown node id).
+    #[error("not found: {0}")]
+    NotFound(String),
+
+    /// The request conflicts with the current state (e.g. init of an initialised cluster).
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// This node is not the leader; retry at `leader` if known.
+    #[error("not the leader{}", match .leader { Some((id, addr)) => format!(" (leader is node {id} at {addr})"), None => " (no leader known yet)".to_string() })]
+    NotLeader { leader: Option<(NodeId, String)> },
+
+    /// The cluster cannot make progress right now (no quorum, node not initialised, peer down).
+    /// Nothing was applied; safe to retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
+    /// The replica cannot meet the requested staleness bound.
+    #[error("stale replica: bound {bound_ms}ms exceeds {max_ms}ms")]
+    StaleReplica { bound_ms: u64, max_ms: u64 },
+
+    /// The write was proposed but its outcome was not learned in time: it may or may not apply.
+    #[error("timed out: {0}")]
+    Timeout(String),
+
+    /// Local storage failed; the node is unhealthy.
+    #[error("storage: {0}")]
+    Storage(String),
+
+    /// Raft stopped or hit an unrecoverable error.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<openraft::StorageError<NodeId>> for Error {
+    fn from(e: openraft::StorageError<NodeId>) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
