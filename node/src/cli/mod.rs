@@ -1,0 +1,347 @@
+//! The `geocache` command line: clap definitions, one subcommand per verb, and the thin glue that
+//! turns each into a server run or a gRPC call to exactly the endpoint given.
+//!
+//! Contract of the client commands: every call has a deadline (`--timeout`, default 5 s) and never
+//! hangs; success exits 0; `get` of a missing key prints `not found` to stderr and exits 1; any
+//! error exits 2 with one line naming the cause.
+
+mod client_cmds;
+mod dev;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use crate::state_machine::Limits;
+use crate::types::NodeId;
+
+/// geocache: a geo-distributed LRU cache with time expiration, replicated with Raft.
+#[derive(Parser, Debug)]
+#[command(name = "geocache", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one node (serves the client, admin and Raft APIs on one gRPC port).
+    Serve(ServeArgs),
+    /// Start a local 3-node cluster (child processes on loopback) and keep it running until Ctrl-C.
+    Dev(DevArgs),
+    /// Bootstrap and change the cluster's membership, or show its status.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Store a value.
+    Set(SetArgs),
+    /// Read a value (prints it to stdout; exit 1 if the key is missing).
+    Get(GetArgs),
+    /// Delete a key.
+    #[command(alias = "delete")]
+    Del(KeyArgs),
+    /// Show a key's remaining time to live.
+    Ttl(KeyArgs),
+    /// Change a key's expiry (`--ttl`) or remove it (`--persist`).
+    Expire(ExpireArgs),
+}
+
+/// Where and how long a client command talks.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Node to send the request to.
+    #[arg(long, env = "GEOCACHE_ENDPOINT", default_value = "127.0.0.1:7001", global = true)]
+    pub endpoint: String,
+    /// Deadline for the whole command (e.g. 500ms, 5s, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
+    pub timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// This node's id (non-zero, unique in the cluster, fixed for its data dir).
+    #[arg(long, env = "GEOCACHE_ID")]
+    pub id: NodeId,
+    /// Region label stored in the membership (e.g. us-east).
+    #[arg(long, env = "GEOCACHE_REGION", default_value = "local")]
+    pub region: String,
+    /// Address to listen on. Loopback by default; other addresses are unauthenticated (no TLS yet).
+    #[arg(long, env = "GEOCACHE_LISTEN", default_value = "127.0.0.1:7001")]
+    pub listen: SocketAddr,
+    /// Address other nodes and clients dial to reach this node (default: --listen).
+    #[arg(long, env = "GEOCACHE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Directory for the Raft log, vote and snapshots (sled).
+    #[arg(long, env = "GEOCACHE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Cache capacity in entries, proposed when this node initialises the cluster (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_entries: u64,
+    /// Cache capacity in bytes (key + value + 64 per entry), proposed at init (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_bytes: u64,
+    /// Largest accepted key in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_KEY_BYTES)]
+    pub max_key_bytes: usize,
+    /// Largest accepted value in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_VALUE_BYTES)]
+    pub max_value_bytes: usize,
+    /// Route override ID=ADDR: reach node ID through ADDR (e.g. a latency proxy). Repeatable.
+    #[arg(long = "route", value_parser = parse_route)]
+    pub routes: Vec<(NodeId, String)>,
+    /// Offset added to this node's wall clock in ms (fault injection).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub clock_offset_ms: i64,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Raft election timeout (lower end; the upper end is twice this).
+    #[arg(long, default_value = "400ms", value_parser = parse_duration)]
+    pub election_timeout: Duration,
+    /// Longest a request may take inside the node.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Build a snapshot (and purge the log behind it) every this many entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_every: u64,
+}
+
+impl ServeArgs {
+    pub fn to_config(&self) -> Config {
+        let mut config = Config::new(self.id, self.region.clone(), self.listen, self.data_dir.clone());
+        if let Some(advertise) = &self.advertise {
+            config.advertise = advertise.clone();
+        }
+        config.limits = Limits { max_entries: self.max_entries, max_bytes: self.max_bytes };
+        config.max_key_bytes = self.max_key_bytes;
+        config.max_value_bytes = self.max_value_bytes;
+        config.routes = self.routes.iter().cloned().collect::<BTreeMap<_, _>>();
+        config.clock_offset_ms = self.clock_offset_ms;
+        config.heartbeat_interval = self.heartbeat;
+        config.election_timeout = self.election_timeout;
+        config.request_timeout = self.request_timeout;
+        config.snapshot_every = self.snapshot_every;
+        config
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// Number of voters to start.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Port of node 1; node N listens on base-port + N - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Keep data here (reused on the next run). Default: a temporary directory removed on exit.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Cache capacity in entries (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    pub max_entries: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Initialise a new cluster. With no --member, a one-voter cluster of the endpoint node.
+    Init {
+        #[command(flatten)]
+        target: Target,
+        /// An initial voter, as ID=ADDR@REGION. Repeatable; must include the endpoint node.
+        #[arg(long = "member", value_parser = parse_member)]
+        members: Vec<(NodeId, String, String)>,
+    },
+    /// Add a node: as a learner, wait until it has caught up, then promote it to voter.
+    Add {
+        #[command(flatten)]
+        target: Target,
+        /// The new node's id.
+        #[arg(long)]
+        id: NodeId,
+        /// The new node's gRPC address.
+        #[arg(long)]
+        addr: String,
+        /// The new node's region.
+        #[arg(long)]
+        region: String,
+        /// Keep it a learner (a read replica that does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node (voter or learner) from the cluster.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        /// The node to remove.
+        #[arg(long)]
+        id: NodeId,
+    },
+    /// Show every member: id, address, region, role, term, applied index, lag.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the replicated cache capacity (0 = unlimited).
+    Configure {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 0)]
+        max_entries: u64,
+        #[arg(long, default_value_t = 0)]
+        max_bytes: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    #[command(flatten)]
+    pub target: Target,
+    pub key: String,
+    pub value: String,
+    /// Time to live (e.g. 30s, 5m, 1h30m). Omit for no expiry.
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Only set if the key is absent.
+    #[arg(long, conflicts_with_all = ["if_present", "if_version"])]
+    pub if_absent: bool,
+    /// Only set if the key is present.
+    #[arg(long, conflicts_with = "if_version")]
+    pub if_present: bool,
+    /// Only set if the key currently has this version (compare-and-set).
+    #[arg(long)]
+    pub if_version: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ConsistencyArg {
+    /// Sees every write acknowledged before the read began (one round trip to the leader's quorum).
+    Linearizable,
+    /// Whatever the endpoint has applied, however old (always answers while the node lives).
+    Stale,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub target: Target,
+    pub key: String,
+    /// Read consistency.
+    #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
+    pub consistency: ConsistencyArg,
+    /// Wait until the endpoint has applied at least this version (read-your-writes).
+    #[arg(long, default_value_t = 0)]
+    pub min_version: u64,
+    /// Also print the answer's metadata (version, expiry, node, region, applied index) to stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    pub target: Target,
+    pub key: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExpireArgs {
+    #[command(flatten)]
+    pub target: Target,
+    pub key: String,
+    /// New time to live.
+    #[arg(long, value_parser = parse_duration, required_unless_present = "persist")]
+    pub ttl: Option<Duration>,
+    /// Remove the expiry.
+    #[arg(long, conflicts_with = "ttl")]
+    pub persist: bool,
+}
+
+/// Parses `30s`, `250ms`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 30s, 5m)"))
+}
+
+fn parse_route(s: &str) -> Result<(NodeId, String), String> {
+    let (id, addr) = s.split_once('=').ok_or("expected ID=ADDR, e.g. 2=127.0.0.1:9002")?;
+    let id = id.parse().map_err(|_| format!("bad node id {id:?}"))?;
+    Ok((id, addr.to_string()))
+}
+
+fn parse_member(s: &str) -> Result<(NodeId, String, String), String> {
+    let hint = "expected ID=ADDR@REGION, e.g. 1=127.0.0.1:7001@us-east";
+    let (id, rest) = s.split_once('=').ok_or(hint)?;
+    let (addr, region) = rest.rsplit_once('@').ok_or(hint)?;
+    let id = id.parse().map_err(|_| format!("bad node id {id:?}; {hint}"))?;
+    if addr.is_empty() || region.is_empty() {
+        return Err(hint.to_string());
+    }
+    Ok((id, addr.to_string(), region.to_string()))
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Dev(args) => dev::run(args).await,
+        other => client_cmds::run(other).await,
+    }
+}
+
+async fn serve(args: ServeArgs) -> i32 {
+    let config = args.to_config();
+    if let Err(e) = config.validate() {
+        eprintln!("geocache serve: {e}");
+        return 2;
+    }
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("geocache serve: cannot listen on {}: {e}", config.listen);
+            return 2;
+        }
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    match crate::server::run(config, listener, shutdown).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("geocache serve: {e}");
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn member_and_route_parse() {
+        assert_eq!(parse_member("1=127.0.0.1:7001@us-east").unwrap(), (1, "127.0.0.1:7001".into(), "us-east".into()));
+        assert!(parse_member("1=127.0.0.1:7001").is_err());
+        assert!(parse_member("x=a@b").is_err());
+        assert_eq!(parse_route("2=127.0.0.1:9").unwrap(), (2, "127.0.0.1:9".into()));
+    }
+
+    #[test]
+    fn endpoint_defaults_to_node_one() {
+        let cli = Cli::try_parse_from(["geocache", "get", "k"]).unwrap();
+        let Command::Get(args) = cli.command else { panic!() };
+        assert_eq!(args.target.endpoint, "127.0.0.1:7001");
+        assert_eq!(args.target.timeout, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,153 @@
+//! A node's configuration: one struct, each field with its default and unit, and `validate()`
+//! that names the bad field. Flags (`cli/`) and env (`GEOCACHE_*`) fill it; the library takes it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::state_machine::Limits;
+use crate::types::NodeId;
+
+/// Default largest key, in bytes.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
+/// Default largest value, in bytes.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Everything `geocache serve` needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id; non-zero, unique in the cluster, fixed for the life of its data dir.
+    pub id: NodeId,
+    /// Region label stored in the membership (e.g. `us-east`).
+    pub region: String,
+    /// Address the gRPC server binds.
+    pub listen: SocketAddr,
+    /// Address other nodes and clients dial to reach this node. Default: `listen`.
+    pub advertise: String,
+    /// Directory holding the sled database (log, vote, snapshots).
+    pub data_dir: PathBuf,
+    /// Cache capacity proposed when this node initialises a cluster (0 = unlimited).
+    pub limits: Limits,
+    /// Largest accepted key in bytes. Default 4 KiB.
+    pub max_key_bytes: usize,
+    /// Largest accepted value in bytes. Default 4 MiB.
+    pub max_value_bytes: usize,
+    /// Route overrides: to reach node ID dial this address instead of its membership address
+    /// (DESIGN.md section 5; used by the latency/fault proxy).
+    pub routes: BTreeMap<NodeId, String>,
+    /// Offset added to this node's wall clock, in ms (fault injection).
+    pub clock_offset_ms: i64,
+    /// Raft heartbeat interval. Default 100 ms.
+    pub heartbeat_interval: Duration,
+    /// Raft election timeout, lower end. Default 400 ms; the upper end is twice this.
+    pub election_timeout: Duration,
+    /// How often the leader proposes a `Tick` to purge expired entries. Default 1 s.
+    pub tick_interval: Duration,
+    /// Longest a request may take inside the node before it answers `Timeout`. Default 5 s.
+    pub request_timeout: Duration,
+    /// Build a snapshot after this many applied entries since the last one. Default 10 000.
+    pub snapshot_every: u64,
+}
+
+impl Config {
+    /// A config with defaults for everything but identity and location.
+    pub fn new(id: NodeId, region: impl Into<String>, listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            id,
+            region: region.into(),
+            listen,
+            advertise: listen.to_string(),
+            data_dir: data_dir.into(),
+            limits: Limits::default(),
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            routes: BTreeMap::new(),
+            clock_offset_ms: 0,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(400),
+            tick_interval: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(5),
+            snapshot_every: 10_000,
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, why: &str| Err(Error::InvalidArgument(format!("{field}: {why}")));
+        if self.id == 0 {
+            return bad("id", "must be non-zero");
+        }
+        if self.region.trim().is_empty() {
+            return bad("region", "must not be empty");
+        }
+        if self.advertise.trim().is_empty() {
+            return bad("advertise", "must not be empty");
+        }
+        if self.max_key_bytes == 0 {
+            return bad("max_key_bytes", "must be at least 1");
+        }
+        if self.max_value_bytes == 0 {
+            return bad("max_value_bytes", "must be at least 1");
+        }
+        if self.heartbeat_interval.is_zero() || self.election_timeout <= self.heartbeat_interval * 2 {
+            return bad("election_timeout", "must be more than twice the heartbeat interval");
+        }
+        if self.tick_interval.is_zero() {
+            return bad("tick_interval", "must be positive");
+        }
+        if self.request_timeout.is_zero() {
+            return bad("request_timeout", "must be positive");
+        }
+        if self.snapshot_every == 0 {
+            return bad("snapshot_every", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The openraft configuration derived from this one.
+    pub(crate) fn raft_config(&self) -> Result<openraft::Config> {
+        let cfg = openraft::Config {
+            cluster_name: "geocache".to_string(),
+            heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
+            election_timeout_min: self.election_timeout.as_millis() as u64,
+            election_timeout_max: self.election_timeout.as_millis() as u64 * 2,
+            // Entries can carry values up to 4 MiB: keep one AppendEntries well under the gRPC
+            // message limit.
+            max_payload_entries: 64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        };
+        cfg.validate().map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::new(1, "us-east", "127.0.0.1:7001".parse().unwrap(), "/tmp/x")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        config().validate().unwrap();
+        config().raft_config().unwrap();
+    }
+
+    #[test]
+    fn validate_names_the_bad_field() {
+        let mut c = config();
+        c.id = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("id"));
+        let mut c = config();
+        c.region = " ".into();
+        assert!(c.validate().unwrap_err().to_string().contains("region"));
+        let mut c = config();
+        c.election_timeout = c.heartbeat_interval;
+        assert!(c.validate().unwrap_err().to_string().contains("election_timeout"));
+    }
+}

@@ -1,0 +1,53 @@
+//! The inbound side of Raft traffic: the `Raft` gRPC service that hands peers' messages to the
+//! local openraft instance, and answers read-index requests from followers.
+
+use geocache_proto::raft_server::Raft as RaftRpc;
+use geocache_proto::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use tonic::{Request, Response, Status};
+
+use super::{decode, encode};
+use crate::error::Error;
+use crate::node::Node;
+
+/// Serves `geocache.v1.Raft` for one node.
+pub struct RaftService {
+    node: Node,
+}
+
+impl RaftService {
+    pub fn new(node: Node) -> RaftService {
+        RaftService { node }
+    }
+}
+
+fn bad_payload(e: bincode::Error) -> Status {
+    Status::from(Error::InvalidArgument(format!("undecodable raft payload: {e}")))
+}
+
+fn payload<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = encode(value).map_err(|e| Status::from(Error::Fatal(format!("cannot encode raft reply: {e}"))))?;
+    Ok(Response::new(RaftPayload { data: data.into() }))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req = decode(&request.into_inner().data).map_err(bad_payload)?;
+        payload(&self.node.raft().append_entries(req).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req = decode(&request.into_inner().data).map_err(bad_payload)?;
+        payload(&self.node.raft().vote(req).await)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req = decode(&request.into_inner().data).map_err(bad_payload)?;
+        payload(&self.node.raft().install_snapshot(req).await)
+    }
+
+    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+        let confirmed = crate::read::leader_read_index(&self.node).await?;
+        Ok(Response::new(ReadIndexResponse { index: confirmed.index, leader_id: self.node.id(), term: confirmed.term }))
+    }
+}

@@ -1,0 +1,156 @@
+//! A running node's shared handle: its configuration, the openraft instance, the read view of the
+//! state machine, the peer connections and the clock. Cheap to clone; every service holds one.
+//!
+//! Owns the translation of openraft's errors into [`Error`], and the one way a command enters the
+//! log ([`Node::propose`]), so every write path stamps time and bounds its wait the same way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::network::PeerChannels;
+use crate::state_machine::{Command, Op, Response};
+use crate::store::CacheReader;
+use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics};
+
+/// Handle to one running node.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    raft: Raft,
+    reader: CacheReader,
+    peers: PeerChannels,
+    clock: Clock,
+}
+
+impl Node {
+    pub fn new(config: Config, raft: Raft, reader: CacheReader, peers: PeerChannels) -> Node {
+        let clock = Clock::with_offset_ms(config.clock_offset_ms);
+        Node { inner: Arc::new(Inner { config, raft, reader, peers, clock }) }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.config.id
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    pub fn reader(&self) -> &CacheReader {
+        &self.inner.reader
+    }
+
+    pub fn peers(&self) -> &PeerChannels {
+        &self.inner.peers
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    /// This node's own membership record.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo { addr: self.inner.config.advertise.clone(), region: self.inner.config.region.clone() }
+    }
+
+    /// The latest Raft metrics (a copy).
+    pub fn metrics(&self) -> RaftMetrics {
+        self.inner.raft.metrics().borrow().clone()
+    }
+
+    /// Whether this node belongs to a cluster (has a non-empty membership).
+    pub fn is_member_of_a_cluster(&self) -> bool {
+        self.metrics().membership_config.membership().nodes().next().is_some()
+    }
+
+    /// The leader this node currently knows of, with its address (route overrides not applied).
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let addr = metrics.membership_config.membership().get_node(&leader)?.addr.clone();
+        Some((leader, addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.metrics().state == ServerState::Leader
+    }
+
+    /// Fails with `Unavailable` when this node has not joined a cluster yet.
+    pub fn ensure_member(&self) -> Result<()> {
+        if self.is_member_of_a_cluster() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "node {} is not part of a cluster yet (run `geocache cluster init` or `cluster add`)",
+                self.id()
+            )))
+        }
+    }
+
+    /// A command for `op`, stamped with this node's wall clock.
+    pub fn command(&self, op: Op, write_id: Option<crate::state_machine::WriteId>) -> Command {
+        Command { now_ms: self.clock().now_ms(), write_id, op }
+    }
+
+    /// Proposes `cmd` through the local Raft instance and waits (at most the request timeout) for
+    /// it to be applied. Returns the entry's log index and the state machine's response.
+    ///
+    /// `NotLeader` means nothing was proposed; `Timeout` means the outcome is unknown.
+    pub async fn propose(&self, cmd: Command) -> Result<(LogIndex, Response)> {
+        self.ensure_member()?;
+        let timeout = self.inner.config.request_timeout;
+        match tokio::time::timeout(timeout, self.inner.raft.client_write(cmd)).await {
+            Ok(Ok(written)) => Ok((written.log_id.index, written.data)),
+            Ok(Err(e)) => Err(self.write_error(e)),
+            Err(_) => Err(Error::Timeout(format!("write not confirmed within {}", humantime::format_duration(timeout)))),
+        }
+    }
+
+    /// Maps openraft's write errors (client writes and membership changes) to ours.
+    pub fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Error {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
+                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != self.id()),
+            },
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::FailedPrecondition(e.to_string()),
+            RaftError::Fatal(e) => Error::Fatal(e.to_string()),
+        }
+    }
+
+    /// Waits until the local state machine has applied `index`, for at most `timeout`.
+    pub async fn wait_applied(&self, index: LogIndex, timeout: Duration) -> Result<()> {
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                let applied = metrics.borrow_and_update().last_applied.map(|l| l.index).unwrap_or(0);
+                if applied >= index {
+                    return Ok(());
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(Error::Fatal("raft stopped".into()));
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Unavailable(format!(
+                "replica has not applied index {index} within {}",
+                humantime::format_duration(timeout)
+            ))),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Runs one node: opens its store, starts Raft, serves the gRPC services on a bound listener and
+//! keeps the leader's housekeeping (periodic `Tick`) going until shutdown.
+//!
+//! `run` takes an already bound listener and a shutdown future (mini-redis style), so tests and
+//! `geocache dev` can bind port 0 and stop a node without signals.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use geocache_proto::admin_server::AdminServer;
+use geocache_proto::cache_server::CacheServer;
+use geocache_proto::raft_server::RaftServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::network::inbound::RaftService;
+use crate::network::{GrpcNetworkFactory, PeerChannels, MAX_MESSAGE_BYTES};
+use crate::node::Node;
+use crate::service::{AdminService, CacheService};
+use crate::state_machine::Op;
+use crate::store;
+use crate::types::Raft;
+
+/// Serves `config` on `listener` until `shutdown` completes, then stops Raft cleanly.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+    config.validate()?;
+    if !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(true) {
+        tracing::warn!("listening on a non-loopback address: traffic is unauthenticated and unencrypted (no TLS yet)");
+    }
+    let (log_store, state_machine) = store::open(&config.data_dir, config.id)?;
+    let reader = state_machine.reader();
+    let peers = PeerChannels::new(config.routes.clone());
+    let raft = Raft::new(
+        config.id,
+        Arc::new(config.raft_config()?),
+        GrpcNetworkFactory::new(peers.clone()),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
+    let node = Node::new(config, raft.clone(), reader, peers);
+    tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
+
+    let ticker = tokio::spawn(tick_while_leader(node.clone()));
+    let served = tonic::transport::Server::builder()
+        .add_service(
+            CacheServer::new(CacheService::new(node.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(AdminServer::new(AdminService::new(node.clone())))
+        .add_service(
+            RaftServer::new(RaftService::new(node.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    ticker.abort();
+    let stopped = raft.shutdown().await;
+    served.map_err(|e| Error::Fatal(format!("gRPC server failed: {e}")))?;
+    stopped.map_err(|e| Error::Fatal(format!("raft did not stop cleanly: {e}")))?;
+    Ok(())
+}
+
+/// The leader proposes `Tick` every tick interval so expired entries are purged (and memory
+/// freed) even when no writes arrive; followers do nothing.
+async fn tick_while_leader(node: Node) {
+    let mut interval = tokio::time::interval(node.config().tick_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if node.is_leader() {
+            if let Err(e) = node.propose(node.command(Op::Tick, None)).await {
+                tracing::debug!(error = %e, "tick not committed");
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! The admin API (`geocache.v1.Admin`): cluster bootstrap, membership changes, capacity and
+//! status. Membership changes run on the leader; a follower forwards them once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use geocache_proto as pb;
+use geocache_proto::admin_client::AdminClient;
+use geocache_proto::admin_server::Admin as AdminRpc;
+use openraft::error::{InitializeError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{forward_target, forwarded_request, is_forwarded};
+use crate::error::{Error, Result};
+use crate::node::Node;
+use crate::state_machine::{Limits, Op};
+use crate::types::{NodeId, NodeInfo};
+
+/// How long a status request waits for each peer's own view before reporting it unreachable.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Serves `geocache.v1.Admin` for one node.
+pub struct AdminService {
+    node: Node,
+}
+
+impl AdminService {
+    pub fn new(node: Node) -> AdminService {
+        AdminService { node }
+    }
+
+    fn admin_client(node: &Node, leader: &(u64, String)) -> Result<AdminClient<Channel>> {
+        let channel = node.peers().channel_to(leader.0, &leader.1).map_err(Error::Unavailable)?;
+        Ok(AdminClient::new(channel))
+    }
+
+    fn membership_response(&self, log_index: u64) -> pb::MembershipResponse {
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut response = pb::MembershipResponse { log_index, ..Default::default() };
+        for (id, info) in membership.nodes() {
+            let member = member_to_wire(*id, info);
+            if voters.contains(id) {
+                response.voters.push(member);
+            } else {
+                response.learners.push(member);
+            }
+        }
+        response
+    }
+
+    async fn add_learner_local(&self, m: &pb::AddLearnerRequest, timeout: Duration) -> Result<pb::MembershipResponse> {
+        let member = m.member.as_ref().ok_or_else(|| Error::InvalidArgument("member is required".into()))?;
+        let (id, info) = member_from_wire(member)?;
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership();
+        if membership.voter_ids().any(|v| v == id) {
+            return Err(Error::FailedPrecondition(format!("node {id} is already a voter")));
+        }
+        if let Some(existing) = membership.get_node(&id) {
+            if *existing != info {
+                return Err(Error::FailedPrecondition(format!(
+                    "node {id} is already a learner at {existing}; remove it before re-adding it elsewhere"
+                )));
+            }
+        }
+        let add = self.node.raft().add_learner(id, info, m.wait_caught_up);
+        let written = tokio::time::timeout(timeout, add)
+            .await
+            .map_err(|_| Error::Timeout(format!("learner {id} did not catch up within {}", fmt_duration(timeout))))?
+            .map_err(|e| self.node.write_error(e))?;
+        Ok(self.membership_response(written.log_id.index))
+    }
+
+    async fn change_membership_local(&self, m: &pb::ChangeMembershipRequest) -> Result<pb::MembershipResponse> {
+        if m.voters.is_empty() {
+            return Err(Error::InvalidArgument("the new voter set must not be empty".into()));
+        }
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership();
+        for id in &m.voters {
+            if membership.get_node(id).is_none() {
+                return Err(Error::NotFound(format!("node {id} is not a member; add it as a learner first")));
+            }
+        }
+        let voters: BTreeSet<NodeId> = m.voters.iter().copied().collect();
+        self.change(ChangeMembers::ReplaceAllVoters(voters), m.retain_as_learners).await
+    }
+
+    async fn remove_local(&self, id: NodeId) -> Result<pb::MembershipResponse> {
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() {
+            return Err(Error::NotFound(format!("node {id} is not a member of this cluster")));
+        }
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(Error::FailedPrecondition(format!("node {id} is the last voter; it cannot be removed")));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.change(change, false).await
+    }
+
+    async fn change(&self, change: ChangeMembers<NodeId, NodeInfo>, retain: bool) -> Result<pb::MembershipResponse> {
+        let timeout = self.node.config().request_timeout;
+        let written = tokio::time::timeout(timeout, self.node.raft().change_membership(change, retain))
+            .await
+            .map_err(|_| Error::Timeout("membership change not confirmed in time".into()))?
+            .map_err(|e| self.node.write_error(e))?;
+        Ok(self.membership_response(written.log_id.index))
+    }
+
+    /// This node's own view: itself first-hand, plus (on the leader) every member's lag.
+    fn local_status(&self) -> pb::StatusResponse {
+        let node = &self.node;
+        let metrics = node.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let (state_hash, limits, applied) =
+            node.reader().read(|cache, applied| (cache.state_hash(), cache.limits(), applied));
+        let last_log = metrics.last_log_index.unwrap_or(0);
+        let me = pb::NodeStatus {
+            id: node.id(),
+            addr: node.config().advertise.clone(),
+            region: node.config().region.clone(),
+            role: role_name(metrics.state, voters.contains(&node.id())).to_string(),
+            term: metrics.current_term,
+            applied: applied.map(|l| l.index).unwrap_or(0),
+            reachable: true,
+            lag: (metrics.state == ServerState::Leader).then_some(0),
+            staleness_bound_ms: (metrics.state == ServerState::Leader)
+                .then_some(metrics.millis_since_quorum_ack)
+                .flatten(),
+            last_log_index: last_log,
+            state_hash,
+        };
+        let mut nodes = vec![me];
+        if let Some(replication) = &metrics.replication {
+            for (id, matched) in replication {
+                if *id == node.id() {
+                    continue;
+                }
+                let info = membership.get_node(id).cloned().unwrap_or_default();
+                nodes.push(pb::NodeStatus {
+                    id: *id,
+                    addr: info.addr,
+                    region: info.region,
+                    role: if voters.contains(id) { "follower" } else { "learner" }.to_string(),
+                    lag: Some(last_log.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
+                    ..Default::default()
+                });
+            }
+        }
+        let initialized = membership.nodes().next().is_some();
+        pb::StatusResponse {
+            node_id: node.id(),
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            initialized,
+            nodes,
+            max_entries: limits.max_entries,
+            max_bytes: limits.max_bytes,
+        }
+    }
+
+    /// Every member's own view, merged: first-hand fields from each node that answers, lag from
+    /// the leader's replication progress.
+    async fn cluster_status(&self) -> pb::StatusResponse {
+        let mut status = self.local_status();
+        let metrics = self.node.metrics();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let leader_view: BTreeMap<NodeId, pb::NodeStatus> = status.nodes.drain(1..).map(|n| (n.id, n)).collect();
+        let me = status.nodes.pop().expect("local status lists this node first");
+
+        let peers = membership.nodes().filter(|(id, _)| **id != self.node.id()).map(|(id, info)| {
+            let (id, info) = (*id, info.clone());
+            let node = self.node.clone();
+            async move {
+                let ask = async {
+                    let mut client = Self::admin_client(&node, &(id, info.addr.clone())).ok()?;
+                    let mut request = Request::new(pb::StatusRequest { local_only: true });
+                    request.set_timeout(PEER_STATUS_TIMEOUT);
+                    let reply = client.status(request).await.ok()?.into_inner();
+                    Some(reply)
+                };
+                let reply = tokio::time::timeout(PEER_STATUS_TIMEOUT, ask).await.ok().flatten();
+                (id, info, reply)
+            }
+        });
+        let replies = futures::future::join_all(peers).await;
+
+        let mut lags = leader_view;
+        for (_, _, reply) in &replies {
+            if let Some(reply) = reply {
+                if reply.leader_id == Some(reply.node_id) {
+                    lags.extend(reply.nodes.iter().skip(1).map(|n| (n.id, n.clone())));
+                }
+            }
+        }
+        let mut nodes = vec![me];
+        for (id, info, reply) in replies {
+            let first_hand = reply.and_then(|r| r.nodes.into_iter().find(|n| n.id == id));
+            let mut entry = first_hand.unwrap_or_else(|| pb::NodeStatus {
+                id,
+                addr: info.addr.clone(),
+                region: info.region.clone(),
+                role: if voters.contains(&id) { "follower" } else { "learner" }.to_string(),
+                reachable: false,
+                ..Default::default()
+            });
+            if entry.lag.is_none() {
+                entry.lag = lags.get(&id).and_then(|n| n.lag);
+            }
+            nodes.push(entry);
+        }
+        if nodes[0].lag.is_none() {
+            nodes[0].lag = lags.get(&self.node.id()).and_then(|n| n.lag);
+        }
+        nodes.sort_by_key(|n| n.id);
+        status.nodes = nodes;
+        status
+    }
+}
+
+/// Proposes the initial capacity once a leader exists; logs (does not fail init) if it cannot.
+async fn configure_after_init(node: Node, limits: Limits) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while tokio::time::Instant::now() < deadline {
+        let result = match node.leader() {
+            Some((leader, _)) if leader == node.id() => {
+                node.propose(node.command(Op::Configure { limits }, None)).await.map(|_| ())
+            }
+            Some(leader) => match AdminService::admin_client(&node, &leader) {
+                Ok(mut client) => client
+                    .configure(forwarded_request(
+                        pb::ConfigureRequest { max_entries: limits.max_entries, max_bytes: limits.max_bytes },
+                        node.config().request_timeout,
+                    ))
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| Error::Unavailable(s.message().to_string())),
+                Err(e) => Err(e),
+            },
+            None => Err(Error::Unavailable("no leader yet".into())),
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(?limits, "cache capacity configured");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "capacity not configured yet; retrying"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(?limits, "could not configure the cache capacity after init; run `geocache cluster configure`");
+}
+
+/// Forwards `$message` to the leader's admin service if the local attempt said `NotLeader`.
+macro_rules! or_forward {
+    ($self:ident, $result:expr, $forwarded:expr, $message:expr, $method:ident) => {{
+        match $result {
+            Ok(response) => Ok(Response::new(response)),
+            Err(e) => match forward_target(&e, $forwarded) {
+                Some(leader) => {
+                    let mut client = Self::admin_client(&$self.node, &leader)?;
+                    client.$method(forwarded_request($message, $self.node.config().request_timeout)).await
+                }
+                None => Err(e.into()),
+            },
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl AdminRpc for AdminService {
+    async fn init(&self, request: Request<pb::InitRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = request.into_inner();
+        let is_initialized = self.node.raft().is_initialized().await.map_err(|e| Error::Fatal(e.to_string()))?;
+        if is_initialized {
+            return Err(Error::FailedPrecondition(
+                "cluster is already initialised; use `geocache cluster add` to grow it".into(),
+            )
+            .into());
+        }
+        let mut members = BTreeMap::new();
+        if req.members.is_empty() {
+            members.insert(self.node.id(), self.node.info());
+        }
+        for m in &req.members {
+            let (id, info) = member_from_wire(m)?;
+            if members.insert(id, info).is_some() {
+                return Err(Error::InvalidArgument(format!("node {id} is listed twice")).into());
+            }
+        }
+        if !members.contains_key(&self.node.id()) {
+            return Err(Error::InvalidArgument(format!(
+                "the initial members must include the node receiving init (node {})",
+                self.node.id()
+            ))
+            .into());
+        }
+        let initial = members.clone();
+        match self.node.raft().initialize(members).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+                return Err(Error::FailedPrecondition(format!("cluster is already initialised: {e}")).into())
+            }
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                return Err(Error::InvalidArgument(e.to_string()).into())
+            }
+            Err(RaftError::Fatal(e)) => return Err(Error::Fatal(e.to_string()).into()),
+        }
+        let limits = self.node.config().limits;
+        if limits != Limits::default() {
+            tokio::spawn(configure_after_init(self.node.clone(), limits));
+        }
+        // The membership entry may not be applied yet: answer with what was initialised.
+        let index = self.node.metrics().last_log_index.unwrap_or(0);
+        let voters = initial.iter().map(|(id, info)| member_to_wire(*id, info)).collect();
+        Ok(Response::new(pb::MembershipResponse { log_index: index, voters, learners: vec![] }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let timeout = grpc_timeout(&request).unwrap_or(self.node.config().request_timeout);
+        let req = request.into_inner();
+        or_forward!(self, self.add_learner_local(&req, timeout).await, forwarded, req, add_learner)
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        or_forward!(self, self.change_membership_local(&req).await, forwarded, req, change_membership)
+    }
+
+    async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let result = if self.node.is_leader() || forwarded {
+            self.remove_local(req.id).await
+        } else {
+            // Only the leader's membership view is authoritative: let it judge the id.
+            Err(Error::NotLeader { leader: self.node.leader() })
+        };
+        or_forward!(self, result, forwarded, req, remove)
+    }
+
+    async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let status = if request.get_ref().local_only { self.local_status() } else { self.cluster_status().await };
+        Ok(Response::new(status))
+    }
+
+    async fn configure(
+        &self,
+        request: Request<pb::ConfigureRequest>,
+    ) -> Result<Response<pb::ConfigureResponse>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        let limits = Limits { max_entries: req.max_entries, max_bytes: req.max_bytes };
+        let result = self
+            .node
+            .propose(self.node.command(Op::Configure { limits }, None))
+            .await
+            .map(|(log_index, _)| pb::ConfigureResponse { log_index });
+        or_forward!(self, result, forwarded, req, configure)
+    }
+}
+
+fn role_name(state: ServerState, is_voter: bool) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        ServerState::Follower if is_voter => "follower",
+        ServerState::Follower | ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+fn member_from_wire(m: &pb::Member) -> Result<(NodeId, NodeInfo)> {
+    if m.id == 0 {
+        return Err(Error::InvalidArgument("node id must be non-zero".into()));
+    }
+    if m.addr.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!("node {}: address must not be empty", m.id)));
+    }
+    if m.region.trim().is_empty() {
+        return Err(Error::InvalidArgument(format!("node {}: region must not be empty", m.id)));
+    }
+    Ok((m.id, NodeInfo { addr: m.addr.clone(), region: m.region.clone() }))
+}
+
+fn member_to_wire(id: NodeId, info: &NodeInfo) -> pb::Member {
+    pb::Member { id, addr: info.addr.clone(), region: info.region.clone() }
+}
+
+fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// The caller's deadline from the `grpc-timeout` header (e.g. `5S`, `250m`), if any.
+fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}

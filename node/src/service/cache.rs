@@ -1,0 +1,238 @@
+//! The client API (`geocache.v1.Cache`): validates requests, proposes writes (forwarding them to
+//! the leader when this node is not it) and serves reads at the requested consistency.
+
+use geocache_proto as pb;
+use geocache_proto::cache_client::CacheClient;
+use geocache_proto::cache_server::Cache as CacheRpc;
+use tonic::{Request, Response, Status};
+
+use super::{forward_target, forwarded_request, is_forwarded};
+use crate::error::{Error, Result};
+use crate::network::MAX_MESSAGE_BYTES;
+use crate::node::Node;
+use crate::read::{self, ReadLevel};
+use crate::state_machine::{Condition, EntryView, Op, Rejection, Response as Applied, WriteId};
+use crate::types::LogIndex;
+
+/// Serves `geocache.v1.Cache` for one node.
+pub struct CacheService {
+    node: Node,
+}
+
+impl CacheService {
+    pub fn new(node: Node) -> CacheService {
+        CacheService { node }
+    }
+
+    fn validate_key(&self, key: &str) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key must not be empty".into()));
+        }
+        let max = self.node.config().max_key_bytes;
+        if key.len() > max {
+            return Err(Error::InvalidArgument(format!("key is {} bytes, over the limit of {max} bytes", key.len())));
+        }
+        Ok(())
+    }
+
+    /// Absolute expiry (log time) for a relative TTL, as the proposer computes it.
+    fn expires_at(&self, ttl_ms: Option<u64>, now_ms: u64) -> Result<Option<u64>> {
+        match ttl_ms {
+            None => Ok(None),
+            Some(0) => Err(Error::InvalidArgument("ttl must be positive (omit it for no expiry)".into())),
+            Some(ttl) => now_ms
+                .checked_add(ttl)
+                .map(Some)
+                .ok_or_else(|| Error::InvalidArgument(format!("ttl of {ttl} ms overflows the clock"))),
+        }
+    }
+
+    fn client_for(&self, leader: &(u64, String)) -> Result<CacheClient<tonic::transport::Channel>> {
+        let channel = self.node.peers().channel_to(leader.0, &leader.1).map_err(Error::Unavailable)?;
+        Ok(CacheClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// Proposes `op` locally; on `NotLeader` hands back the leader to forward to.
+    async fn write(&self, op: Op, write_id: Option<pb::WriteId>, forwarded: bool) -> WriteOutcome {
+        let write_id = match write_id_from_wire(write_id) {
+            Ok(id) => id,
+            Err(e) => return WriteOutcome::Failed(e),
+        };
+        let cmd = self.node.command(op, write_id);
+        match self.node.propose(cmd).await {
+            Ok((index, applied)) => WriteOutcome::Done(write_response(index, applied)),
+            Err(e) => match forward_target(&e, forwarded) {
+                Some(leader) => WriteOutcome::Forward(leader),
+                None => WriteOutcome::Failed(e),
+            },
+        }
+    }
+
+    /// Serves a read of `key` from the local state machine at the requested level.
+    async fn read(&self, key: &str, consistency: i32, min_version: u64) -> Result<(Option<EntryView>, pb::ReadMeta)> {
+        self.validate_key(key)?;
+        let level = match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Linearizable) => ReadLevel::Linearizable,
+            Ok(pb::Consistency::Stale) => ReadLevel::Stale,
+            Ok(pb::Consistency::Bounded) => {
+                return Err(Error::InvalidArgument("bounded reads are not supported yet; use linearizable or stale".into()))
+            }
+            Err(_) => return Err(Error::InvalidArgument(format!("unknown consistency level {consistency}"))),
+        };
+        read::prepare_read(&self.node, level, min_version, self.node.config().request_timeout).await?;
+        let now_ms = self.node.clock().now_ms();
+        let (entry, applied) = self.node.reader().read(|cache, applied| (cache.get(key, now_ms), applied));
+        let meta = pb::ReadMeta {
+            node_id: self.node.id(),
+            region: self.node.config().region.clone(),
+            applied_index: applied.map(|l| l.index).unwrap_or(0),
+            staleness_bound_ms: (level == ReadLevel::Linearizable).then_some(0),
+        };
+        Ok((entry, meta))
+    }
+}
+
+enum WriteOutcome {
+    Done(pb::WriteResponse),
+    Forward((u64, String)),
+    Failed(Error),
+}
+
+/// Runs a write locally, or forwards the original request to the leader once.
+macro_rules! write_or_forward {
+    ($self:ident, $request:ident, $op:expr, $method:ident) => {{
+        let forwarded = is_forwarded(&$request);
+        let message = $request.into_inner();
+        let op = $op(&message)?;
+        match $self.write(op, message.write_id, forwarded).await {
+            WriteOutcome::Done(response) => Ok(Response::new(response)),
+            WriteOutcome::Failed(e) => Err(e.into()),
+            WriteOutcome::Forward(leader) => {
+                let mut client = $self.client_for(&leader)?;
+                client.$method(forwarded_request(message, $self.node.config().request_timeout)).await
+            }
+        }
+    }};
+}
+
+#[tonic::async_trait]
+impl CacheRpc for CacheService {
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = request.into_inner();
+        let (entry, meta) = self.read(&req.key, req.consistency, req.min_version).await?;
+        let response = match entry {
+            Some(e) => pb::GetResponse {
+                found: true,
+                value: e.value,
+                version: e.version,
+                expires_at_ms: e.expires_at_ms,
+                meta: Some(meta),
+            },
+            None => pb::GetResponse { meta: Some(meta), ..Default::default() },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn ttl(&self, request: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
+        let req = request.into_inner();
+        let (entry, meta) = self.read(&req.key, req.consistency, req.min_version).await?;
+        let now_ms = self.node.clock().now_ms();
+        let response = match entry {
+            Some(e) => pb::TtlResponse {
+                found: true,
+                version: e.version,
+                expires_at_ms: e.expires_at_ms,
+                remaining_ms: e.expires_at_ms.map(|at| at.saturating_sub(now_ms)),
+                meta: Some(meta),
+            },
+            None => pb::TtlResponse { meta: Some(meta), ..Default::default() },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn set(&self, request: Request<pb::SetRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        write_or_forward!(self, request, |m: &pb::SetRequest| self.set_op(m), set)
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        write_or_forward!(
+            self,
+            request,
+            |m: &pb::DeleteRequest| -> Result<Op> {
+                self.validate_key(&m.key)?;
+                Ok(Op::Delete { key: m.key.clone() })
+            },
+            delete
+        )
+    }
+
+    async fn expire(&self, request: Request<pb::ExpireRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        write_or_forward!(self, request, |m: &pb::ExpireRequest| self.expire_op(m), expire)
+    }
+}
+
+impl CacheService {
+    fn set_op(&self, m: &pb::SetRequest) -> Result<Op> {
+        self.validate_key(&m.key)?;
+        let max = self.node.config().max_value_bytes;
+        if m.value.len() > max {
+            return Err(Error::InvalidArgument(format!(
+                "value is {} bytes, over the limit of {max} bytes",
+                m.value.len()
+            )));
+        }
+        let condition = match pb::ConditionKind::try_from(m.condition) {
+            Ok(pb::ConditionKind::ConditionAlways) => Condition::Always,
+            Ok(pb::ConditionKind::ConditionIfAbsent) => Condition::IfAbsent,
+            Ok(pb::ConditionKind::ConditionIfPresent) => Condition::IfPresent,
+            Ok(pb::ConditionKind::ConditionIfVersion) => Condition::IfVersion(m.if_version),
+            Err(_) => return Err(Error::InvalidArgument(format!("unknown condition {}", m.condition))),
+        };
+        let expires_at_ms = self.expires_at(m.ttl_ms, self.node.clock().now_ms())?;
+        Ok(Op::Set { key: m.key.clone(), value: m.value.clone(), expires_at_ms, condition })
+    }
+
+    fn expire_op(&self, m: &pb::ExpireRequest) -> Result<Op> {
+        self.validate_key(&m.key)?;
+        let expires_at_ms = if m.persist {
+            None
+        } else {
+            match m.ttl_ms {
+                None => return Err(Error::InvalidArgument("expire needs a ttl or persist".into())),
+                ttl => self.expires_at(ttl, self.node.clock().now_ms())?,
+            }
+        };
+        Ok(Op::Expire { key: m.key.clone(), expires_at_ms })
+    }
+}
+
+fn write_id_from_wire(id: Option<pb::WriteId>) -> Result<Option<WriteId>> {
+    match id {
+        None => Ok(None),
+        Some(w) if w.client_id == 0 => Ok(None),
+        Some(w) if w.seq == 0 => Err(Error::InvalidArgument("write_id.seq must start at 1".into())),
+        Some(w) => Ok(Some(WriteId { client_id: w.client_id, seq: w.seq, acked_below: w.acked_below })),
+    }
+}
+
+fn write_response(log_index: LogIndex, applied: Applied) -> pb::WriteResponse {
+    pb::WriteResponse {
+        applied: applied.applied,
+        version: applied.version,
+        existed: applied.existed,
+        previous_version: applied.previous_version,
+        log_index,
+        expires_at_ms: applied.expires_at_ms,
+        rejected: match applied.rejected {
+            None => String::new(),
+            Some(Rejection::TooLarge { entry_bytes, max_bytes }) => {
+                format!("entry of {entry_bytes} bytes is larger than the whole cache capacity of {max_bytes} bytes")
+            }
+            Some(Rejection::SessionExpired) => {
+                "write retried after its client session forgot it; its outcome is unknown".to_string()
+            }
+        },
+    }
+}

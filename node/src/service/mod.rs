@@ -1,0 +1,111 @@
+//! The gRPC edge: the `Cache` (client API) and `Admin` services, and the one mapping from
+//! [`Error`] to gRPC status codes.
+//!
+//! Owns request validation (turning wire requests into [`Command`](crate::state_machine::Command)s
+//! or reads), forwarding to the leader, and wire <-> domain conversion. Knows nothing of sled.
+//!
+//! Invariants: a request that fails validation changes nothing; a request is forwarded to the
+//! leader at most once (the `x-geocache-forwarded` header), so forwarding never loops; every error
+//! leaves here with exactly the code the table in STYLE.md gives it.
+
+mod admin;
+mod cache;
+
+pub use admin::AdminService;
+pub use cache::CacheService;
+
+use geocache_proto::{ERROR_KIND_HEADER, FORWARDED_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Status {
+        let message = e.to_string();
+        match e {
+            Error::InvalidArgument(_) => Status::invalid_argument(message),
+            Error::NotFound(_) => Status::not_found(message),
+            Error::FailedPrecondition(_) => Status::failed_precondition(message),
+            Error::NotLeader { leader } => {
+                let mut status = Status::unavailable(message);
+                if let Some((id, addr)) = leader {
+                    let metadata = status.metadata_mut();
+                    metadata.insert(LEADER_ID_HEADER, MetadataValue::from(id));
+                    if let Ok(addr) = addr.parse() {
+                        metadata.insert(LEADER_ADDR_HEADER, addr);
+                    }
+                }
+                status
+            }
+            Error::Unavailable(_) => Status::unavailable(message),
+            Error::StaleReplica { .. } => {
+                let mut status = Status::unavailable(message);
+                status.metadata_mut().insert(ERROR_KIND_HEADER, MetadataValue::from_static("stale_replica"));
+                status
+            }
+            Error::Timeout(_) => Status::deadline_exceeded(message),
+            Error::Storage(_) | Error::Fatal(_) => Status::new(Code::Internal, message),
+        }
+    }
+}
+
+/// Whether another node already forwarded this request (so it must not be forwarded again).
+fn is_forwarded<T>(request: &tonic::Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
+}
+
+/// Wraps `message` in a request marked as forwarded, with the node's request timeout.
+fn forwarded_request<T>(message: T, timeout: std::time::Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+    request.set_timeout(timeout);
+    request
+}
+
+/// The leader to forward to, if `error` says this node is not it and the request may still move.
+fn forward_target(error: &Error, already_forwarded: bool) -> Option<(u64, String)> {
+    match error {
+        Error::NotLeader { leader: Some(leader) } if !already_forwarded => Some(leader.clone()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_carries_the_leader_in_metadata() {
+        let status = Status::from(Error::NotLeader { leader: Some((3, "127.0.0.1:7003".into())) });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.metadata().get(LEADER_ID_HEADER).unwrap(), "3");
+        assert_eq!(status.metadata().get(LEADER_ADDR_HEADER).unwrap(), "127.0.0.1:7003");
+    }
+
+    #[test]
+    fn each_error_has_its_code() {
+        let cases = [
+            (Error::InvalidArgument("x".into()), Code::InvalidArgument),
+            (Error::NotFound("x".into()), Code::NotFound),
+            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (Error::NotLeader { leader: None }, Code::Unavailable),
+            (Error::Unavailable("x".into()), Code::Unavailable),
+            (Error::StaleReplica { bound_ms: 1400, max_ms: 200 }, Code::Unavailable),
+            (Error::Timeout("x".into()), Code::DeadlineExceeded),
+            (Error::Storage("x".into()), Code::Internal),
+            (Error::Fatal("x".into()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Status::from(error).code(), code);
+        }
+    }
+
+    #[test]
+    fn forwarding_happens_at_most_once() {
+        let e = Error::NotLeader { leader: Some((2, "a".into())) };
+        assert!(forward_target(&e, false).is_some());
+        assert!(forward_target(&e, true).is_none());
+        assert!(forward_target(&Error::NotLeader { leader: None }, false).is_none());
+    }
+}
