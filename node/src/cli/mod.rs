@@ -284,6 +284,28 @@ fn parse_member(s: &str) -> Result<(NodeId, String, String), String> {
     Ok((id, addr.to_string(), region.to_string()))
 }
 
+/// The whole `geocache` program: parse the command line, set up logging, run, exit.
+/// Kept in the library so the integration tests can build an identical binary of their own.
+pub fn main() -> ! {
+    let cli = Cli::parse();
+    // Servers log at info by default; one-shot commands stay quiet unless RUST_LOG says otherwise.
+    let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geocache: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Don't wait for stray background tasks (e.g. lazily connecting channels) to finish.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    std::process::exit(code)
+}
+
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {

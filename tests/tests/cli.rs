@@ -1,0 +1,158 @@
+//! The `geocache` command line against real processes: membership changes step by step, exit
+//! codes, and bad input that must be refused with a clear message while changing nothing.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use geocache_tests::{eventually, outcome, TestCluster};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_geocache-under-test");
+
+fn status_json(cluster: &TestCluster, endpoint_id: u64) -> Result<Value> {
+    let (code, out, err) = outcome(&cluster.cli(endpoint_id, &["cluster", "status", "--json"]));
+    anyhow::ensure!(code == 0, "status failed: {err}");
+    Ok(serde_json::from_str(&out)?)
+}
+
+fn role_of(status: &Value, id: u64) -> Option<String> {
+    status["nodes"].as_array()?.iter().find(|n| n["id"] == id).map(|n| n["role"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_learner_promote_it_then_remove_a_node() -> Result<()> {
+    let mut cluster = TestCluster::start(BIN, 3).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    assert_eq!(outcome(&cluster.cli(1, &["set", "seed", "1"])).0, 0);
+
+    // Node 4 starts empty and is not part of a cluster until added.
+    cluster.spawn(4, &[])?;
+    cluster.admin(4).await?;
+    let addr4 = cluster.addr(4);
+    let (code, _, err) = outcome(&cluster.cli(
+        1,
+        &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--learner", "--timeout", "20s"],
+    ));
+    assert_eq!(code, 0, "add learner failed: {err}");
+    let status = status_json(&cluster, 1)?;
+    assert_eq!(role_of(&status, 4).as_deref(), Some("learner"), "{status}");
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 4);
+
+    // The learner has the data.
+    let (code, out, _) = outcome(&cluster.cli(4, &["get", "seed", "--consistency", "stale"]));
+    assert_eq!((code, out.as_str()), (0, "1"));
+
+    // Promote: `cluster add` without --learner on a caught-up learner makes it a voter.
+    let (code, _, err) = outcome(&cluster.cli(
+        1,
+        &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--timeout", "20s"],
+    ));
+    assert_eq!(code, 0, "promote failed: {err}");
+    eventually("node 4 to report itself a follower", Duration::from_secs(10), || async {
+        let status = status_json(&cluster, 1).ok()?;
+        (role_of(&status, 4).as_deref() == Some("follower")).then_some(())
+    })
+    .await?;
+
+    // Remove a voter that is not the leader.
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    let (code, out, err) = outcome(&cluster.cli(1, &["cluster", "remove", "--id", &victim.to_string()]));
+    assert_eq!(code, 0, "remove failed: {err}");
+    assert!(out.contains(&format!("removed node {victim}")), "{out}");
+    let status = status_json(&cluster, leader)?;
+    let ids: Vec<u64> = status["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_u64().unwrap()).collect();
+    assert!(!ids.contains(&victim), "removed node still listed: {status}");
+    assert_eq!(ids.len(), 3);
+    for n in status["nodes"].as_array().unwrap() {
+        for field in ["id", "addr", "region", "role", "term", "applied"] {
+            assert!(!n[field].is_null(), "status lacks {field}: {n}");
+        }
+    }
+    assert_eq!(status["leader"], leader);
+
+    // The cluster still takes writes with the new membership.
+    cluster.kill(victim)?;
+    let (code, _, err) = outcome(&cluster.cli(4, &["set", "after-change", "ok"]));
+    assert_eq!(code, 0, "write after the membership change failed: {err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 3).await?;
+    let (code, _, err) = outcome(&cluster.cli(1, &["set", "keep", "original"]));
+    assert_eq!(code, 0, "{err}");
+
+    let long_key = "k".repeat(4097);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["set", "", "x"], "key must not be empty"),
+        (vec!["set", &long_key, "x"], "over the limit"),
+        (vec!["set", "keep", "x", "--ttl", "0s"], "ttl"),
+        (vec!["get", ""], "key must not be empty"),
+        (vec!["cluster", "remove", "--id", "42"], "node 42 is not a member"),
+        (vec!["cluster", "init"], "already initialised"),
+        (vec!["cluster", "add", "--id", "1", "--addr", "127.0.0.1:1", "--region", "x"], "already a voter"),
+    ];
+    for (args, expected) in &cases {
+        let (code, _, err) = outcome(&cluster.cli(2, args));
+        let shown: Vec<String> = args.iter().map(|a| if a.len() > 20 { format!("<{} bytes>", a.len()) } else { a.to_string() }).collect();
+        assert_eq!(code, 2, "{shown:?} should fail with exit 2, got {code}: {err}");
+        // Progress notes may precede it; the error itself is the one last line.
+        let error_line = err.lines().last().unwrap_or_default();
+        assert!(error_line.starts_with("geocache "), "{shown:?}: {err:?}");
+        assert!(error_line.contains(expected), "{shown:?}: message {error_line:?} lacks {expected:?}");
+    }
+
+    // A value over the 4 MiB limit is too long for a command line; send it through the API.
+    let mut raw = geocache_proto::cache_client::CacheClient::connect(format!("http://{}", cluster.addr(2)))
+        .await?
+        .max_encoding_message_size(64 << 20);
+    let big = geocache_proto::SetRequest {
+        key: "keep".into(),
+        value: vec![b'v'; 4 * 1024 * 1024 + 1].into(),
+        ..Default::default()
+    };
+    let refused = raw.set(big).await.expect_err("an oversized value must be refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("over the limit"), "{}", refused.message());
+
+    // Nothing changed: the value is intact, membership is the same three voters.
+    let (code, out, _) = outcome(&cluster.cli(3, &["get", "keep"]));
+    assert_eq!((code, out.as_str()), (0, "original"));
+    let status = status_json(&cluster, 1)?;
+    assert_eq!(status["nodes"].as_array().context("nodes")?.len(), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_deadlines() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 1).await?;
+    let (code, out, _) = outcome(&cluster.cli(1, &["set", "a", "1", "--ttl", "1h"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("version"), "{out}");
+    let (code, out, _) = outcome(&cluster.cli(1, &["get", "a"]));
+    assert_eq!((code, out.as_str()), (0, "1"));
+    let (code, out, err) = outcome(&cluster.cli(1, &["get", "missing"]));
+    assert_eq!((code, out.as_str(), err.as_str()), (1, "", "not found"));
+    let (code, _, _) = outcome(&cluster.cli(1, &["del", "a"]));
+    assert_eq!(code, 0);
+    let (code, _, _) = outcome(&cluster.cli(1, &["get", "a"]));
+    assert_eq!(code, 1);
+
+    // An endpoint nobody listens on: exit 2 quickly, naming the cause.
+    let dead = format!("127.0.0.1:{}", geocache_tests::free_port());
+    let started = std::time::Instant::now();
+    let (code, _, err) = outcome(&cluster.cli_at(&dead, &["get", "a", "--timeout", "2s"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("unreachable"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the CLI hung");
+
+    // A node that is not in any cluster says so.
+    let mut lonely = TestCluster::new(BIN)?;
+    lonely.spawn(7, &[])?;
+    lonely.admin(7).await?;
+    let (code, _, err) = outcome(&lonely.cli(7, &["set", "a", "1"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("not part of a cluster"), "{err}");
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! A 3-node cluster of real `geocache` processes on loopback: replication, forwarding, failover,
+//! restart from disk, whole-cluster crash, exactly-once writes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use geocache_client::{Condition, ReadOptions, SetOptions};
+use geocache_proto as pb;
+use geocache_proto::cache_client::CacheClient;
+use geocache_tests::{eventually, TestCluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_geocache-under-test");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_leader_is_read_with_the_same_version_on_every_node() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 3).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let written = cluster.client_of(leader).await?.set("city", "lisbon").await?;
+    assert!(written.applied);
+
+    for id in 1..=3 {
+        // A linearizable read sent to each node is served by that node itself (read index).
+        let entry = cluster.client_of(id).await?.get("city").await?.context("missing on a node")?;
+        assert_eq!(entry.value, "lisbon");
+        assert_eq!(entry.version, written.version, "node {id} serves another version");
+        assert_eq!(entry.meta.node_id, id, "the read was not served by node {id}");
+        assert_eq!(entry.meta.region, cluster.nodes[&id].region);
+        assert!(entry.meta.applied_index >= written.version);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_sent_to_a_follower_is_forwarded_to_the_leader() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 3).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+
+    // The raw API, so nothing but the follower itself can route the write.
+    let mut raw = CacheClient::connect(format!("http://{}", cluster.addr(follower))).await?;
+    let reply = raw
+        .set(pb::SetRequest { key: "via-follower".into(), value: "yes".into(), ..Default::default() })
+        .await?
+        .into_inner();
+    assert!(reply.applied);
+
+    let entry = cluster.client_of(leader).await?.get("via-follower").await?.context("write lost")?;
+    assert_eq!(entry.value, "yes");
+    assert_eq!(entry.version, reply.version);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_the_restarted_node_catches_up() -> Result<()> {
+    let mut cluster = TestCluster::start(BIN, 3).await?;
+    let client = cluster.client().await?;
+    client.set("k", "before").await?;
+    let old_leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+
+    cluster.kill(old_leader)?;
+    let killed_at = Instant::now();
+    // Writes succeed again within 5 s of the kill (the client retries through the election).
+    let written = eventually("a write after the leader died", Duration::from_secs(5), || async {
+        client.set("k", "after").await.ok()
+    })
+    .await?;
+    let recovered_in = killed_at.elapsed();
+    assert!(recovered_in < Duration::from_secs(5), "writes resumed only after {recovered_in:?}");
+    let new_leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    assert_ne!(new_leader, old_leader);
+
+    cluster.restart(old_leader)?;
+    cluster.wait_applied(old_leader, written.version, Duration::from_secs(20)).await?;
+    let entry = cluster.client_of(old_leader).await?.get_with("k", ReadOptions::stale()).await?.context("missing")?;
+    assert_eq!(entry.value, "after", "restarted node serves an old value");
+    assert_eq!(entry.meta.node_id, old_leader);
+    assert_eq!(entry.version, written.version);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_survives_kill_9_of_the_whole_cluster() -> Result<()> {
+    let mut cluster = TestCluster::start(BIN, 3).await?;
+    let client = cluster.client().await?;
+
+    // A stream of writes; each acknowledged one is remembered.
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..100_000u64 {
+                match client.set(format!("key-{i}"), format!("value-{i}")).await {
+                    Ok(w) => acknowledged.push((i, w.version)),
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        })
+    };
+    // Let some writes land, then kill every node mid-stream.
+    eventually("some acknowledged writes", Duration::from_secs(20), || async {
+        let status = cluster.local_status(1).await?;
+        (status.nodes.first()?.applied > 50).then_some(())
+    })
+    .await?;
+    for id in 1..=3 {
+        cluster.kill(id)?;
+    }
+    let acknowledged = writer.await?;
+    assert!(acknowledged.len() > 10, "too few writes acknowledged: {}", acknowledged.len());
+
+    for id in 1..=3 {
+        cluster.restart(id)?;
+    }
+    cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let client = cluster.client().await?;
+    for (i, version) in &acknowledged {
+        let entry = client.get(format!("key-{i}")).await?.with_context(|| format!("acknowledged key-{i} lost"))?;
+        assert_eq!(entry.value, format!("value-{i}"));
+        assert_eq!(entry.version, *version);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_write_is_answered_with_its_first_result_and_applied_once() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 3).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let client = cluster.client().await?;
+    let v1 = client.set("balance", "100").await?.version;
+
+    // Compare-and-set from version v1, sent twice with the same client id and sequence number,
+    // as a client does when the first reply was lost.
+    let cas = pb::SetRequest {
+        key: "balance".into(),
+        value: "150".into(),
+        condition: pb::ConditionKind::ConditionIfVersion as i32,
+        if_version: v1,
+        write_id: Some(pb::WriteId { client_id: 0xC11E47, seq: 1, acked_below: 1 }),
+        ..Default::default()
+    };
+    let mut raw = CacheClient::connect(format!("http://{}", cluster.addr(leader))).await?;
+    let first = raw.set(cas.clone()).await?.into_inner();
+    assert!(first.applied, "the CAS should hold the first time");
+    // The resent request travels in a log entry of its own (`log_index`); everything the write
+    // itself produced must be the first answer.
+    let same_result = |r: &pb::WriteResponse| pb::WriteResponse { log_index: first.log_index, ..r.clone() };
+    let again = raw.set(cas.clone()).await?.into_inner();
+    assert!(again.log_index > first.log_index);
+    assert_eq!(same_result(&again), first, "a duplicate must get the first result");
+
+    // Had it applied twice, the second CAS would have failed (version moved) or bumped the version.
+    let entry = client.get("balance").await?.context("missing")?;
+    assert_eq!(entry.value, "150");
+    assert_eq!(entry.version, first.version);
+
+    // The same seq with another payload is still the same write: first result, no effect.
+    let different = pb::SetRequest { value: "999".into(), ..cas };
+    let third = raw.set(different).await?.into_inner();
+    assert_eq!(same_result(&third), first);
+    assert_eq!(client.get("balance").await?.context("missing")?.value, "150");
+
+    // A fresh CAS against the old version now fails: the condition is judged on the real state.
+    let stale_cas = client.set_with("balance", "0", SetOptions::new().with_condition(Condition::IfVersion(v1))).await?;
+    assert!(!stale_cas.applied);
+    Ok(())
+}
