@@ -117,7 +117,9 @@ impl Config {
             // message limit.
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            // Keep some log behind a snapshot so a briefly lagging follower catches up from the
+            // log rather than a whole snapshot.
+            max_in_snapshot_log_to_keep: self.snapshot_every.min(1000),
             ..Default::default()
         };
         cfg.validate().map_err(|e| Error::InvalidArgument(format!("raft config: {e}")))

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::network::PeerChannels;
+use crate::read::recency::RecencyNotes;
 use crate::state_machine::{Command, Op, Response};
 use crate::store::CacheReader;
 use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics};
@@ -30,12 +31,13 @@ struct Inner {
     reader: CacheReader,
     peers: PeerChannels,
     clock: Clock,
+    recency: RecencyNotes,
 }
 
 impl Node {
     pub fn new(config: Config, raft: Raft, reader: CacheReader, peers: PeerChannels) -> Node {
         let clock = Clock::with_offset_ms(config.clock_offset_ms);
-        Node { inner: Arc::new(Inner { config, raft, reader, peers, clock }) }
+        Node { inner: Arc::new(Inner { config, raft, reader, peers, clock, recency: RecencyNotes::default() }) }
     }
 
     pub fn id(&self) -> NodeId {
@@ -56,6 +58,11 @@ impl Node {
 
     pub fn peers(&self) -> &PeerChannels {
         &self.inner.peers
+    }
+
+    /// Keys local reads used, waiting to be proposed as a `Touch`.
+    pub fn recency(&self) -> &RecencyNotes {
+        &self.inner.recency
     }
 
     pub fn clock(&self) -> Clock {

@@ -45,6 +45,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
 
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
+    let toucher = tokio::spawn(report_recency(node.clone()));
     let served = tonic::transport::Server::builder()
         .add_service(
             CacheServer::new(CacheService::new(node.clone()))
@@ -60,6 +61,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     ticker.abort();
+    toucher.abort();
     let stopped = raft.shutdown().await;
     served.map_err(|e| Error::Fatal(format!("gRPC server failed: {e}")))?;
     stopped.map_err(|e| Error::Fatal(format!("raft did not stop cleanly: {e}")))?;
@@ -77,6 +79,41 @@ async fn tick_while_leader(node: Node) {
             if let Err(e) = node.propose(node.command(Op::Tick, None)).await {
                 tracing::debug!(error = %e, "tick not committed");
             }
+        }
+    }
+}
+
+/// Every tick interval, turns the keys local reads used into one `Touch` proposal: proposed here
+/// on the leader, sent to the leader from a follower. Best effort: a failed batch is dropped.
+async fn report_recency(node: Node) {
+    let mut interval = tokio::time::interval(node.config().tick_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let keys = node.recency().drain();
+        if keys.is_empty() {
+            continue;
+        }
+        let result = if node.is_leader() {
+            node.propose(node.command(Op::Touch { keys }, None)).await.map(|_| ())
+        } else if let Some((leader, addr)) = node.leader() {
+            match node.peers().channel_to(leader, &addr) {
+                Ok(channel) => {
+                    let mut request = tonic::Request::new(geocache_proto::TouchRequest { keys });
+                    request.set_timeout(node.config().request_timeout);
+                    geocache_proto::raft_client::RaftClient::new(channel)
+                        .touch(request)
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| Error::Unavailable(s.message().to_string()))
+                }
+                Err(e) => Err(Error::Unavailable(e)),
+            }
+        } else {
+            Err(Error::Unavailable("no leader".into()))
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "recency batch dropped");
         }
     }
 }

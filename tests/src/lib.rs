@@ -81,9 +81,14 @@ impl TestCluster {
     /// Starts `n` voters (ids 1..=n, regions in turn), initialises them as one cluster through
     /// node 1, and waits until every node knows the leader.
     pub async fn start(bin: impl Into<PathBuf>, n: u64) -> Result<TestCluster> {
+        Self::start_with(bin, n, &[]).await
+    }
+
+    /// Like [`TestCluster::start`], every node started with `extra_args` (e.g. `--max-entries 3`).
+    pub async fn start_with(bin: impl Into<PathBuf>, n: u64, extra_args: &[&str]) -> Result<TestCluster> {
         let mut cluster = TestCluster::new(bin)?;
         for id in 1..=n {
-            cluster.spawn(id, &[])?;
+            cluster.spawn(id, extra_args)?;
         }
         let members = cluster.nodes.values().map(NodeProcess::member).collect();
         let mut admin = cluster.admin(1).await?;

@@ -165,3 +165,71 @@ async fn a_resent_write_is_answered_with_its_first_result_and_applied_once() -> 
     assert!(!stale_cas.applied);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fell_behind_a_purged_log_catches_up_from_a_snapshot() -> Result<()> {
+    let mut cluster = TestCluster::start_with(BIN, 3, &["--snapshot-every", "20"]).await?;
+    let client = cluster.client().await?;
+    client.set("first", "1").await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let lagging = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.kill(lagging)?;
+
+    let mut last = None;
+    for i in 0..200 {
+        last = Some(client.set(format!("k{i}"), format!("v{i}")).await?);
+    }
+    let last = last.unwrap();
+    // The leader built snapshots and purged the log the lagging node would need.
+    eventually("the leader to purge its log", Duration::from_secs(10), || async {
+        let s = cluster.local_status(leader).await?;
+        (s.nodes.first()?.purged_index > 2).then_some(())
+    })
+    .await?;
+
+    cluster.restart(lagging)?;
+    cluster.wait_applied(lagging, last.version, Duration::from_secs(30)).await?;
+    let lagging_client = cluster.client_of(lagging).await?;
+    for i in [0, 57, 199] {
+        let entry = lagging_client.get_with(format!("k{i}"), ReadOptions::stale()).await?.context("missing")?;
+        assert_eq!(entry.value, format!("v{i}"));
+    }
+    assert_eq!(lagging_client.get_with("first", ReadOptions::stale()).await?.context("missing")?.value, "1");
+
+    // And every replica holds the same state (ticks keep appending: poll until all agree).
+    eventually("replicas to agree on applied index and state hash", Duration::from_secs(10), || async {
+        let mut seen = Vec::new();
+        for id in 1..=3 {
+            let s = cluster.local_status(id).await?;
+            let me = s.nodes.first()?;
+            seen.push((me.applied, me.state_hash));
+        }
+        seen.iter().all(|x| *x == seen[0]).then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capacity_given_at_init_evicts_least_recently_written_keys_everywhere() -> Result<()> {
+    let cluster = TestCluster::start_with(BIN, 3, &["--max-entries", "3"]).await?;
+    let client = cluster.client().await?;
+    eventually("the capacity to be configured", Duration::from_secs(10), || async {
+        let s = client.status().await.ok()?;
+        (s.max_entries == 3).then_some(())
+    })
+    .await?;
+    for key in ["a", "b", "c", "d"] {
+        client.set(key, key).await?;
+    }
+    let last = client.set("e", "e").await?;
+    for id in 1..=3 {
+        cluster.wait_applied(id, last.version, Duration::from_secs(10)).await?;
+        let c = cluster.client_of(id).await?;
+        for (key, present) in [("a", false), ("b", false), ("c", true), ("d", true), ("e", true)] {
+            let found = c.get_with(key, ReadOptions::stale()).await?.is_some();
+            assert_eq!(found, present, "node {id}: key {key} present={found}");
+        }
+    }
+    Ok(())
+}

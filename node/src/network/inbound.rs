@@ -2,7 +2,7 @@
 //! local openraft instance, and answers read-index requests from followers.
 
 use geocache_proto::raft_server::Raft as RaftRpc;
-use geocache_proto::{RaftPayload, ReadIndexRequest, ReadIndexResponse};
+use geocache_proto::{RaftPayload, ReadIndexRequest, ReadIndexResponse, TouchRequest, TouchResponse};
 use tonic::{Request, Response, Status};
 
 use super::{decode, encode};
@@ -49,5 +49,14 @@ impl RaftRpc for RaftService {
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         let confirmed = crate::read::leader_read_index(&self.node).await?;
         Ok(Response::new(ReadIndexResponse { index: confirmed.index, leader_id: self.node.id(), term: confirmed.term }))
+    }
+
+    async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
+        // Proposed only if this node leads; a follower's notes are not forwarded twice.
+        let keys = request.into_inner().keys;
+        if !keys.is_empty() {
+            self.node.propose(self.node.command(crate::state_machine::Op::Touch { keys }, None)).await?;
+        }
+        Ok(Response::new(TouchResponse {}))
     }
 }

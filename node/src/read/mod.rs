@@ -10,6 +10,8 @@
 //! the strength of a leader lease; a `stale` read never waits on the network.
 //! Not here yet: `bounded(d)` reads and the staleness probe (the geo-reads issue).
 
+pub mod recency;
+
 use std::time::Duration;
 
 use geocache_proto::raft_client::RaftClient;

@@ -135,11 +135,13 @@ impl AdminService {
             applied: applied.map(|l| l.index).unwrap_or(0),
             reachable: true,
             lag: (metrics.state == ServerState::Leader).then_some(0),
-            staleness_bound_ms: (metrics.state == ServerState::Leader)
-                .then_some(metrics.millis_since_quorum_ack)
-                .flatten(),
+            // No sound bound is measured yet (the staleness probe comes with the geo-reads
+            // work); openraft's `millis_since_quorum_ack` is not claimed as one.
+            staleness_bound_ms: None,
             last_log_index: last_log,
             state_hash,
+            snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
         };
         let mut nodes = vec![me];
         if let Some(replication) = &metrics.replication {

@@ -84,6 +84,9 @@ impl CacheService {
         read::prepare_read(&self.node, level, min_version, self.node.config().request_timeout).await?;
         let now_ms = self.node.clock().now_ms();
         let (entry, applied) = self.node.reader().read(|cache, applied| (cache.get(key, now_ms), applied));
+        if entry.is_some() {
+            self.node.recency().note(key);
+        }
         let meta = pb::ReadMeta {
             node_id: self.node.id(),
             region: self.node.config().region.clone(),
