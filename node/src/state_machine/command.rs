@@ -39,19 +39,13 @@ pub enum Condition {
 
 /// Capacity limits of the cache. Part of the replicated state (set by [`Op::Configure`]) so that
 /// every replica evicts the same keys.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Limits {
     /// Most entries held at once; 0 means unlimited.
     pub max_entries: u64,
     /// Most bytes held at once, counted as key + value + [`ENTRY_OVERHEAD_BYTES`] per entry;
     /// 0 means unlimited.
     pub max_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_entries: 0, max_bytes: 0 }
-    }
 }
 
 /// Fixed bytes charged per entry on top of key and value, standing for the index structures.
