@@ -1,1 +1,133 @@
-//! sled storage (to be written)
+//! Durable Raft storage in sled: the log, the vote, the committed pointer and snapshots, plus the
+//! openraft state-machine adapter around [`crate::state_machine::Cache`].
+//!
+//! One node owns one data directory holding one `sled::Db` with three trees:
+//!
+//! | tree       | key                      | value (bincode 1)                                   |
+//! |------------|--------------------------|-----------------------------------------------------|
+//! | `log`      | log index, big-endian u64 | [`Entry`](crate::types::Entry)                     |
+//! | `meta`     | `node_id`, `vote`, `committed`, `last_purged` | the node id (big-endian u64), [`Vote`](crate::types::Vote), [`LogId`](crate::types::LogId)s |
+//! | `snapshot` | `meta`, `data`           | the current snapshot's [`SnapshotMeta`](crate::types::SnapshotMeta) and bytes |
+//!
+//! Big-endian keys make sled's byte order the numeric order, so a range scan is a log range.
+//!
+//! [`LogStore`] implements openraft's `RaftLogStorage`; [`StateMachineStore`] implements
+//! `RaftStateMachine` and hands out [`CacheReader`]s for local reads. The cache itself lives only in
+//! memory: on open it is restored from the current snapshot, and openraft re-applies the committed log
+//! after it (it reads [`LogStore`]'s committed pointer on startup).
+//!
+//! Owns: every byte under the data directory. Refuses to own: what a command means (that is
+//! `state_machine/`), when to snapshot or purge (openraft decides), networking.
+//!
+//! Invariants:
+//! - A data directory belongs to one node id, recorded on first open; opening it as another node is
+//!   refused.
+//! - The vote is flushed before `save_vote` returns; appended entries are flushed before their
+//!   `LogFlushed` callback fires (group commit: one background flusher task issues one flush for every
+//!   append queued so far, then completes their callbacks in append order; never one flush per write).
+//! - Entries are readable as soon as `append` returns, and the log never has a hole: an append is one
+//!   sled batch, `truncate` removes a suffix, `purge` a prefix, after persisting `last_purged` first.
+//! - The state machine applies entries strictly in index order, each exactly once (`index ==
+//!   last_applied + 1`); anything else is a storage error, which stops the Raft node rather than let it
+//!   diverge.
+//! - A snapshot is flushed to sled before `build_snapshot` / `install_snapshot` returns, so openraft
+//!   may purge the log it covers; a persisted snapshot is only replaced by one at least as new.
+//!
+//! Durability caveat: sled 0.34's flush writes its log with `sync_file_range` on Linux, not `fsync`.
+//! A flushed write survives a process crash (`kill -9`), but not necessarily power loss or a kernel
+//! crash. We also rely on sled recovering a prefix of its (single, all-trees) write log, so e.g. a
+//! persisted committed pointer never points past entries that were written before it.
+
+// openraft's traits fix the error type to its (large) `StorageError`; the private helpers return
+// it too, rather than box it only to unbox it at the trait boundary.
+#[allow(clippy::result_large_err)]
+mod log_store;
+#[allow(clippy::result_large_err)]
+mod state_machine_store;
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests;
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use log_store::{FlushStats, LogReader, LogStore};
+pub use state_machine_store::{CacheReader, SnapshotBuilder, StateMachineStore};
+
+use crate::error::{Error, Result};
+use crate::types::NodeId;
+
+/// Tree names and keys, in one place because they are the on-disk format.
+mod keys {
+    pub const LOG_TREE: &str = "log";
+    pub const META_TREE: &str = "meta";
+    pub const SNAPSHOT_TREE: &str = "snapshot";
+
+    pub const NODE_ID: &[u8] = b"node_id";
+    pub const VOTE: &[u8] = b"vote";
+    pub const COMMITTED: &[u8] = b"committed";
+    pub const LAST_PURGED: &[u8] = b"last_purged";
+
+    pub const SNAPSHOT_META: &[u8] = b"meta";
+    pub const SNAPSHOT_DATA: &[u8] = b"data";
+}
+
+/// Opens (creating if needed) the node's storage in `dir` and returns its log store and state
+/// machine, the latter already restored from the persisted snapshot, if any.
+///
+/// Must be called inside a Tokio runtime: the log store spawns its flusher task on it, and the task
+/// ends when the [`LogStore`] is dropped.
+///
+/// Errors: [`Error::InvalidArgument`] if `dir` was first opened by a node other than `node_id`;
+/// [`Error::Storage`] if sled cannot open the directory or a persisted record does not decode;
+/// [`Error::Fatal`] if called outside a Tokio runtime.
+pub fn open(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore)> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| Error::Fatal(format!("store::open must run inside a Tokio runtime: {e}")))?;
+    let db = sled::open(dir)?;
+    let meta = db.open_tree(keys::META_TREE)?;
+
+    match meta.get(keys::NODE_ID)? {
+        Some(stored) => {
+            let stored = decode_u64(&stored).ok_or_else(|| {
+                Error::Storage(format!("corrupt node id record in {}", dir.display()))
+            })?;
+            if stored != node_id {
+                return Err(Error::InvalidArgument(format!(
+                    "data dir {} belongs to node {stored}, not node {node_id}; \
+                     use the node id it was created with or another --data-dir",
+                    dir.display()
+                )));
+            }
+        }
+        None => {
+            meta.insert(keys::NODE_ID, &node_id.to_be_bytes())?;
+            db.flush()?;
+        }
+    }
+
+    let log = db.open_tree(keys::LOG_TREE)?;
+    let snapshots = db.open_tree(keys::SNAPSHOT_TREE)?;
+    let log_store = LogStore::new(db.clone(), log, meta, &runtime);
+    let state_machine = StateMachineStore::load(db, snapshots, node_id)?;
+    Ok((log_store, state_machine))
+}
+
+/// Big-endian key of a log index: byte order equals numeric order.
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    bincode::serialize(value)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    bincode::deserialize(bytes)
+}

@@ -1,0 +1,352 @@
+//! The openraft state-machine adapter: applies committed entries to the in-memory [`Cache`], builds
+//! and installs snapshots, and keeps the current snapshot in sled so a restart can rebuild the cache.
+//!
+//! The cache, the last applied log id and the last applied membership sit together behind one
+//! `std::sync::RwLock`, so a reader never sees a cache whose applied position is from another moment.
+//! A std lock (not tokio's) is right here: it is never held across an `.await`, and every critical
+//! section is short (one apply batch, one lookup, one snapshot copy), so blocking is cheaper than
+//! an async lock's bookkeeping (same reasoning as mini-redis `src/db.rs`).
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+
+use super::{decode, encode, keys};
+use crate::state_machine::{Cache, CacheSnapshot, Response};
+use crate::types::{
+    Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+
+/// openraft's state machine: the cache plus its applied position, and the current snapshot.
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+    /// Whether `apply` demands `index == last_applied + 1` (always, except under openraft's
+    /// conformance suite, which applies synthetic entries with gaps).
+    strict_continuity: bool,
+}
+
+/// Builds snapshots from a consistent copy of the state machine; handed to openraft.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+/// A cheap, cloneable handle for serving local reads from the state machine.
+#[derive(Clone)]
+pub struct CacheReader {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    node_id: NodeId,
+    db: sled::Db,
+    snapshots: sled::Tree,
+    applied: RwLock<Applied>,
+    /// Makes snapshot ids unique among the snapshots this process builds.
+    snapshot_seq: AtomicU64,
+    /// Serializes the compare-and-replace of the persisted snapshot.
+    snapshot_write: Mutex<()>,
+}
+
+/// Everything the applied log prefix determines.
+struct Applied {
+    cache: Cache,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+/// The bytes of a snapshot: its metadata (so the bytes are self-describing) and the cache.
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    cache: CacheSnapshot,
+}
+
+impl StateMachineStore {
+    /// Restores the state machine from the snapshot persisted in `snapshots`, or starts empty.
+    pub(super) fn load(
+        db: sled::Db,
+        snapshots: sled::Tree,
+        node_id: NodeId,
+    ) -> crate::Result<StateMachineStore> {
+        let applied = match read_current(&snapshots)? {
+            Some((meta, data)) => {
+                let file = decode_file(&meta, &data)?;
+                Applied {
+                    cache: Cache::restore(file.cache),
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership,
+                }
+            }
+            None => Applied {
+                cache: Cache::new(),
+                last_applied: None,
+                last_membership: StoredMembership::default(),
+            },
+        };
+        let shared = Shared {
+            node_id,
+            db,
+            snapshots,
+            applied: RwLock::new(applied),
+            snapshot_seq: AtomicU64::new(0),
+            snapshot_write: Mutex::new(()),
+        };
+        Ok(StateMachineStore {
+            shared: Arc::new(shared),
+            strict_continuity: true,
+        })
+    }
+
+    /// A handle for local reads; see [`CacheReader::read`].
+    pub fn reader(&self) -> CacheReader {
+        CacheReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Lets `apply` skip indexes (never go back). Only openraft's conformance suite needs this:
+    /// it applies hand-made entries such as index 3 on an empty state machine.
+    #[cfg(test)]
+    pub(super) fn allow_apply_gaps(&mut self) {
+        self.strict_continuity = false;
+    }
+}
+
+impl CacheReader {
+    /// Runs `f` on the cache and the log id of the last entry applied to it, under a read lock.
+    /// Keep `f` short: apply waits for it.
+    ///
+    /// Panics if a previous apply panicked while holding the lock (the state may be half-applied;
+    /// serving it could diverge from the log).
+    pub fn read<R>(&self, f: impl FnOnce(&Cache, Option<LogId>) -> R) -> R {
+        let applied = self
+            .shared
+            .applied
+            .read()
+            .expect("state machine lock poisoned by a panic in apply");
+        f(&applied.cache, applied.last_applied)
+    }
+}
+
+impl Shared {
+    fn read(&self) -> Result<RwLockReadGuard<'_, Applied>, StorageError> {
+        self.applied.read().map_err(|_| poisoned())
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Applied>, StorageError> {
+        self.applied.write().map_err(|_| poisoned())
+    }
+
+    /// Makes `meta` + `data` the current snapshot and flushes. Unless `force`, a snapshot older than
+    /// the persisted one is not written (a slow `build_snapshot` racing a newer install); returns
+    /// whether it was written.
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        force: bool,
+    ) -> Result<bool, StorageError> {
+        let write_err = |e: &dyn std::error::Error| -> StorageError {
+            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e)).into()
+        };
+        {
+            let _guard = self.snapshot_write.lock().map_err(|_| poisoned())?;
+            if !force {
+                if let Some(current) = self
+                    .snapshots
+                    .get(keys::SNAPSHOT_META)
+                    .map_err(|e| write_err(&e))?
+                {
+                    let current: SnapshotMeta = decode(&current).map_err(|e| write_err(&e))?;
+                    if current.last_log_id > meta.last_log_id {
+                        return Ok(false);
+                    }
+                }
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                keys::SNAPSHOT_META,
+                encode(meta).map_err(|e| write_err(&e))?,
+            );
+            batch.insert(keys::SNAPSHOT_DATA, data);
+            self.snapshots
+                .apply_batch(batch)
+                .map_err(|e| write_err(&e))?;
+        }
+        self.db.flush_async().await.map_err(|e| write_err(&e))?;
+        Ok(true)
+    }
+}
+
+fn poisoned() -> StorageError {
+    StorageIOError::write_state_machine(AnyError::error("state machine lock poisoned by a panic"))
+        .into()
+}
+
+/// Reads the persisted snapshot's metadata and bytes (written together in one sled batch).
+fn read_current(snapshots: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let read_err = |e: &dyn std::error::Error| -> StorageError {
+        StorageIOError::read_snapshot(None, AnyError::error(e)).into()
+    };
+    let Some(meta) = snapshots
+        .get(keys::SNAPSHOT_META)
+        .map_err(|e| read_err(&e))?
+    else {
+        return Ok(None);
+    };
+    let meta: SnapshotMeta = decode(&meta).map_err(|e| read_err(&e))?;
+    let data = snapshots
+        .get(keys::SNAPSHOT_DATA)
+        .map_err(|e| read_err(&e))?
+        .ok_or_else(|| read_err(&MissingData))?;
+    Ok(Some((meta, data.to_vec())))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot metadata present but its data is missing")]
+struct MissingData;
+
+/// Decodes snapshot bytes and checks they are the snapshot `meta` describes.
+fn decode_file(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotFile, StorageError> {
+    let read_err = |e: AnyError| -> StorageError {
+        StorageIOError::read_snapshot(Some(meta.signature()), e).into()
+    };
+    let file: SnapshotFile = decode(data).map_err(|e| read_err(AnyError::new(&e)))?;
+    if file.meta.last_log_id != meta.last_log_id
+        || file.meta.last_membership != meta.last_membership
+    {
+        return Err(read_err(AnyError::error(format!(
+            "snapshot bytes are of {:?}, but its metadata says {:?}",
+            file.meta.last_log_id, meta.last_log_id
+        ))));
+    }
+    Ok(file)
+}
+
+/// Entries must apply in log order, each once (toyDB `sql/engine/raft.rs` asserts the same):
+/// a skipped or repeated entry would make this replica diverge from the others.
+fn check_follows(last: Option<LogId>, next: LogId, strict: bool) -> Result<(), StorageError> {
+    let expected = last.map_or(0, |l| l.index + 1);
+    let ok = if strict {
+        next.index == expected
+    } else {
+        next.index >= expected
+    };
+    if ok {
+        return Ok(());
+    }
+    let last = last.map_or_else(|| "nothing".to_string(), |l| l.to_string());
+    let msg =
+        format!("entry {next} does not follow the last applied entry ({last}); refusing to apply");
+    tracing::error!("{msg}");
+    Err(StorageIOError::apply(next, AnyError::error(msg)).into())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    /// Copies the state machine under the read lock, then encodes and persists the copy (flushed)
+    /// as the current snapshot without holding the lock.
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, cache) = {
+            let applied = self.shared.read()?;
+            let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let position = applied
+                .last_applied
+                .map_or_else(|| "empty".to_string(), |l| l.to_string());
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+                snapshot_id: format!("node{}-{position}-{seq}", self.shared.node_id),
+            };
+            (meta, applied.cache.snapshot())
+        };
+        let file = SnapshotFile { meta, cache };
+        let data = encode(&file).map_err(|e| {
+            StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e))
+        })?;
+        let meta = file.meta;
+        self.shared.persist_snapshot(&meta, &data, false).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.shared.read()?;
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    /// Applies `entries` in order under one write lock. A blank or membership entry answers
+    /// `Response::default()`; a membership entry is also recorded as the last membership.
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries = entries.into_iter();
+        let mut responses = Vec::with_capacity(entries.size_hint().0);
+        let mut applied = self.shared.write()?;
+        for entry in entries {
+            check_follows(applied.last_applied, entry.log_id, self.strict_continuity)?;
+            let response = match entry.payload {
+                EntryPayload::Blank => Response::default(),
+                EntryPayload::Normal(command) => applied.cache.apply(entry.log_id.index, &command),
+                EntryPayload::Membership(membership) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Response::default()
+                }
+            };
+            applied.last_applied = Some(entry.log_id);
+            responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    /// Decodes the received snapshot, persists it (flushed) as the current snapshot, then replaces
+    /// the state machine with it. A crash in between restarts from the new snapshot.
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let file = decode_file(meta, &data)?;
+        let cache = Cache::restore(file.cache);
+        self.shared.persist_snapshot(meta, &data, true).await?;
+
+        let mut applied = self.shared.write()?;
+        *applied = Applied {
+            cache,
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+        };
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(
+            read_current(&self.shared.snapshots)?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            }),
+        )
+    }
+}

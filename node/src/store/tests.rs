@@ -1,0 +1,374 @@
+//! Store tests: openraft's conformance suite on the sled store, a full restart from disk, group
+//! commit, and the data-dir ownership check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    AnyError, CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder, StorageHelper,
+    StorageIOError,
+};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::state_machine::{Command, Condition, Op};
+use crate::types::{
+    Entry, LogId, Membership, NodeInfo, StorageError, StoredMembership, TypeConfig, Vote,
+};
+
+/// Builds a fresh store in its own temp dir for each conformance test; the dir is the guard.
+struct SledStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStoreBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
+        let dir = TempDir::new().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let (log, mut sm) =
+            open(dir.path(), 0).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        // The suite applies synthetic entries with gaps (e.g. index 3 first); real Raft never does.
+        sm.allow_apply_gaps();
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_conformance_suite() -> Result<(), StorageError> {
+    // Suite::test_all builds its own runtime per case, so this is a plain #[test].
+    Suite::test_all(SledStoreBuilder)
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn membership(ids: &[u64]) -> Membership {
+    let voters: BTreeSet<u64> = ids.iter().copied().collect();
+    let nodes: BTreeMap<u64, NodeInfo> = ids
+        .iter()
+        .map(|&id| {
+            (
+                id,
+                NodeInfo {
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    region: "local".into(),
+                },
+            )
+        })
+        .collect();
+    Membership::new(vec![voters], nodes)
+}
+
+fn set_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
+    let command = Command {
+        now_ms: 1_000 + index,
+        write_id: None,
+        op: Op::Set {
+            key: key.to_string(),
+            value: Bytes::from(value.to_string()),
+            expires_at_ms: None,
+            condition: Condition::Always,
+        },
+    };
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(command),
+    }
+}
+
+/// Index 0: the initial membership; indexes 1..=n: `set k{i} = v{i}`.
+fn sample_log(n: u64) -> Vec<Entry> {
+    let mut entries = vec![Entry {
+        log_id: log_id(1, 0),
+        payload: EntryPayload::Membership(membership(&[1, 2, 3])),
+    }];
+    entries.extend((1..=n).map(|i| set_entry(2, i, &format!("k{i}"), &format!("v{i}"))));
+    entries
+}
+
+/// Appends through the real group-commit path and waits for the flush callback.
+async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = oneshot::channel();
+    log.append_with(entries, Box::new(move |result| drop(tx.send(result))))
+        .unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+fn value_of(reader: &CacheReader, key: &str) -> Option<Bytes> {
+    reader.read(|cache, _| cache.get(key, 0).map(|e| e.value))
+}
+
+#[tokio::test]
+async fn restart_recovers_vote_log_committed_snapshot_and_cache() {
+    let dir = TempDir::new().unwrap();
+    let entries = sample_log(10);
+
+    let (snapshot_meta, snapshot_bytes, hash_at_snapshot, final_hash) = {
+        let (mut log, mut sm) = open(dir.path(), 1).unwrap();
+        let vote = Vote::new_committed(2, 1);
+        log.save_vote(&vote).await.unwrap();
+        append_durably(&mut log, entries.clone()).await;
+        log.save_committed(Some(log_id(2, 10))).await.unwrap();
+
+        sm.apply(entries[..=7].to_vec()).await.unwrap();
+        let hash_at_snapshot = sm.reader().read(|cache, _| cache.state_hash());
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(2, 7)));
+        log.purge(log_id(2, 5)).await.unwrap();
+
+        // Applied in memory only: after the restart they must come back from the log.
+        sm.apply(entries[8..].to_vec()).await.unwrap();
+        let final_hash = sm.reader().read(|cache, _| cache.state_hash());
+        (
+            snapshot.meta,
+            snapshot.snapshot.into_inner(),
+            hash_at_snapshot,
+            final_hash,
+        )
+    };
+    // Everything dropped: the directory's lock is released and the next open reads from disk.
+
+    let (mut log, mut sm) = open(dir.path(), 1).unwrap();
+    assert_eq!(
+        log.read_vote().await.unwrap(),
+        Some(Vote::new_committed(2, 1))
+    );
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 10)));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(2, 5)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 10)));
+    assert_eq!(
+        log.try_get_log_entries(0..).await.unwrap(),
+        entries[6..].to_vec()
+    );
+    assert_eq!(
+        log.get_log_reader()
+            .await
+            .try_get_log_entries(6..8)
+            .await
+            .unwrap(),
+        entries[6..8].to_vec()
+    );
+
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot persisted");
+    assert_eq!(current.meta, snapshot_meta);
+    assert_eq!(current.snapshot.into_inner(), snapshot_bytes);
+
+    // The state machine restarts at the snapshot ...
+    let (applied, last_membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(2, 7)));
+    assert_eq!(
+        last_membership,
+        StoredMembership::new(Some(log_id(1, 0)), membership(&[1, 2, 3]))
+    );
+    let reader = sm.reader();
+    assert_eq!(
+        reader.read(|cache, applied| (cache.state_hash(), applied)),
+        (hash_at_snapshot, Some(log_id(2, 7)))
+    );
+    assert_eq!(value_of(&reader, "k7"), Some(Bytes::from("v7")));
+    assert_eq!(value_of(&reader, "k8"), None);
+
+    // ... and openraft's startup re-applies the committed log after it.
+    StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2, 10)));
+    assert_eq!(
+        reader.read(|cache, applied| (cache.state_hash(), applied)),
+        (final_hash, Some(log_id(2, 10)))
+    );
+    assert_eq!(value_of(&reader, "k10"), Some(Bytes::from("v10")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_covers_many_appends_per_flush_in_order() {
+    const APPENDS: u64 = 200;
+    let dir = TempDir::new().unwrap();
+    let (mut log, _sm) = open(dir.path(), 1).unwrap();
+
+    let completed = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    let started = std::time::Instant::now();
+    for index in 0..APPENDS {
+        let (tx, rx) = oneshot::channel::<io::Result<()>>();
+        let completed = completed.clone();
+        let entry = Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Blank,
+        };
+        log.append_with(
+            [entry],
+            Box::new(move |result| {
+                completed.lock().unwrap().push(index);
+                drop(tx.send(result));
+            }),
+        )
+        .unwrap();
+        // Readable as soon as append returns, flushed or not.
+        assert_eq!(
+            log.try_get_log_entries(index..=index).await.unwrap().len(),
+            1
+        );
+        waiters.push(rx);
+        if index % 10 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for rx in waiters {
+        rx.await.unwrap().unwrap();
+    }
+
+    assert_eq!(
+        *completed.lock().unwrap(),
+        (0..APPENDS).collect::<Vec<_>>(),
+        "completed in order"
+    );
+    let stats = log.flush_stats();
+    println!(
+        "{APPENDS} appends, {} flushes, {:?}",
+        stats.flushes,
+        started.elapsed()
+    );
+    assert_eq!(stats.appends, APPENDS);
+    assert!(
+        stats.flushes >= 1 && stats.flushes < APPENDS,
+        "no batching: {stats:?}"
+    );
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, APPENDS - 1))
+    );
+}
+
+#[tokio::test]
+async fn appends_queued_before_the_flusher_runs_share_one_flush() {
+    // On a current-thread runtime the flusher cannot run until this task yields, so all appends
+    // are queued when it wakes: exactly one flush.
+    let dir = TempDir::new().unwrap();
+    let (mut log, _sm) = open(dir.path(), 1).unwrap();
+    let mut waiters = Vec::new();
+    for index in 0..50 {
+        let (tx, rx) = oneshot::channel::<io::Result<()>>();
+        let entry = Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Blank,
+        };
+        log.append_with([entry], Box::new(move |result| drop(tx.send(result))))
+            .unwrap();
+        waiters.push(rx);
+    }
+    for rx in waiters {
+        rx.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        log.flush_stats(),
+        FlushStats {
+            appends: 50,
+            flushes: 1
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_data_dir_belongs_to_one_node() {
+    let dir = TempDir::new().unwrap();
+    drop(open(dir.path(), 1).unwrap());
+    let err = open(dir.path(), 2)
+        .err()
+        .expect("opening as another node must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(msg.contains("node 1") && msg.contains("node 2"), "{msg}");
+    // The owner can still open it.
+    drop(open(dir.path(), 1).unwrap());
+}
+
+#[tokio::test]
+async fn apply_refuses_out_of_order_entries() {
+    let dir = TempDir::new().unwrap();
+    let (_log, mut sm) = open(dir.path(), 1).unwrap();
+    let entries = sample_log(3);
+    // Nothing applied yet: the first entry must be index 0.
+    assert!(sm.apply(entries[1..2].to_vec()).await.is_err());
+    sm.apply(entries[..2].to_vec()).await.unwrap();
+    // A repeat and a gap are both refused; the state is unchanged.
+    assert!(sm.apply(entries[1..2].to_vec()).await.is_err());
+    assert!(sm.apply(entries[3..].to_vec()).await.is_err());
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2, 1)));
+}
+
+#[tokio::test]
+async fn install_snapshot_replaces_state_and_persists() {
+    let leader_dir = TempDir::new().unwrap();
+    let follower_dir = TempDir::new().unwrap();
+    let entries = sample_log(4);
+
+    let (_leader_log, mut leader) = open(leader_dir.path(), 1).unwrap();
+    leader.apply(entries.clone()).await.unwrap();
+    let snapshot = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let leader_hash = leader.reader().read(|cache, _| cache.state_hash());
+
+    {
+        let (_log, mut follower) = open(follower_dir.path(), 2).unwrap();
+        follower.apply(entries[..2].to_vec()).await.unwrap();
+        let mut received = follower.begin_receiving_snapshot().await.unwrap();
+        received
+            .get_mut()
+            .extend_from_slice(snapshot.snapshot.get_ref());
+        follower
+            .install_snapshot(&snapshot.meta, received)
+            .await
+            .unwrap();
+        assert_eq!(
+            follower.applied_state().await.unwrap().0,
+            Some(log_id(2, 4))
+        );
+        assert_eq!(
+            follower.reader().read(|cache, _| cache.state_hash()),
+            leader_hash
+        );
+        // The next entry after the snapshot applies normally.
+        follower.apply([set_entry(2, 5, "k5", "v5")]).await.unwrap();
+    }
+
+    let (_log, mut follower) = open(follower_dir.path(), 2).unwrap();
+    assert_eq!(
+        follower.get_current_snapshot().await.unwrap().unwrap().meta,
+        snapshot.meta
+    );
+    assert_eq!(
+        follower.reader().read(|cache, _| cache.state_hash()),
+        leader_hash
+    );
+
+    // Snapshot bytes that do not match their metadata are refused.
+    let mut wrong_meta = snapshot.meta.clone();
+    wrong_meta.last_log_id = Some(log_id(2, 3));
+    let mut received = follower.begin_receiving_snapshot().await.unwrap();
+    received
+        .get_mut()
+        .extend_from_slice(snapshot.snapshot.get_ref());
+    assert!(follower
+        .install_snapshot(&wrong_meta, received)
+        .await
+        .is_err());
+}
