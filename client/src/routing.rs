@@ -1,0 +1,374 @@
+//! Routing and retries: which node a call goes to, and what happens when it fails.
+//!
+//! The client keeps one piece of topology: the best-known leader address (initially the first
+//! endpoint). Writes, linearizable reads and membership changes go there ([`Route::Leader`]).
+//! A node that refuses with `UNAVAILABLE` and a leader hint sends the call to the hinted address
+//! at once; a refusal without a hint, a connection failure, a timeout or a stale replica moves
+//! the call to the next candidate. When a round over all candidates is used up, the call backs
+//! off (20 ms doubling to 200 ms, with up to 25 % jitter) and starts another round, until the
+//! call's total deadline; then it returns the last error.
+//!
+//! Every node also forwards writes to the leader itself, so the leader guess is an optimisation
+//! (one network hop fewer), never a correctness requirement.
+//!
+//! Invariants:
+//! * `INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION`, rejections and `INTERNAL` are never
+//!   retried ([`Error::is_retryable`]).
+//! * A call whose attempt may have taken effect ([`Error::outcome_known`] false) is retried only
+//!   when the retry is safe: writes carry the same `WriteId` on every attempt (the server
+//!   answers a duplicate with the first result), membership changes are idempotent.
+//!   Init is not retried then ([`Policy::ONCE`]).
+//! * If any attempt of a call with effects had an unknown outcome and the call still fails, it
+//!   fails with [`Error::Timeout`] (outcome unknown), whatever the last attempt said: an earlier
+//!   attempt may have been applied.
+//! * The whole call, retries and backoff included, finishes within the configured timeout.
+//!
+//! Left for later (region-aware reads): [`Router::replica_order`] is the one place that decides
+//! which replica a stale or bounded read asks first; today it is the endpoints in the order given.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use geocache_proto::LEADER_ADDR_HEADER;
+use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+use tracing::debug;
+
+use crate::endpoint::{normalize, Channels};
+use crate::error::{Error, Result};
+
+/// First backoff after a failed round.
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Largest backoff between rounds.
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Where a call goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The best-known leader, following leader hints; then the endpoints in turn.
+    Leader,
+    /// A local read (stale or bounded): replicas in [`Router::replica_order`], then the leader.
+    Nearest,
+    /// Any node that answers, the best-known leader first (status).
+    AnyLeaderFirst,
+    /// Exactly this (normalised) address.
+    Only(String),
+}
+
+/// What retrying a call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    /// The call may change state, so an attempt with an unknown outcome matters.
+    effects: bool,
+    /// Retrying after an unknown outcome is safe (deduplicated or idempotent).
+    retry_unknown: bool,
+}
+
+impl Policy {
+    /// Reads: retry anything transient.
+    pub(crate) const READ: Policy = Policy { effects: false, retry_unknown: true };
+    /// Writes with a `WriteId` and idempotent membership changes: retry anything transient.
+    pub(crate) const WRITE: Policy = Policy { effects: true, retry_unknown: true };
+    /// Calls that must not run twice (init): retry only when nothing took effect.
+    pub(crate) const ONCE: Policy = Policy { effects: true, retry_unknown: false };
+
+    fn should_retry(self, err: &Error) -> bool {
+        err.is_retryable() && (!self.effects || self.retry_unknown || err.outcome_known())
+    }
+}
+
+/// Seeds, channels, the leader guess, and the retry loop.
+#[derive(Debug)]
+pub(crate) struct Router {
+    seeds: Vec<String>,
+    channels: Channels,
+    // A std mutex: read and replaced in place, never held across an await.
+    leader: Mutex<String>,
+    timeout: Duration,
+    attempt_timeout: Option<Duration>,
+}
+
+impl Router {
+    /// `seeds` are normalised, deduplicated and non-empty.
+    pub(crate) fn new(
+        seeds: Vec<String>,
+        connect_timeout: Duration,
+        timeout: Duration,
+        attempt_timeout: Option<Duration>,
+    ) -> Self {
+        assert!(!seeds.is_empty(), "a router needs at least one endpoint");
+        Router {
+            leader: Mutex::new(seeds[0].clone()),
+            seeds,
+            channels: Channels::new(connect_timeout),
+            timeout,
+            attempt_timeout,
+        }
+    }
+
+    pub(crate) fn seeds(&self) -> &[String] {
+        &self.seeds
+    }
+
+    /// The address leader-bound calls go to first.
+    pub(crate) fn leader(&self) -> String {
+        self.leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Remembers a (raw or normalised) leader address; ignores one that does not parse.
+    pub(crate) fn set_leader(&self, addr: &str) {
+        match normalize(addr) {
+            Ok(addr) => {
+                let mut leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+                if *leader != addr {
+                    debug!(from = %leader, to = %addr, "leader guess changed");
+                    *leader = addr;
+                }
+            }
+            Err(e) => debug!(%addr, error = %e, "ignoring unusable leader address"),
+        }
+    }
+
+    /// The order in which a stale or bounded read asks replicas.
+    ///
+    /// Extension point for region preference (DESIGN.md section 5): sort by region, then by
+    /// measured round trip. Today: the endpoints in the order the caller gave them.
+    pub(crate) fn replica_order(&self) -> Vec<String> {
+        self.seeds.clone()
+    }
+
+    fn candidates(&self, route: &Route) -> Vec<String> {
+        let mut list = match route {
+            Route::Leader | Route::AnyLeaderFirst => {
+                let mut list = vec![self.leader()];
+                list.extend(self.seeds.iter().cloned());
+                list
+            }
+            Route::Nearest => {
+                let mut list = self.replica_order();
+                list.push(self.leader());
+                list
+            }
+            Route::Only(addr) => vec![addr.clone()],
+        };
+        dedup_in_order(&mut list);
+        list
+    }
+
+    /// Runs `attempt` against nodes chosen by `route` until it succeeds, fails for good, or the
+    /// client's timeout elapses (see the module doc for the rules).
+    ///
+    /// `attempt(channel, budget)` makes one RPC; `budget` is the time left for it, to be sent
+    /// as the request's `grpc-timeout` so the node knows the deadline too.
+    pub(crate) async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        route: Route,
+        policy: Policy,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut targets = Targets::new(self.candidates(&route));
+        let mut backoff = Backoff::new();
+        let mut uncertain = false;
+        let mut last: Option<Error> = None;
+        let mut hops_since_sleep = 0;
+
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let budget = self.attempt_timeout.map_or(left, |t| t.min(left));
+            let target = targets.current().to_string();
+            let err = match self.channels.get(&target) {
+                Err(e) => e,
+                Ok(channel) => match tokio::time::timeout(budget, attempt(channel, budget)).await {
+                    Ok(Ok(response)) => {
+                        self.observe_success(&route, &target, response.metadata());
+                        return Ok(response.into_inner());
+                    }
+                    Ok(Err(status)) => Error::from(status),
+                    Err(_elapsed) => Error::Timeout(format!("{what}: no answer from {target} within {budget:?}")),
+                },
+            };
+            debug!(what, %target, error = %err, "attempt failed");
+            if policy.effects && !err.outcome_known() {
+                uncertain = true;
+            }
+            if !policy.should_retry(&err) {
+                return Err(settle(what, policy, uncertain, err));
+            }
+
+            let fresh = match (&route, err.leader_hint().map(normalize)) {
+                (Route::Leader, Some(Ok(hint))) if hint != target => {
+                    self.set_leader(&hint);
+                    targets.jump(hint);
+                    true
+                }
+                _ => targets.advance(),
+            };
+            last = Some(err);
+            hops_since_sleep += 1;
+            // A fresh candidate is tried at once; a finished round (or hints chasing each other
+            // around during an election) waits first.
+            if !fresh || hops_since_sleep > targets.len() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(backoff.next_delay().min(left)).await;
+                hops_since_sleep = 0;
+            }
+        }
+
+        let err = last.unwrap_or_else(|| Error::Timeout(format!("{what}: deadline of {:?} elapsed", self.timeout)));
+        Err(settle(what, policy, uncertain, err))
+    }
+
+    fn observe_success(&self, route: &Route, target: &str, metadata: &MetadataMap) {
+        // A node that forwarded our call to the leader may say who that is.
+        if let Some(hint) =
+            metadata.get(LEADER_ADDR_HEADER).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty())
+        {
+            self.set_leader(hint);
+        } else if *route == Route::Leader {
+            self.set_leader(target);
+        }
+    }
+}
+
+/// The error a failed call returns: if an earlier attempt of a call with effects may have taken
+/// effect, the outcome is unknown, whatever the last attempt said.
+fn settle(what: &str, policy: Policy, uncertain: bool, err: Error) -> Error {
+    if policy.effects && uncertain && err.outcome_known() {
+        Error::Timeout(format!("{what}: an earlier attempt may have taken effect; last error: {err}"))
+    } else {
+        err
+    }
+}
+
+fn dedup_in_order(list: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|a| seen.insert(a.clone()));
+}
+
+/// The candidates of one call and where it stands among them.
+#[derive(Debug)]
+struct Targets {
+    list: Vec<String>,
+    pos: usize,
+    current: String,
+}
+
+impl Targets {
+    fn new(list: Vec<String>) -> Self {
+        Targets { current: list[0].clone(), list, pos: 0 }
+    }
+
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// Goes to a hinted address; a later `advance` continues the round where it was.
+    fn jump(&mut self, addr: String) {
+        self.current = addr;
+    }
+
+    /// Moves to the next candidate; `false` if that starts a new round.
+    fn advance(&mut self) -> bool {
+        self.pos = (self.pos + 1) % self.list.len();
+        self.current = self.list[self.pos].clone();
+        self.pos != 0
+    }
+}
+
+/// Exponential backoff with a little jitter, so clients that failed together do not retry in
+/// lockstep.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let base = self.next;
+        self.next = (base * 2).min(BACKOFF_MAX);
+        base.mul_f64(1.0 + 0.25 * rand::random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let mut b = Backoff::new();
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        let bases = [20, 40, 80, 160, 200, 200, 200, 200];
+        for (d, base) in delays.iter().zip(bases) {
+            let base = Duration::from_millis(base);
+            assert!(*d >= base && *d <= base.mul_f64(1.25), "{d:?} vs {base:?}");
+        }
+    }
+
+    #[test]
+    fn targets_rotate_in_rounds() {
+        let mut t = Targets::new(vec!["a".into(), "b".into(), "c".into()]);
+        assert_eq!(t.current(), "a");
+        assert!(t.advance());
+        assert_eq!(t.current(), "b");
+        t.jump("z".into());
+        assert_eq!(t.current(), "z");
+        assert!(t.advance());
+        assert_eq!(t.current(), "c");
+        assert!(!t.advance(), "wrapping starts a new round");
+        assert_eq!(t.current(), "a");
+    }
+
+    #[tokio::test]
+    async fn candidates_put_the_leader_where_the_route_wants_it() {
+        let seeds = vec!["http://a:1".to_string(), "http://b:2".into()];
+        let r = Router::new(seeds, Duration::from_secs(1), Duration::from_secs(1), None);
+        r.set_leader("b:2");
+        assert_eq!(r.leader(), "http://b:2");
+        assert_eq!(r.candidates(&Route::Leader), ["http://b:2", "http://a:1"]);
+        assert_eq!(r.candidates(&Route::Nearest), ["http://a:1", "http://b:2"]);
+        r.set_leader("c:3");
+        assert_eq!(r.candidates(&Route::Nearest), ["http://a:1", "http://b:2", "http://c:3"]);
+        r.set_leader("not an address");
+        assert_eq!(r.leader(), "http://c:3");
+    }
+
+    #[test]
+    fn policies() {
+        let unknown = Error::Timeout("x".into());
+        let known = Error::unavailable("x");
+        let fatal = Error::InvalidArgument("x".into());
+        assert!(Policy::READ.should_retry(&unknown));
+        assert!(Policy::WRITE.should_retry(&unknown));
+        assert!(!Policy::ONCE.should_retry(&unknown));
+        assert!(Policy::ONCE.should_retry(&known));
+        assert!(!Policy::WRITE.should_retry(&fatal));
+    }
+
+    #[test]
+    fn uncertain_failures_settle_as_timeouts() {
+        let last = Error::unavailable("no quorum");
+        assert!(matches!(settle("set", Policy::WRITE, true, last.clone()), Error::Timeout(_)));
+        assert_eq!(settle("set", Policy::WRITE, false, last.clone()), last);
+        assert_eq!(settle("get", Policy::READ, true, last.clone()), last);
+    }
+}
