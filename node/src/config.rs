@@ -39,9 +39,10 @@ pub struct Config {
     pub routes: BTreeMap<NodeId, String>,
     /// Offset added to this node's wall clock, in ms (fault injection).
     pub clock_offset_ms: i64,
-    /// Raft heartbeat interval. Default 100 ms.
+    /// Raft heartbeat interval. Default 150 ms.
     pub heartbeat_interval: Duration,
-    /// Raft election timeout, lower end. Default 400 ms; the upper end is twice this.
+    /// Raft election timeout, lower end. Default 1 s; the upper end is twice this. Raise it when
+    /// round trips between regions approach a tenth of it.
     pub election_timeout: Duration,
     /// How often the leader proposes a `Tick` to purge expired entries. Default 1 s.
     pub tick_interval: Duration,
@@ -65,8 +66,8 @@ impl Config {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             routes: BTreeMap::new(),
             clock_offset_ms: 0,
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(400),
+            heartbeat_interval: Duration::from_millis(150),
+            election_timeout: Duration::from_millis(1000),
             tick_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             snapshot_every: 10_000,

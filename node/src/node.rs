@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::network::PeerChannels;
 use crate::read::recency::RecencyNotes;
 use crate::state_machine::{Command, Op, Response};
-use crate::store::CacheReader;
+use crate::store::{CacheReader, ClusterIdentity};
 use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics};
 
 /// Handle to one running node.
@@ -32,12 +32,25 @@ struct Inner {
     peers: PeerChannels,
     clock: Clock,
     recency: RecencyNotes,
+    identity: ClusterIdentity,
 }
 
 impl Node {
-    pub fn new(config: Config, raft: Raft, reader: CacheReader, peers: PeerChannels) -> Node {
+    pub fn new(
+        config: Config,
+        raft: Raft,
+        reader: CacheReader,
+        peers: PeerChannels,
+        identity: ClusterIdentity,
+    ) -> Node {
         let clock = Clock::with_offset_ms(config.clock_offset_ms);
-        Node { inner: Arc::new(Inner { config, raft, reader, peers, clock, recency: RecencyNotes::default() }) }
+        let recency = RecencyNotes::default();
+        Node { inner: Arc::new(Inner { config, raft, reader, peers, clock, recency, identity }) }
+    }
+
+    /// Which cluster this node belongs to.
+    pub fn identity(&self) -> &ClusterIdentity {
+        &self.inner.identity
     }
 
     pub fn id(&self) -> NodeId {
@@ -123,7 +136,9 @@ impl Node {
         match tokio::time::timeout(timeout, self.inner.raft.client_write(cmd)).await {
             Ok(Ok(written)) => Ok((written.log_id.index, written.data)),
             Ok(Err(e)) => Err(self.write_error(e)),
-            Err(_) => Err(Error::Timeout(format!("write not confirmed within {}", humantime::format_duration(timeout)))),
+            Err(_) => {
+                Err(Error::Timeout(format!("write not confirmed within {}", humantime::format_duration(timeout))))
+            }
         }
     }
 
@@ -136,6 +151,32 @@ impl Node {
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::FailedPrecondition(e.to_string()),
             RaftError::Fatal(e) => Error::Fatal(e.to_string()),
         }
+    }
+
+    /// The current leader, waiting (until `deadline`) through an election if none is known.
+    /// The leader may be this node.
+    pub async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<(NodeId, String)> {
+        let mut metrics = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                let known = {
+                    let m = metrics.borrow_and_update();
+                    m.current_leader.and_then(|id| {
+                        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
+                        Some((id, addr))
+                    })
+                };
+                if let Some(leader) = known {
+                    return Ok(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(Error::Fatal("raft stopped".into()));
+                }
+            }
+        };
+        tokio::time::timeout_at(deadline, wait)
+            .await
+            .map_err(|_| Error::Unavailable("no leader elected in time (is a majority of voters reachable?)".into()))?
     }
 
     /// Waits until the local state machine has applied `index`, for at most `timeout`.

@@ -29,19 +29,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     if !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(true) {
         tracing::warn!("listening on a non-loopback address: traffic is unauthenticated and unencrypted (no TLS yet)");
     }
-    let (log_store, state_machine) = store::open(&config.data_dir, config.id)?;
+    let (log_store, state_machine, identity) = store::open_with_identity(&config.data_dir, config.id)?;
     let reader = state_machine.reader();
     let peers = PeerChannels::new(config.routes.clone());
     let raft = Raft::new(
         config.id,
         Arc::new(config.raft_config()?),
-        GrpcNetworkFactory::new(peers.clone()),
+        GrpcNetworkFactory::new(peers.clone(), identity.clone()),
         log_store,
         state_machine,
     )
     .await
     .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
-    let node = Node::new(config, raft.clone(), reader, peers);
+    let node = Node::new(config, raft.clone(), reader, peers, identity);
     tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
 
     let ticker = tokio::spawn(tick_while_leader(node.clone()));

@@ -43,10 +43,9 @@ async fn add_a_learner_promote_it_then_remove_a_node() -> Result<()> {
     assert_eq!((code, out.as_str()), (0, "1"));
 
     // Promote: `cluster add` without --learner on a caught-up learner makes it a voter.
-    let (code, _, err) = outcome(&cluster.cli(
-        1,
-        &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--timeout", "20s"],
-    ));
+    let (code, _, err) = outcome(
+        &cluster.cli(1, &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--timeout", "20s"]),
+    );
     assert_eq!(code, 0, "promote failed: {err}");
     eventually("node 4 to report itself a follower", Duration::from_secs(10), || async {
         let status = status_json(&cluster, 1).ok()?;
@@ -95,7 +94,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     ];
     for (args, expected) in &cases {
         let (code, _, err) = outcome(&cluster.cli(2, args));
-        let shown: Vec<String> = args.iter().map(|a| if a.len() > 20 { format!("<{} bytes>", a.len()) } else { a.to_string() }).collect();
+        let shown: Vec<String> =
+            args.iter().map(|a| if a.len() > 20 { format!("<{} bytes>", a.len()) } else { a.to_string() }).collect();
         assert_eq!(code, 2, "{shown:?} should fail with exit 2, got {code}: {err}");
         // Progress notes may precede it; the error itself is the one last line.
         let error_line = err.lines().last().unwrap_or_default();
@@ -117,8 +117,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() -> Result<()> {
     assert!(refused.message().contains("over the limit"), "{}", refused.message());
 
     // Nothing changed: the value is intact, membership is the same three voters.
-    let (code, out, _) = outcome(&cluster.cli(3, &["get", "keep"]));
-    assert_eq!((code, out.as_str()), (0, "original"));
+    let (code, out, err) = outcome(&cluster.cli(3, &["get", "keep"]));
+    assert_eq!((code, out.as_str()), (0, "original"), "{err}");
     let status = status_json(&cluster, 1)?;
     assert_eq!(status["nodes"].as_array().context("nodes")?.len(), 3);
     Ok(())
@@ -154,5 +154,30 @@ async fn exit_codes_and_deadlines() -> Result<()> {
     let (code, _, err) = outcome(&lonely.cli(7, &["set", "a", "1"]));
     assert_eq!(code, 2);
     assert!(err.contains("not part of a cluster"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_raft_traffic_from_another_cluster() -> Result<()> {
+    let a = TestCluster::start(BIN, 1).await?;
+    let b = TestCluster::start(BIN, 1).await?;
+    assert_eq!(outcome(&b.cli(1, &["set", "owner", "b"])).0, 0);
+    let b_status = status_json(&b, 1)?;
+
+    // Cluster A tries to make B's node its learner: B must refuse A's replication.
+    let (code, _, _) = outcome(&a.cli(
+        1,
+        &["cluster", "add", "--id", "2", "--addr", &b.addr(1), "--region", "x", "--learner", "--timeout", "3s"],
+    ));
+    assert_eq!(code, 2, "adding another cluster's node must not succeed");
+
+    // B is untouched: same cluster id, its data, still its own leader and sole member.
+    let after = status_json(&b, 1)?;
+    assert_eq!(after["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(after["leader"], b_status["leader"]);
+    let (code, out, _) = outcome(&b.cli(1, &["get", "owner"]));
+    assert_eq!((code, out.as_str()), (0, "b"));
+    let a_id = status_json(&a, 1)?["cluster_id"].clone();
+    assert_ne!(a_id, after["cluster_id"]);
     Ok(())
 }

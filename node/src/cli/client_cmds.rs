@@ -65,8 +65,10 @@ fn cluster_target(c: &ClusterCommand) -> &Target {
 }
 
 fn channel(target: &Target) -> Result<Channel, Failure> {
-    let uri = if target.endpoint.contains("://") { target.endpoint.clone() } else { format!("http://{}", target.endpoint) };
-    let endpoint = Endpoint::from_shared(uri).map_err(|e| fail(format!("invalid endpoint {:?}: {e}", target.endpoint)))?;
+    let uri =
+        if target.endpoint.contains("://") { target.endpoint.clone() } else { format!("http://{}", target.endpoint) };
+    let endpoint =
+        Endpoint::from_shared(uri).map_err(|e| fail(format!("invalid endpoint {:?}: {e}", target.endpoint)))?;
     Ok(endpoint.connect_timeout(target.timeout.min(Duration::from_secs(2))).timeout(target.timeout).connect_lazy())
 }
 
@@ -125,7 +127,9 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
                 (pb::ConditionKind::ConditionAlways, 0)
             };
             let ttl_ms = match a.ttl {
-                Some(ttl) if ttl.as_millis() == 0 => return Err(fail("ttl must be at least 1ms (omit --ttl for no expiry)")),
+                Some(ttl) if ttl.as_millis() == 0 => {
+                    return Err(fail("ttl must be at least 1ms (omit --ttl for no expiry)"))
+                }
                 Some(ttl) => Some(u64::try_from(ttl.as_millis()).map_err(|_| fail("ttl is too large"))?),
                 None => None,
             };
@@ -145,8 +149,12 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
                 ConsistencyArg::Linearizable => pb::Consistency::Linearizable,
                 ConsistencyArg::Stale => pb::Consistency::Stale,
             };
-            let req =
-                pb::GetRequest { key: a.key, consistency: consistency as i32, max_staleness_ms: 0, min_version: a.min_version };
+            let req = pb::GetRequest {
+                key: a.key,
+                consistency: consistency as i32,
+                max_staleness_ms: 0,
+                min_version: a.min_version,
+            };
             let r = cache.get(req).await.map_err(status)?.into_inner();
             if a.verbose {
                 eprintln!("{}", describe_read(r.found, r.version, r.expires_at_ms, r.meta.as_ref()));
@@ -169,7 +177,8 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             Ok(())
         }
         Command::Ttl(a) => {
-            let req = pb::TtlRequest { key: a.key, consistency: pb::Consistency::Linearizable as i32, ..Default::default() };
+            let req =
+                pb::TtlRequest { key: a.key, consistency: pb::Consistency::Linearizable as i32, ..Default::default() };
             let r = cache.ttl(req).await.map_err(status)?.into_inner();
             if !r.found {
                 return Err(Failure { message: "not found".into(), code: 1 });
@@ -203,10 +212,7 @@ fn report_write(r: &pb::WriteResponse, verb: &str) -> CmdResult {
         return Err(fail(format!("rejected: {}", r.rejected)));
     }
     if !r.applied {
-        return Err(fail(format!(
-            "condition failed: nothing changed (current version {})",
-            r.previous_version
-        )));
+        return Err(fail(format!("condition failed: nothing changed (current version {})", r.previous_version)));
     }
     println!("{verb}: version {}", r.version);
     Ok(())
@@ -232,7 +238,9 @@ fn describe_read(found: bool, version: u64, expires_at_ms: Option<u64>, meta: Op
 }
 
 fn members_line(r: &pb::MembershipResponse) -> String {
-    let list = |ms: &[pb::Member]| ms.iter().map(|m| format!("{}={}@{}", m.id, m.addr, m.region)).collect::<Vec<_>>().join(", ");
+    let list = |ms: &[pb::Member]| {
+        ms.iter().map(|m| format!("{}={}@{}", m.id, m.addr, m.region)).collect::<Vec<_>>().join(", ")
+    };
     format!("voters: [{}]  learners: [{}]  (log index {})", list(&r.voters), list(&r.learners), r.log_index)
 }
 
@@ -315,6 +323,7 @@ fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "answered_by": r.node_id,
+        "cluster_id": format!("{:016x}", r.cluster_id),
         "leader": r.leader_id,
         "term": r.term,
         "initialized": r.initialized,
@@ -331,7 +340,10 @@ fn print_status_table(r: &pb::StatusResponse) {
     }
     let leader = r.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     println!("leader: {leader}  term: {}  answered by: node {}", r.term, r.node_id);
-    println!("{:<4} {:<22} {:<12} {:<10} {:>6} {:>9} {:>6}  reachable", "id", "addr", "region", "role", "term", "applied", "lag");
+    println!(
+        "{:<4} {:<22} {:<12} {:<10} {:>6} {:>9} {:>6}  reachable",
+        "id", "addr", "region", "role", "term", "applied", "lag"
+    );
     for n in &r.nodes {
         let lag = n.lag.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
         let (term, applied) =

@@ -108,10 +108,7 @@ async fn wait_for_admin(uri: &str, within: Duration) -> Result<AdminClient<tonic
     }
 }
 
-async fn wait_for_leader(
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    within: Duration,
-) -> Result<u64, String> {
+async fn wait_for_leader(admin: &mut AdminClient<tonic::transport::Channel>, within: Duration) -> Result<u64, String> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Ok(r) = admin.status(pb::StatusRequest { local_only: true }).await {

@@ -96,10 +96,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
     /// Raft heartbeat interval.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     pub heartbeat: Duration,
     /// Raft election timeout (lower end; the upper end is twice this).
-    #[arg(long, default_value = "400ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub election_timeout: Duration,
     /// Longest a request may take inside the node.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]

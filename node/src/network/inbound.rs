@@ -20,28 +20,53 @@ impl RaftService {
     }
 }
 
+impl RaftService {
+    /// Refuses a message from another cluster (or from a node in none); a node in no cluster yet
+    /// joins the sender's, which is how members added after init learn the cluster id.
+    async fn admit(&self, request: &Request<RaftPayload>) -> Result<(), Status> {
+        let theirs = request.get_ref().cluster_id;
+        if theirs == 0 {
+            return Err(Error::FailedPrecondition("raft message from a node that belongs to no cluster".into()).into());
+        }
+        let ours = match self.node.identity().get() {
+            0 => self.node.identity().adopt(theirs).await?,
+            ours => ours,
+        };
+        if ours != theirs {
+            return Err(Error::FailedPrecondition(format!(
+                "raft message from cluster {theirs:016x}, but this node belongs to cluster {ours:016x}"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+}
+
 fn bad_payload(e: bincode::Error) -> Status {
     Status::from(Error::InvalidArgument(format!("undecodable raft payload: {e}")))
 }
 
 fn payload<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
     let data = encode(value).map_err(|e| Status::from(Error::Fatal(format!("cannot encode raft reply: {e}"))))?;
-    Ok(Response::new(RaftPayload { data: data.into() }))
+    Ok(Response::new(RaftPayload { data: data.into(), cluster_id: 0 }))
 }
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request).await?;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
         payload(&self.node.raft().append_entries(req).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request).await?;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
         payload(&self.node.raft().vote(req).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request).await?;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
         payload(&self.node.raft().install_snapshot(req).await)
     }

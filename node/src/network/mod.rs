@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::store::ClusterIdentity;
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 /// Largest gRPC message a node sends or accepts (an AppendEntries batch of big values, a
@@ -80,11 +81,12 @@ impl PeerChannels {
 #[derive(Clone)]
 pub struct GrpcNetworkFactory {
     peers: PeerChannels,
+    identity: ClusterIdentity,
 }
 
 impl GrpcNetworkFactory {
-    pub fn new(peers: PeerChannels) -> GrpcNetworkFactory {
-        GrpcNetworkFactory { peers }
+    pub fn new(peers: PeerChannels, identity: ClusterIdentity) -> GrpcNetworkFactory {
+        GrpcNetworkFactory { peers, identity }
     }
 }
 
@@ -93,7 +95,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
         let channel = self.peers.channel_to(target, &node.addr);
-        PeerClient { target, channel }
+        PeerClient { target, channel, identity: self.identity.clone() }
     }
 }
 
@@ -102,6 +104,8 @@ pub struct PeerClient {
     target: NodeId,
     /// `Err` when the peer's address could not even be parsed; every RPC then reports it.
     channel: Result<Channel, String>,
+    /// Stamped on every message so the receiver can refuse another cluster's traffic.
+    identity: ClusterIdentity,
 }
 
 /// Encodes an openraft message for the wire.
@@ -128,7 +132,7 @@ impl PeerClient {
         let mut client = RaftClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut request = tonic::Request::new(RaftPayload { data: data.into() });
+        let mut request = tonic::Request::new(RaftPayload { data: data.into(), cluster_id: self.identity.get() });
         request.set_timeout(option.hard_ttl());
         let reply = match method {
             RaftMethod::AppendEntries => client.append_entries(request).await,

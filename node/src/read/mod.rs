@@ -80,9 +80,8 @@ async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<ConfirmedInd
     if node.is_leader() {
         return leader_read_index(node).await;
     }
-    let Some((leader, addr)) = node.leader() else {
-        return Err(Error::Unavailable("no leader known: cannot confirm a linearizable read".into()));
-    };
+    // During an election there is briefly no leader: wait for one within the read's deadline.
+    let (leader, addr) = node.wait_for_leader(tokio::time::Instant::now() + timeout).await?;
     if leader == node.id() {
         // Metrics say we lead but the state moved under us; the quorum check decides.
         return leader_read_index(node).await;

@@ -67,11 +67,40 @@ impl AdminService {
                 )));
             }
         }
-        let add = self.node.raft().add_learner(id, info, m.wait_caught_up);
-        let written = tokio::time::timeout(timeout, add)
+        let deadline = tokio::time::Instant::now() + timeout;
+        // openraft's own blocking wait counts a learner within 5000 entries as caught up, even one
+        // that never answered; wait instead until it has the entry that added it.
+        let add = self.node.raft().add_learner(id, info, false);
+        let written = tokio::time::timeout_at(deadline, add)
             .await
-            .map_err(|_| Error::Timeout(format!("learner {id} did not catch up within {}", fmt_duration(timeout))))?
+            .map_err(|_| Error::Timeout(format!("adding learner {id} was not confirmed in time")))?
             .map_err(|e| self.node.write_error(e))?;
+        if m.wait_caught_up {
+            let target = written.log_id.index;
+            let mut metrics = self.node.raft().metrics();
+            let caught_up = async {
+                loop {
+                    let matched = metrics
+                        .borrow_and_update()
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map(|l| l.index);
+                    if matched.is_some_and(|m| m >= target) {
+                        return Ok(());
+                    }
+                    if metrics.changed().await.is_err() {
+                        return Err(Error::Fatal("raft stopped".into()));
+                    }
+                }
+            };
+            tokio::time::timeout_at(deadline, caught_up).await.map_err(|_| {
+                Error::Timeout(format!(
+                    "learner {id} was added but has not caught up within {} (is it running, and not part of another cluster?)",
+                    fmt_duration(timeout)
+                ))
+            })??;
+        }
         Ok(self.membership_response(written.log_id.index))
     }
 
@@ -167,6 +196,7 @@ impl AdminService {
             term: metrics.current_term,
             initialized,
             nodes,
+            cluster_id: node.identity().get(),
             max_entries: limits.max_entries,
             max_bytes: limits.max_bytes,
         }
@@ -309,6 +339,14 @@ impl AdminRpc for AdminService {
             ))
             .into());
         }
+        // The cluster id must be durable before the first vote request carries it.
+        let cluster_id = loop {
+            let id: u64 = rand::random();
+            if id != 0 {
+                break id;
+            }
+        };
+        self.node.identity().adopt(cluster_id).await?;
         let initial = members.clone();
         match self.node.raft().initialize(members).await {
             Ok(()) => {}

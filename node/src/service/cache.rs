@@ -60,13 +60,29 @@ impl CacheService {
             Ok(id) => id,
             Err(e) => return WriteOutcome::Failed(e),
         };
-        let cmd = self.node.command(op, write_id);
-        match self.node.propose(cmd).await {
-            Ok((index, applied)) => WriteOutcome::Done(write_response(index, applied)),
-            Err(e) => match forward_target(&e, forwarded) {
-                Some(leader) => WriteOutcome::Forward(leader),
-                None => WriteOutcome::Failed(e),
-            },
+        let deadline = tokio::time::Instant::now() + self.node.config().request_timeout;
+        loop {
+            let cmd = self.node.command(op.clone(), write_id);
+            match self.node.propose(cmd).await {
+                Ok((index, applied)) => return WriteOutcome::Done(write_response(index, applied)),
+                // Mid-election: nothing was proposed, so wait for a leader and try again.
+                Err(Error::NotLeader { leader: None }) if !forwarded => match self.node.wait_for_leader(deadline).await
+                {
+                    Ok((leader, _)) if leader == self.node.id() => {
+                        // Metrics can name us a moment before Raft accepts writes: back off a bit.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    Ok(leader) => return WriteOutcome::Forward(leader),
+                    Err(e) => return WriteOutcome::Failed(e),
+                },
+                Err(e) => {
+                    return match forward_target(&e, forwarded) {
+                        Some(leader) => WriteOutcome::Forward(leader),
+                        None => WriteOutcome::Failed(e),
+                    }
+                }
+            }
         }
     }
 
@@ -77,7 +93,9 @@ impl CacheService {
             Ok(pb::Consistency::Linearizable) => ReadLevel::Linearizable,
             Ok(pb::Consistency::Stale) => ReadLevel::Stale,
             Ok(pb::Consistency::Bounded) => {
-                return Err(Error::InvalidArgument("bounded reads are not supported yet; use linearizable or stale".into()))
+                return Err(Error::InvalidArgument(
+                    "bounded reads are not supported yet; use linearizable or stale".into(),
+                ))
             }
             Err(_) => return Err(Error::InvalidArgument(format!("unknown consistency level {consistency}"))),
         };

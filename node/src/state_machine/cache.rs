@@ -8,9 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::command::{
-    Command, Condition, EntryView, Limits, LogIndex, Op, Rejection, Response, ENTRY_OVERHEAD_BYTES,
-};
+use super::command::{Command, Condition, EntryView, Limits, LogIndex, Op, Rejection, Response, ENTRY_OVERHEAD_BYTES};
 use super::session::{describe_expiry, Admission, Sessions};
 
 /// The replicated LRU + TTL cache. Deterministic: the same commands applied at the same indexes
@@ -103,11 +101,7 @@ impl Cache {
     ///
     /// [`WriteId`]: super::WriteId
     pub fn apply(&mut self, index: LogIndex, cmd: &Command) -> Response {
-        debug_assert!(
-            index > self.last_applied,
-            "log index {index} applied after {}",
-            self.last_applied
-        );
+        debug_assert!(index > self.last_applied, "log index {index} applied after {}", self.last_applied);
         self.last_applied = index;
         // Proposers' clocks differ; taking the max keeps log time monotonic across leader changes.
         self.clock_ms = self.clock_ms.max(cmd.now_ms);
@@ -126,12 +120,7 @@ impl Cache {
 
     fn apply_op(&mut self, index: LogIndex, op: &Op) -> Response {
         match op {
-            Op::Set {
-                key,
-                value,
-                expires_at_ms,
-                condition,
-            } => self.set(index, key, value, *expires_at_ms, *condition),
+            Op::Set { key, value, expires_at_ms, condition } => self.set(index, key, value, *expires_at_ms, *condition),
             Op::Delete { key } => self.delete(key),
             Op::Expire { key, expires_at_ms } => self.expire(index, key, *expires_at_ms),
             Op::Touch { keys } => {
@@ -169,10 +158,7 @@ impl Cache {
         // Checked before the condition: a value that can never be stored is reported as such,
         // whatever the key's state.
         if max_bytes != 0 && cost > max_bytes {
-            response.rejected = Some(Rejection::TooLarge {
-                entry_bytes: cost,
-                max_bytes,
-            });
+            response.rejected = Some(Rejection::TooLarge { entry_bytes: cost, max_bytes });
             return response;
         }
         let holds = match condition {
@@ -255,9 +241,7 @@ impl Cache {
 
     /// The entry under `key` unless it is absent or expired in log time.
     fn live(&self, key: &str) -> Option<&Entry> {
-        self.entries
-            .get(key)
-            .filter(|e| !e.is_expired_at(self.clock_ms))
+        self.entries.get(key).filter(|e| !e.is_expired_at(self.clock_ms))
     }
 
     fn insert(&mut self, key: String, value: Bytes, version: u64, expires_at_ms: Option<u64>) {
@@ -269,15 +253,7 @@ impl Cache {
         if let Some(t) = expires_at_ms {
             self.expiry.insert((t, key.clone()));
         }
-        self.entries.insert(
-            key,
-            Entry {
-                value,
-                version,
-                expires_at_ms,
-                recency,
-            },
-        );
+        self.entries.insert(key, Entry { value, version, expires_at_ms, recency });
     }
 
     fn remove(&mut self, key: &str) -> Option<Entry> {
@@ -295,10 +271,7 @@ impl Cache {
         let recency = self.next_recency;
         self.next_recency += 1;
         let entry = self.entries.get_mut(key).expect("touched entry exists");
-        let key = self
-            .lru
-            .remove(&entry.recency)
-            .expect("entry is in the LRU order");
+        let key = self.lru.remove(&entry.recency).expect("entry is in the LRU order");
         entry.recency = recency;
         self.lru.insert(recency, key);
     }
@@ -314,10 +287,7 @@ impl Cache {
     }
 
     fn fits(&self, more_entries: u64, more_bytes: u64) -> bool {
-        let Limits {
-            max_entries,
-            max_bytes,
-        } = self.limits;
+        let Limits { max_entries, max_bytes } = self.limits;
         (max_entries == 0 || self.entries.len() as u64 + more_entries <= max_entries)
             && (max_bytes == 0 || self.used_bytes + more_bytes <= max_bytes)
     }
@@ -345,14 +315,11 @@ impl Cache {
     /// on reads would evict different keys. Read recency is replicated as [`Op::Touch`].
     pub fn get(&self, key: &str, now_ms: u64) -> Option<EntryView> {
         let now_ms = self.clock_ms.max(now_ms);
-        self.entries
-            .get(key)
-            .filter(|e| !e.is_expired_at(now_ms))
-            .map(|e| EntryView {
-                value: e.value.clone(),
-                version: e.version,
-                expires_at_ms: e.expires_at_ms,
-            })
+        self.entries.get(key).filter(|e| !e.is_expired_at(now_ms)).map(|e| EntryView {
+            value: e.value.clone(),
+            version: e.version,
+            expires_at_ms: e.expires_at_ms,
+        })
     }
 
     /// The log clock: the largest `now_ms` applied so far.
@@ -441,12 +408,8 @@ impl Cache {
                 cache.expiry.insert((t, e.key.clone()));
             }
             cache.used_bytes += entry_cost(&e.key, &e.value);
-            let entry = Entry {
-                value: e.value,
-                version: e.version,
-                expires_at_ms: e.expires_at_ms,
-                recency: e.recency,
-            };
+            let entry =
+                Entry { value: e.value, version: e.version, expires_at_ms: e.expires_at_ms, recency: e.recency };
             let key = e.key;
             assert!(
                 cache.entries.insert(key.clone(), entry).is_none(),
@@ -564,17 +527,10 @@ pub(crate) fn describe_value(value: &[u8]) -> String {
     if value.len() <= 2 * SHOWN {
         format!("{:?}", Bytes::copy_from_slice(value))
     } else {
-        format!(
-            "{:?}... ({} bytes)",
-            Bytes::copy_from_slice(&value[..SHOWN]),
-            value.len()
-        )
+        format!("{:?}... ({} bytes)", Bytes::copy_from_slice(&value[..SHOWN]), value.len())
     }
 }
 
 fn applied() -> Response {
-    Response {
-        applied: true,
-        ..Response::default()
-    }
+    Response { applied: true, ..Response::default() }
 }

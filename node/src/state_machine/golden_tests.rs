@@ -46,11 +46,7 @@ fn scripts() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "txt"))
         .collect();
     paths.sort();
-    assert!(
-        !paths.is_empty(),
-        "no scripts in {}",
-        script_dir().display()
-    );
+    assert!(!paths.is_empty(), "no scripts in {}", script_dir().display());
     paths
 }
 
@@ -83,11 +79,7 @@ fn run_script(name: &str, script: &str, restore_at: Option<usize>) -> Run {
         }
         cache.check_invariants();
     }
-    Run {
-        transcript: out,
-        final_dump: cache.dump(),
-        final_hash: cache.state_hash(),
-    }
+    Run { transcript: out, final_dump: cache.dump(), final_hash: cache.state_hash() }
 }
 
 fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), String> {
@@ -112,8 +104,7 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
     }
     let mut opt = |name: &str| opts.remove(name);
     let num = |s: Option<&str>| -> Result<Option<u64>, String> {
-        s.map(|s| s.parse().map_err(|_| format!("not a number: {s}")))
-            .transpose()
+        s.map(|s| s.parse().map_err(|_| format!("not a number: {s}"))).transpose()
     };
     let one_key = |words: &[String]| match words {
         [key] => Ok(key.clone()),
@@ -145,9 +136,7 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
             return Ok(());
         }
         "set" => {
-            let (key, value) = set_pair
-                .and_then(|p| p.split_once('='))
-                .ok_or("set needs KEY=VALUE")?;
+            let (key, value) = set_pair.and_then(|p| p.split_once('=')).ok_or("set needs KEY=VALUE")?;
             let condition = match opt("if") {
                 None => Condition::Always,
                 Some("absent") => Condition::IfAbsent,
@@ -160,16 +149,9 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
             if !words.is_empty() {
                 return Err(format!("unexpected {words:?}"));
             }
-            Op::Set {
-                key: key.to_string(),
-                value: expand_value(value)?,
-                expires_at_ms: num(opt("ttl_at"))?,
-                condition,
-            }
+            Op::Set { key: key.to_string(), value: expand_value(value)?, expires_at_ms: num(opt("ttl_at"))?, condition }
         }
-        "delete" => Op::Delete {
-            key: one_key(&words)?,
-        },
+        "delete" => Op::Delete { key: one_key(&words)? },
         "expire" => {
             let expires_at_ms = num(opt("ttl_at"))?;
             if words.last().is_some_and(|w| w == "persist") && expires_at_ms.is_none() {
@@ -177,14 +159,9 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
             } else if expires_at_ms.is_none() {
                 return Err("expire needs ttl_at=T or persist".into());
             }
-            Op::Expire {
-                key: one_key(&words)?,
-                expires_at_ms,
-            }
+            Op::Expire { key: one_key(&words)?, expires_at_ms }
         }
-        "touch" => Op::Touch {
-            keys: std::mem::take(&mut words),
-        },
+        "touch" => Op::Touch { keys: std::mem::take(&mut words) },
         "tick" => Op::Tick,
         "configure" => Op::Configure {
             limits: Limits {
@@ -194,8 +171,7 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
         },
         _ => return Err(format!("unknown command {verb}")),
     };
-    if !words.is_empty() && !matches!(op, Op::Touch { .. } | Op::Delete { .. } | Op::Expire { .. })
-    {
+    if !words.is_empty() && !matches!(op, Op::Touch { .. } | Op::Delete { .. } | Op::Expire { .. }) {
         return Err(format!("unexpected {words:?}"));
     }
     let now_ms = num(opt("at"))?.unwrap_or(0);
@@ -203,19 +179,9 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
     let index = num(opt("index"))?.unwrap_or(cache.last_applied_index() + 1);
     check_no_options(opts)?;
     if index <= cache.last_applied_index() {
-        return Err(format!(
-            "index {index} not after {}",
-            cache.last_applied_index()
-        ));
+        return Err(format!("index {index} not after {}", cache.last_applied_index()));
     }
-    let response = cache.apply(
-        index,
-        &Command {
-            now_ms,
-            write_id,
-            op,
-        },
-    );
+    let response = cache.apply(index, &Command { now_ms, write_id, op });
     let _ = writeln!(out, "[{index}] {}", describe_response(&response));
     Ok(())
 }
@@ -230,30 +196,18 @@ fn check_no_options(opts: BTreeMap<&str, &str>) -> Result<(), String> {
 /// `abc` is itself; `x*40` is 40 x's.
 fn expand_value(value: &str) -> Result<Bytes, String> {
     if let Some((unit, count)) = value.rsplit_once('*') {
-        let count: usize = count
-            .parse()
-            .map_err(|_| format!("bad repeat count in {value}"))?;
+        let count: usize = count.parse().map_err(|_| format!("bad repeat count in {value}"))?;
         return Ok(Bytes::from(unit.repeat(count)));
     }
     Ok(Bytes::copy_from_slice(value.as_bytes()))
 }
 
 fn parse_write_id(s: &str) -> Result<WriteId, String> {
-    let parts: Vec<u64> = s
-        .split(':')
-        .map(|p| p.parse().map_err(|_| format!("bad write id {s}")))
-        .collect::<Result<_, _>>()?;
+    let parts: Vec<u64> =
+        s.split(':').map(|p| p.parse().map_err(|_| format!("bad write id {s}"))).collect::<Result<_, _>>()?;
     match parts[..] {
-        [client_id, seq] => Ok(WriteId {
-            client_id,
-            seq,
-            acked_below: 0,
-        }),
-        [client_id, seq, acked_below] => Ok(WriteId {
-            client_id,
-            seq,
-            acked_below,
-        }),
+        [client_id, seq] => Ok(WriteId { client_id, seq, acked_below: 0 }),
+        [client_id, seq, acked_below] => Ok(WriteId { client_id, seq, acked_below }),
         _ => Err(format!("write id is CLIENT:SEQ[:ACKED_BELOW], got {s}")),
     }
 }
@@ -269,10 +223,7 @@ fn golden_scripts() {
     for path in scripts() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let script = read(&path);
-        assert!(
-            script.starts_with('#'),
-            "{name} must start with a comment saying what it proves"
-        );
+        assert!(script.starts_with('#'), "{name} must start with a comment saying what it proves");
         let run = run_script(&name, &script, None);
         let golden = path.with_extension("out");
         if update {
@@ -297,18 +248,9 @@ fn golden_scripts_replay_from_any_snapshot() {
         let reference = run_script(&name, &script, None);
         for n in 0..script.lines().count() {
             let replay = run_script(&name, &script, Some(n));
-            assert_eq!(
-                replay.final_dump, reference.final_dump,
-                "{name}: restored before line {n}"
-            );
-            assert_eq!(
-                replay.final_hash, reference.final_hash,
-                "{name}: restored before line {n}"
-            );
-            assert_eq!(
-                replay.transcript, reference.transcript,
-                "{name}: restored before line {n}"
-            );
+            assert_eq!(replay.final_dump, reference.final_dump, "{name}: restored before line {n}");
+            assert_eq!(replay.final_hash, reference.final_hash, "{name}: restored before line {n}");
+            assert_eq!(replay.transcript, reference.transcript, "{name}: restored before line {n}");
         }
     }
 }

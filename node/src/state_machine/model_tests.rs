@@ -72,18 +72,12 @@ impl Model {
         if e.expires_at_ms.is_some_and(|t| t <= now_ms) {
             return None;
         }
-        Some(EntryView {
-            value: e.value.clone(),
-            version: e.version,
-            expires_at_ms: e.expires_at_ms,
-        })
+        Some(EntryView { value: e.value.clone(), version: e.version, expires_at_ms: e.expires_at_ms })
     }
 
     fn fits(&self, more_entries: u64, more_bytes: u64) -> bool {
-        (self.limits.max_entries == 0
-            || self.lru.len() as u64 + more_entries <= self.limits.max_entries)
-            && (self.limits.max_bytes == 0
-                || self.used_bytes() + more_bytes <= self.limits.max_bytes)
+        (self.limits.max_entries == 0 || self.lru.len() as u64 + more_entries <= self.limits.max_entries)
+            && (self.limits.max_bytes == 0 || self.used_bytes() + more_bytes <= self.limits.max_bytes)
     }
 
     fn make_room(&mut self, more_entries: u64, more_bytes: u64) {
@@ -91,8 +85,7 @@ impl Model {
             return;
         }
         let clock = self.clock_ms;
-        self.lru
-            .retain(|e| e.expires_at_ms.is_none_or(|t| t > clock));
+        self.lru.retain(|e| e.expires_at_ms.is_none_or(|t| t > clock));
         while !self.fits(more_entries, more_bytes) && !self.lru.is_empty() {
             self.lru.remove(0);
         }
@@ -120,10 +113,7 @@ impl Model {
                 return r.clone();
             }
             if w.seq < s.acked_below {
-                return Response {
-                    rejected: Some(Rejection::SessionExpired),
-                    ..Response::default()
-                };
+                return Response { rejected: Some(Rejection::SessionExpired), ..Response::default() };
             }
         }
         let response = self.apply_op(index, &cmd.op);
@@ -143,17 +133,9 @@ impl Model {
     }
 
     fn apply_op(&mut self, index: LogIndex, op: &Op) -> Response {
-        let done = Response {
-            applied: true,
-            ..Response::default()
-        };
+        let done = Response { applied: true, ..Response::default() };
         match op {
-            Op::Set {
-                key,
-                value,
-                expires_at_ms,
-                condition,
-            } => {
+            Op::Set { key, value, expires_at_ms, condition } => {
                 let mut r = self.unchanged(key);
                 let entry = ModelEntry {
                     key: key.clone(),
@@ -163,10 +145,7 @@ impl Model {
                 };
                 let max_bytes = self.limits.max_bytes;
                 if max_bytes != 0 && cost(&entry) > max_bytes {
-                    r.rejected = Some(Rejection::TooLarge {
-                        entry_bytes: cost(&entry),
-                        max_bytes,
-                    });
+                    r.rejected = Some(Rejection::TooLarge { entry_bytes: cost(&entry), max_bytes });
                     return r;
                 }
                 let holds = match condition {
@@ -231,10 +210,8 @@ impl Model {
             }
             Op::Tick => {
                 let clock = self.clock_ms;
-                self.lru
-                    .retain(|e| e.expires_at_ms.is_none_or(|t| t > clock));
-                self.sessions
-                    .retain(|_, s| clock - s.last_active_ms <= SESSION_IDLE_MS);
+                self.lru.retain(|e| e.expires_at_ms.is_none_or(|t| t > clock));
+                self.sessions.retain(|_, s| clock - s.last_active_ms <= SESSION_IDLE_MS);
                 done
             }
             Op::Configure { limits } => {
@@ -261,28 +238,12 @@ enum CondSpec {
 
 #[derive(Clone, Debug)]
 enum OpSpec {
-    Set {
-        key: usize,
-        len: usize,
-        fill: u8,
-        ttl: Option<i64>,
-        cond: CondSpec,
-    },
-    Delete {
-        key: usize,
-    },
-    Expire {
-        key: usize,
-        ttl: Option<i64>,
-    },
-    Touch {
-        keys: Vec<usize>,
-    },
+    Set { key: usize, len: usize, fill: u8, ttl: Option<i64>, cond: CondSpec },
+    Delete { key: usize },
+    Expire { key: usize, ttl: Option<i64> },
+    Touch { keys: Vec<usize> },
     Tick,
-    Configure {
-        max_entries: u64,
-        max_bytes: u64,
-    },
+    Configure { max_entries: u64, max_bytes: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -348,15 +309,13 @@ fn write_spec() -> impl Strategy<Value = WriteSpec> {
 
 fn step() -> impl Strategy<Value = Step> {
     let dt = prop_oneof![20 => -100i64..300, 1 => Just(SESSION_IDLE_MS as i64 + 1)];
-    (dt, 0u64..3, op_spec(), write_spec(), 0u64..200).prop_map(
-        |(dt, index_gap, op, write, read_skew)| Step {
-            dt,
-            index_gap,
-            op,
-            write,
-            read_skew,
-        },
-    )
+    (dt, 0u64..3, op_spec(), write_spec(), 0u64..200).prop_map(|(dt, index_gap, op, write, read_skew)| Step {
+        dt,
+        index_gap,
+        op,
+        write,
+        read_skew,
+    })
 }
 
 /// Turns steps into commands the way clients and proposers would: absolute expiry from the
@@ -377,13 +336,7 @@ impl Proposer {
         let now_ms = self.now_ms;
         let at = |ttl: Option<i64>| ttl.map(|t| now_ms.saturating_add_signed(t));
         let op = match &step.op {
-            OpSpec::Set {
-                key,
-                len,
-                fill,
-                ttl,
-                cond,
-            } => Op::Set {
+            OpSpec::Set { key, len, fill, ttl, cond } => Op::Set {
                 key: KEYS[*key].to_string(),
                 value: Bytes::from(vec![*fill; *len]),
                 expires_at_ms: at(*ttl),
@@ -399,32 +352,15 @@ impl Proposer {
                     }
                 },
             },
-            OpSpec::Delete { key } => Op::Delete {
-                key: KEYS[*key].to_string(),
-            },
-            OpSpec::Expire { key, ttl } => Op::Expire {
-                key: KEYS[*key].to_string(),
-                expires_at_ms: at(*ttl),
-            },
-            OpSpec::Touch { keys } => Op::Touch {
-                keys: keys.iter().map(|k| KEYS[*k].to_string()).collect(),
-            },
+            OpSpec::Delete { key } => Op::Delete { key: KEYS[*key].to_string() },
+            OpSpec::Expire { key, ttl } => Op::Expire { key: KEYS[*key].to_string(), expires_at_ms: at(*ttl) },
+            OpSpec::Touch { keys } => Op::Touch { keys: keys.iter().map(|k| KEYS[*k].to_string()).collect() },
             OpSpec::Tick => Op::Tick,
-            OpSpec::Configure {
-                max_entries,
-                max_bytes,
-            } => Op::Configure {
-                limits: Limits {
-                    max_entries: *max_entries,
-                    max_bytes: *max_bytes,
-                },
-            },
+            OpSpec::Configure { max_entries, max_bytes } => {
+                Op::Configure { limits: Limits { max_entries: *max_entries, max_bytes: *max_bytes } }
+            }
         };
-        let mut cmd = Command {
-            now_ms,
-            write_id: None,
-            op,
-        };
+        let mut cmd = Command { now_ms, write_id: None, op };
         match step.write {
             WriteSpec::Untagged => {}
             WriteSpec::New { client, ack_lag } => {
@@ -432,23 +368,13 @@ impl Proposer {
                 let acked = self.acked_below.entry(client).or_insert(0);
                 *acked = (*acked).max(seq.saturating_sub(ack_lag));
                 self.last_seq.insert(client, seq);
-                cmd.write_id = Some(WriteId {
-                    client_id: client,
-                    seq,
-                    acked_below: *acked,
-                });
+                cmd.write_id = Some(WriteId { client_id: client, seq, acked_below: *acked });
                 self.sent.insert((client, seq), cmd.clone());
             }
             WriteSpec::Retry { client, back } => {
                 let last = self.last_seq.get(&client).copied().unwrap_or(0);
-                if let Some(sent) = last
-                    .checked_sub(back)
-                    .and_then(|seq| self.sent.get(&(client, seq)))
-                {
-                    cmd = Command {
-                        now_ms,
-                        ..sent.clone()
-                    };
+                if let Some(sent) = last.checked_sub(back).and_then(|seq| self.sent.get(&(client, seq))) {
+                    cmd = Command { now_ms, ..sent.clone() };
                 }
             }
         }
@@ -465,12 +391,7 @@ fn check_against_model(cache: &Cache, model: &Model, read_at: u64) {
     let live: Vec<ModelEntry> = cache
         .live_entries_lru()
         .into_iter()
-        .map(|(key, value, version, expires_at_ms)| ModelEntry {
-            key,
-            value,
-            version,
-            expires_at_ms,
-        })
+        .map(|(key, value, version, expires_at_ms)| ModelEntry { key, value, version, expires_at_ms })
         .collect();
     assert_eq!(live, model.live_entries(), "live entries in LRU order");
     assert_eq!(cache.len(), model.lru.len(), "stored entries");
@@ -478,23 +399,12 @@ fn check_against_model(cache: &Cache, model: &Model, read_at: u64) {
     assert_eq!(cache.clock_ms(), model.clock_ms);
     assert_eq!(cache.limits(), model.limits);
     for key in KEYS {
-        assert_eq!(
-            cache.get(key, read_at),
-            model.get(key, read_at),
-            "get {key} at {read_at}"
-        );
+        assert_eq!(cache.get(key, read_at), model.get(key, read_at), "get {key} at {read_at}");
     }
     for client in 1..=CLIENTS {
-        let model_seqs: Vec<u64> = model
-            .sessions
-            .get(&client)
-            .map(|s| s.responses.iter().map(|(seq, _)| *seq).collect())
-            .unwrap_or_default();
-        assert_eq!(
-            cache.sessions().stored_seqs(client),
-            model_seqs,
-            "client {client} responses"
-        );
+        let model_seqs: Vec<u64> =
+            model.sessions.get(&client).map(|s| s.responses.iter().map(|(seq, _)| *seq).collect()).unwrap_or_default();
+        assert_eq!(cache.sessions().stored_seqs(client), model_seqs, "client {client} responses");
     }
     cache.check_invariants();
 }
@@ -523,10 +433,7 @@ fn run(steps: &[Step], split: usize) {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
 proptest! {

@@ -64,10 +64,7 @@ impl Sessions {
         if w.seq < session.acked_below {
             // It may or may not have been applied; we no longer know, so we refuse rather than
             // risk applying it twice.
-            return Admission::Answer(Response {
-                rejected: Some(Rejection::SessionExpired),
-                ..Response::default()
-            });
+            return Admission::Answer(Response { rejected: Some(Rejection::SessionExpired), ..Response::default() });
         }
         Admission::Apply
     }
@@ -89,8 +86,7 @@ impl Sessions {
 
     /// Drops sessions idle for more than [`SESSION_IDLE_MS`] at log time `now_ms`.
     pub(crate) fn expire_idle(&mut self, now_ms: u64) {
-        self.clients
-            .retain(|_, s| now_ms.saturating_sub(s.last_active_ms) <= SESSION_IDLE_MS);
+        self.clients.retain(|_, s| now_ms.saturating_sub(s.last_active_ms) <= SESSION_IDLE_MS);
     }
 
     pub(crate) fn hash_into<H: Hasher>(&self, h: &mut H) {
@@ -109,11 +105,8 @@ impl Sessions {
 
     pub(crate) fn dump_into(&self, out: &mut String) {
         for (client_id, s) in &self.clients {
-            let _ = writeln!(
-                out,
-                "  client {client_id} last_active_ms={} acked_below={}",
-                s.last_active_ms, s.acked_below
-            );
+            let _ =
+                writeln!(out, "  client {client_id} last_active_ms={} acked_below={}", s.last_active_ms, s.acked_below);
             for (seq, r) in &s.responses {
                 let _ = writeln!(out, "    seq {seq}: {}", describe_response(r));
             }
@@ -127,10 +120,7 @@ impl Sessions {
 
     #[cfg(test)]
     pub(crate) fn stored_seqs(&self, client_id: u64) -> Vec<u64> {
-        self.clients
-            .get(&client_id)
-            .map(|s| s.responses.keys().copied().collect())
-            .unwrap_or_default()
+        self.clients.get(&client_id).map(|s| s.responses.keys().copied().collect()).unwrap_or_default()
     }
 }
 
@@ -144,10 +134,7 @@ fn hash_response<H: Hasher>(r: &Response, h: &mut H) {
     r.expires_at_ms.hash(h);
     match &r.rejected {
         None => 0u8.hash(h),
-        Some(Rejection::TooLarge {
-            entry_bytes,
-            max_bytes,
-        }) => {
+        Some(Rejection::TooLarge { entry_bytes, max_bytes }) => {
             1u8.hash(h);
             entry_bytes.hash(h);
             max_bytes.hash(h);

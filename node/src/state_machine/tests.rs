@@ -12,10 +12,7 @@ struct Machine {
 
 impl Machine {
     fn new() -> Self {
-        Machine {
-            cache: Cache::new(),
-            next_index: 1,
-        }
+        Machine { cache: Cache::new(), next_index: 1 }
     }
 
     fn with_limits(max_entries: u64, max_bytes: u64) -> Self {
@@ -33,19 +30,11 @@ impl Machine {
     }
 
     fn run(&mut self, now_ms: u64, op: Op) -> Response {
-        self.apply(Command {
-            now_ms,
-            write_id: None,
-            op,
-        })
+        self.apply(Command { now_ms, write_id: None, op })
     }
 
     fn run_as(&mut self, now_ms: u64, write_id: WriteId, op: Op) -> Response {
-        self.apply(Command {
-            now_ms,
-            write_id: Some(write_id),
-            op,
-        })
+        self.apply(Command { now_ms, write_id: Some(write_id), op })
     }
 
     fn set(&mut self, now_ms: u64, key: &str, value: &str, expires_at_ms: Option<u64>) -> Response {
@@ -57,57 +46,29 @@ impl Machine {
     }
 
     fn touch(&mut self, now_ms: u64, keys: &[&str]) -> Response {
-        self.run(
-            now_ms,
-            Op::Touch {
-                keys: keys.iter().map(|k| k.to_string()).collect(),
-            },
-        )
+        self.run(now_ms, Op::Touch { keys: keys.iter().map(|k| k.to_string()).collect() })
     }
 
     fn configure(&mut self, now_ms: u64, max_entries: u64, max_bytes: u64) -> Response {
-        self.run(
-            now_ms,
-            Op::Configure {
-                limits: Limits {
-                    max_entries,
-                    max_bytes,
-                },
-            },
-        )
+        self.run(now_ms, Op::Configure { limits: Limits { max_entries, max_bytes } })
     }
 
     fn value(&self, key: &str) -> Option<String> {
-        self.cache
-            .get(key, 0)
-            .map(|e| String::from_utf8(e.value.to_vec()).unwrap())
+        self.cache.get(key, 0).map(|e| String::from_utf8(e.value.to_vec()).unwrap())
     }
 
     /// Live keys, least recently used first.
     fn lru(&self) -> Vec<String> {
-        self.cache
-            .live_entries_lru()
-            .into_iter()
-            .map(|(k, ..)| k)
-            .collect()
+        self.cache.live_entries_lru().into_iter().map(|(k, ..)| k).collect()
     }
 }
 
 fn set_op(key: &str, value: &str, expires_at_ms: Option<u64>, condition: Condition) -> Op {
-    Op::Set {
-        key: key.to_string(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        expires_at_ms,
-        condition,
-    }
+    Op::Set { key: key.to_string(), value: Bytes::copy_from_slice(value.as_bytes()), expires_at_ms, condition }
 }
 
 fn wid(client_id: u64, seq: u64, acked_below: u64) -> WriteId {
-    WriteId {
-        client_id,
-        seq,
-        acked_below,
-    }
+    WriteId { client_id, seq, acked_below }
 }
 
 /// Bytes charged for a key/value pair.
@@ -125,13 +86,7 @@ fn new_cache_is_empty_and_unlimited() {
     assert!(c.is_empty());
     assert_eq!(c.len(), 0);
     assert_eq!(c.used_bytes(), 0);
-    assert_eq!(
-        c.limits(),
-        Limits {
-            max_entries: 0,
-            max_bytes: 0
-        }
-    );
+    assert_eq!(c.limits(), Limits { max_entries: 0, max_bytes: 0 });
     assert_eq!(c.clock_ms(), 0);
     assert_eq!(c.last_applied_index(), 0);
     assert_eq!(c.state_hash(), Cache::default().state_hash());
@@ -156,16 +111,10 @@ fn set_returns_log_index_as_version() {
     // Gaps in the log (membership entries) are fine; versions follow the index.
     m.next_index = 12;
     let r = m.set(1000, "a", "2", None);
-    assert_eq!(
-        (r.existed, r.previous_version, r.version, r.expires_at_ms),
-        (true, 7, 12, None)
-    );
+    assert_eq!((r.existed, r.previous_version, r.version, r.expires_at_ms), (true, 7, 12, None));
     assert_eq!(m.cache.last_applied_index(), 12);
     let e = m.cache.get("a", 0).unwrap();
-    assert_eq!(
-        (e.value, e.version, e.expires_at_ms),
-        (Bytes::from("2"), 12, None)
-    );
+    assert_eq!((e.value, e.version, e.expires_at_ms), (Bytes::from("2"), 12, None));
 }
 
 #[test]
@@ -173,11 +122,7 @@ fn ttl_boundary_is_exclusive() {
     let mut m = Machine::new();
     m.set(1000, "a", "1", Some(1500));
     m.run(1499, Op::Tick);
-    assert_eq!(
-        m.value("a").as_deref(),
-        Some("1"),
-        "one ms before expiry: visible"
-    );
+    assert_eq!(m.value("a").as_deref(), Some("1"), "one ms before expiry: visible");
     // A reader whose local clock is ahead hides it already, without changing the state.
     assert!(m.cache.get("a", 1500).is_none());
     assert!(m.cache.get("a", 1499).is_some());
@@ -211,10 +156,7 @@ fn set_with_expiry_in_the_past_deletes() {
     let mut m = Machine::new();
     m.set(1000, "a", "1", None);
     let r = m.set(1000, "a", "2", Some(1000));
-    assert_eq!(
-        (r.applied, r.existed, r.previous_version, r.version),
-        (true, true, 1, 0)
-    );
+    assert_eq!((r.applied, r.existed, r.previous_version, r.version), (true, true, 1, 0));
     assert_eq!(r.expires_at_ms, None);
     assert!(m.cache.is_empty());
 }
@@ -246,11 +188,7 @@ fn one_byte_over_evicts_lru() {
         m.set(0, k, "1", None);
     }
     m.set(0, "d", "12", None); // one byte more than the one-byte values
-    assert_eq!(
-        m.lru(),
-        strings(&["c", "d"]),
-        "a alone frees too little; b goes too"
-    );
+    assert_eq!(m.lru(), strings(&["c", "d"]), "a alone frees too little; b goes too");
     assert_eq!(m.cache.used_bytes(), cost("c", "1") + cost("d", "12"));
 
     let mut m = Machine::with_limits(0, 3 * cost("a", "1") + 1);
@@ -268,13 +206,7 @@ fn touch_changes_eviction_order() {
         m.set(0, k, "1", None);
     }
     let r = m.touch(0, &["b", "missing", "a"]);
-    assert_eq!(
-        r,
-        Response {
-            applied: true,
-            ..Response::default()
-        }
-    );
+    assert_eq!(r, Response { applied: true, ..Response::default() });
     assert_eq!(m.lru(), strings(&["c", "b", "a"]));
     m.set(0, "d", "1", None);
     assert_eq!(m.lru(), strings(&["b", "a", "d"]));
@@ -287,11 +219,7 @@ fn touch_ignores_expired_keys() {
     m.set(0, "b", "1", None);
     let before = m.cache.snapshot().entries_for_test();
     m.touch(100, &["a"]);
-    assert_eq!(
-        m.cache.snapshot().entries_for_test(),
-        before,
-        "the dead entry did not move"
-    );
+    assert_eq!(m.cache.snapshot().entries_for_test(), before, "the dead entry did not move");
 }
 
 #[test]
@@ -305,11 +233,7 @@ fn get_never_changes_lru_order() {
     }
     assert_eq!(m.cache.state_hash(), before);
     m.set(0, "c", "1", None);
-    assert_eq!(
-        m.lru(),
-        strings(&["b", "c"]),
-        "a was read, not touched, so it is evicted"
-    );
+    assert_eq!(m.lru(), strings(&["b", "c"]), "a was read, not touched, so it is evicted");
 }
 
 #[test]
@@ -323,11 +247,7 @@ fn expired_entries_are_evicted_before_lru() {
     m.touch(60, &["a"]); // order: c b a; b is not LRU
     let r = m.set(100, "d", "1", None);
     assert!(r.applied);
-    assert_eq!(
-        m.lru(),
-        strings(&["c", "a", "d"]),
-        "expired b goes, LRU c stays"
-    );
+    assert_eq!(m.lru(), strings(&["c", "a", "d"]), "expired b goes, LRU c stays");
     assert_eq!(m.cache.len(), 3);
 }
 
@@ -347,10 +267,7 @@ fn too_large_value_is_rejected_and_old_value_kept() {
             previous_version: 2,
             version: 2,
             expires_at_ms: None,
-            rejected: Some(Rejection::TooLarge {
-                entry_bytes: max + 1,
-                max_bytes: max
-            }),
+            rejected: Some(Rejection::TooLarge { entry_bytes: max + 1, max_bytes: max }),
         }
     );
     assert_eq!(m.value("k").as_deref(), Some("0123456789"));
@@ -393,10 +310,7 @@ fn condition_if_absent() {
     let r = m.set_if(0, "a", "1", Condition::IfAbsent);
     assert!(r.applied && !r.existed);
     let r = m.set_if(0, "a", "2", Condition::IfAbsent);
-    assert_eq!(
-        (r.applied, r.existed, r.previous_version, r.version),
-        (false, true, 1, 1)
-    );
+    assert_eq!((r.applied, r.existed, r.previous_version, r.version), (false, true, 1, 1));
     assert_eq!(m.value("a").as_deref(), Some("1"));
 }
 
@@ -408,20 +322,14 @@ fn condition_if_present() {
     assert!(m.cache.is_empty());
     m.set(0, "a", "1", None);
     let r = m.set_if(0, "a", "2", Condition::IfPresent);
-    assert_eq!(
-        (r.applied, r.existed, r.previous_version, r.version),
-        (true, true, 2, 3)
-    );
+    assert_eq!((r.applied, r.existed, r.previous_version, r.version), (true, true, 2, 3));
     assert_eq!(m.value("a").as_deref(), Some("2"));
 }
 
 #[test]
 fn condition_if_version() {
     let mut m = Machine::new();
-    assert!(
-        !m.set_if(0, "a", "1", Condition::IfVersion(0)).applied,
-        "absent never matches"
-    );
+    assert!(!m.set_if(0, "a", "1", Condition::IfVersion(0)).applied, "absent never matches");
     m.set(0, "a", "1", None); // version 2
     let r = m.set_if(0, "a", "x", Condition::IfVersion(1));
     assert_eq!((r.applied, r.existed, r.version), (false, true, 2));
@@ -447,15 +355,7 @@ fn delete_existing_and_missing() {
     let mut m = Machine::new();
     m.set(0, "a", "1", Some(100));
     let r = m.run(0, Op::Delete { key: "a".into() });
-    assert_eq!(
-        r,
-        Response {
-            applied: true,
-            existed: true,
-            previous_version: 1,
-            ..Response::default()
-        }
-    );
+    assert_eq!(r, Response { applied: true, existed: true, previous_version: 1, ..Response::default() });
     assert!(m.cache.is_empty());
     assert_eq!(m.cache.used_bytes(), 0);
     let r = m.run(0, Op::Delete { key: "a".into() });
@@ -475,13 +375,7 @@ fn expire_sets_and_persists() {
     let mut m = Machine::new();
     m.set(0, "a", "1", None);
     m.set(0, "b", "1", None);
-    let r = m.run(
-        10,
-        Op::Expire {
-            key: "a".into(),
-            expires_at_ms: Some(500),
-        },
-    );
+    let r = m.run(10, Op::Expire { key: "a".into(), expires_at_ms: Some(500) });
     assert_eq!(
         r,
         Response {
@@ -494,17 +388,8 @@ fn expire_sets_and_persists() {
         }
     );
     assert_eq!(m.lru(), strings(&["b", "a"]), "expire touches like a write");
-    let r = m.run(
-        20,
-        Op::Expire {
-            key: "a".into(),
-            expires_at_ms: None,
-        },
-    );
-    assert_eq!(
-        (r.previous_version, r.version, r.expires_at_ms),
-        (3, 4, None)
-    );
+    let r = m.run(20, Op::Expire { key: "a".into(), expires_at_ms: None });
+    assert_eq!((r.previous_version, r.version, r.expires_at_ms), (3, 4, None));
     m.run(600, Op::Tick);
     assert_eq!(m.value("a").as_deref(), Some("1"), "persisted");
 }
@@ -512,22 +397,10 @@ fn expire_sets_and_persists() {
 #[test]
 fn expire_missing_key_is_not_applied() {
     let mut m = Machine::new();
-    let r = m.run(
-        0,
-        Op::Expire {
-            key: "a".into(),
-            expires_at_ms: Some(10),
-        },
-    );
+    let r = m.run(0, Op::Expire { key: "a".into(), expires_at_ms: Some(10) });
     assert_eq!(r, Response::default());
     m.set(0, "a", "1", Some(5));
-    let r = m.run(
-        5,
-        Op::Expire {
-            key: "a".into(),
-            expires_at_ms: None,
-        },
-    );
+    let r = m.run(5, Op::Expire { key: "a".into(), expires_at_ms: None });
     assert_eq!(r, Response::default(), "expired counts as missing");
 }
 
@@ -535,17 +408,8 @@ fn expire_missing_key_is_not_applied() {
 fn expire_in_the_past_deletes() {
     let mut m = Machine::new();
     m.set(100, "a", "1", None);
-    let r = m.run(
-        100,
-        Op::Expire {
-            key: "a".into(),
-            expires_at_ms: Some(100),
-        },
-    );
-    assert_eq!(
-        (r.applied, r.existed, r.previous_version, r.version),
-        (true, true, 1, 0)
-    );
+    let r = m.run(100, Op::Expire { key: "a".into(), expires_at_ms: Some(100) });
+    assert_eq!((r.applied, r.existed, r.previous_version, r.version), (true, true, 1, 0));
     assert!(m.cache.is_empty());
 }
 
@@ -555,13 +419,7 @@ fn tick_purges_expired_entries() {
     m.set(0, "a", "1", Some(100));
     m.set(0, "b", "1", Some(200));
     m.set(0, "c", "1", None);
-    assert_eq!(
-        m.run(150, Op::Tick),
-        Response {
-            applied: true,
-            ..Response::default()
-        }
-    );
+    assert_eq!(m.run(150, Op::Tick), Response { applied: true, ..Response::default() });
     assert_eq!(m.cache.len(), 2);
     assert_eq!(m.cache.used_bytes(), 2 * cost("a", "1"));
     m.run(200, Op::Tick);
@@ -578,13 +436,7 @@ fn configure_shrinking_evicts() {
     m.touch(0, &["a"]);
     let r = m.configure(0, 2, 0);
     assert!(r.applied);
-    assert_eq!(
-        m.cache.limits(),
-        Limits {
-            max_entries: 2,
-            max_bytes: 0
-        }
-    );
+    assert_eq!(m.cache.limits(), Limits { max_entries: 2, max_bytes: 0 });
     assert_eq!(m.lru(), strings(&["d", "a"]));
     m.configure(0, 0, cost("a", "1"));
     assert_eq!(m.lru(), strings(&["a"]));
@@ -610,11 +462,7 @@ fn duplicate_write_returns_first_response() {
     m.set(100, "a", "other", None);
     let again = m.run_as(900, wid(7, 1, 1), set_op("a", "1", None, Condition::Always));
     assert_eq!(again, first);
-    assert_eq!(
-        m.value("a").as_deref(),
-        Some("other"),
-        "the retry was not applied"
-    );
+    assert_eq!(m.value("a").as_deref(), Some("other"), "the retry was not applied");
     assert_eq!(m.cache.clock_ms(), 900, "the clock still advances");
     assert_eq!(m.cache.last_applied_index(), 3);
 }
@@ -642,10 +490,7 @@ fn rejected_writes_are_remembered_too() {
     let first = m.run_as(0, w, set_op("a", "12", None, Condition::Always));
     assert!(first.rejected.is_some());
     m.configure(0, 0, 0);
-    assert_eq!(
-        m.run_as(0, w, set_op("a", "12", None, Condition::Always)),
-        first
-    );
+    assert_eq!(m.run_as(0, w, set_op("a", "12", None, Condition::Always)), first);
     assert!(m.cache.is_empty());
 }
 
@@ -658,19 +503,10 @@ fn acked_writes_are_forgotten_and_retries_refused() {
     m.run_as(0, wid(5, 3, 3), set_op("a", "3", None, Condition::Always));
     assert_eq!(m.cache.sessions().stored_seqs(5), vec![3]);
     let r = m.run_as(0, wid(5, 2, 1), set_op("a", "2", None, Condition::Always));
-    assert_eq!(
-        r,
-        Response {
-            rejected: Some(Rejection::SessionExpired),
-            ..Response::default()
-        }
-    );
+    assert_eq!(r, Response { rejected: Some(Rejection::SessionExpired), ..Response::default() });
     assert_eq!(m.value("a").as_deref(), Some("3"));
     // The next new write is applied normally.
-    assert!(
-        m.run_as(0, wid(5, 4, 3), set_op("a", "4", None, Condition::Always))
-            .applied
-    );
+    assert!(m.run_as(0, wid(5, 4, 3), set_op("a", "4", None, Condition::Always)).applied);
 }
 
 #[test]
@@ -684,42 +520,22 @@ fn stored_responses_are_capped_per_client() {
     assert_eq!(seqs.len(), MAX_RESPONSES_PER_CLIENT);
     assert_eq!(seqs[0], 4);
     let r = m.run_as(0, wid(9, 3, 0), set_op("k", "1", None, Condition::Always));
-    assert_eq!(
-        r.rejected,
-        Some(Rejection::SessionExpired),
-        "dropped, so refused"
-    );
+    assert_eq!(r.rejected, Some(Rejection::SessionExpired), "dropped, so refused");
     assert!(m.cache.is_empty());
 }
 
 #[test]
 fn idle_sessions_are_collected_on_tick() {
     let mut m = Machine::new();
-    m.run_as(
-        1_000,
-        wid(1, 1, 1),
-        set_op("a", "1", None, Condition::Always),
-    );
-    m.run_as(
-        2_000,
-        wid(2, 1, 1),
-        set_op("b", "1", None, Condition::Always),
-    );
+    m.run_as(1_000, wid(1, 1, 1), set_op("a", "1", None, Condition::Always));
+    m.run_as(2_000, wid(2, 1, 1), set_op("b", "1", None, Condition::Always));
     // Writes alone never collect.
     m.set(1_000 + SESSION_IDLE_MS + 1, "c", "1", None);
     assert_eq!(m.cache.sessions().client_count(), 2);
     m.run(1_000 + SESSION_IDLE_MS + 1, Op::Tick);
-    assert_eq!(
-        m.cache.sessions().client_count(),
-        1,
-        "client 1 idle just over the limit"
-    );
+    assert_eq!(m.cache.sessions().client_count(), 1, "client 1 idle just over the limit");
     m.run(2_000 + SESSION_IDLE_MS, Op::Tick);
-    assert_eq!(
-        m.cache.sessions().client_count(),
-        1,
-        "client 2 idle exactly the limit"
-    );
+    assert_eq!(m.cache.sessions().client_count(), 1, "client 2 idle exactly the limit");
     m.run(2_000 + SESSION_IDLE_MS + 1, Op::Tick);
     assert_eq!(m.cache.sessions().client_count(), 0);
 }
@@ -729,11 +545,7 @@ fn retries_keep_a_session_alive() {
     let mut m = Machine::new();
     let w = wid(1, 1, 1);
     let first = m.run_as(0, w, set_op("a", "1", None, Condition::Always));
-    let again = m.run_as(
-        SESSION_IDLE_MS,
-        w,
-        set_op("a", "1", None, Condition::Always),
-    );
+    let again = m.run_as(SESSION_IDLE_MS, w, set_op("a", "1", None, Condition::Always));
     assert_eq!(again, first);
     m.run(SESSION_IDLE_MS + 10, Op::Tick);
     assert_eq!(m.cache.sessions().client_count(), 1);
@@ -744,30 +556,19 @@ fn snapshot_restore_round_trips_through_bincode() {
     let mut m = Machine::with_limits(3, 1000);
     m.set(10, "a", "1", Some(500));
     m.set(20, "b", "22", None);
-    m.run_as(
-        30,
-        wid(1, 1, 1),
-        set_op("c", "333", None, Condition::IfAbsent),
-    );
+    m.run_as(30, wid(1, 1, 1), set_op("c", "333", None, Condition::IfAbsent));
     m.touch(40, &["a"]);
     let bytes = bincode::serialize(&m.cache.snapshot()).unwrap();
     let snap: CacheSnapshot = bincode::deserialize(&bytes).unwrap();
     assert_eq!(snap, m.cache.snapshot());
-    let mut restored = Machine {
-        cache: Cache::restore(snap),
-        next_index: m.next_index,
-    };
+    let mut restored = Machine { cache: Cache::restore(snap), next_index: m.next_index };
     restored.cache.check_invariants();
     assert_eq!(restored.cache.dump(), m.cache.dump());
     assert_eq!(restored.cache.state_hash(), m.cache.state_hash());
     assert_eq!(restored.cache.used_bytes(), m.cache.used_bytes());
     for machine in [&mut m, &mut restored] {
         machine.set(600, "d", "4", None);
-        machine.run_as(
-            600,
-            wid(1, 1, 1),
-            set_op("c", "333", None, Condition::IfAbsent),
-        );
+        machine.run_as(600, wid(1, 1, 1), set_op("c", "333", None, Condition::IfAbsent));
     }
     assert_eq!(restored.cache.dump(), m.cache.dump());
     assert_eq!(restored.cache.state_hash(), m.cache.state_hash());
@@ -804,20 +605,6 @@ fn restore_refuses_duplicate_keys() {
 #[should_panic(expected = "applied after")]
 fn indexes_must_increase() {
     let mut c = Cache::new();
-    c.apply(
-        2,
-        &Command {
-            now_ms: 0,
-            write_id: None,
-            op: Op::Tick,
-        },
-    );
-    c.apply(
-        2,
-        &Command {
-            now_ms: 0,
-            write_id: None,
-            op: Op::Tick,
-        },
-    );
+    c.apply(2, &Command { now_ms: 0, write_id: None, op: Op::Tick });
+    c.apply(2, &Command { now_ms: 0, write_id: None, op: Op::Tick });
 }

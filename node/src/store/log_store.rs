@@ -64,23 +64,12 @@ pub struct LogReader {
 impl LogStore {
     /// Wraps the opened trees and spawns the flusher on `runtime`. The flusher exits when the
     /// store is dropped, after completing the callbacks already queued.
-    pub(super) fn new(
-        db: sled::Db,
-        log: sled::Tree,
-        meta: sled::Tree,
-        runtime: &tokio::runtime::Handle,
-    ) -> Self {
+    pub(super) fn new(db: sled::Db, log: sled::Tree, meta: sled::Tree, runtime: &tokio::runtime::Handle) -> Self {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(FlushCounters::default());
         runtime.spawn(run_flusher(Arc::downgrade(&db), rx, counters.clone()));
-        LogStore {
-            db,
-            log,
-            meta,
-            flusher: tx,
-            counters,
-        }
+        LogStore { db, log, meta, flusher: tx, counters }
     }
 
     /// How many appends the flusher has made durable so far, and with how many flushes.
@@ -94,18 +83,13 @@ impl LogStore {
 
     /// Writes `entries` as one sled batch and queues `completion` for the flusher. The entries are
     /// readable when this returns; `completion` runs once they are durable (or the flush failed).
-    pub(super) fn append_with<I>(
-        &mut self,
-        entries: I,
-        completion: Completion,
-    ) -> Result<(), StorageError>
+    pub(super) fn append_with<I>(&mut self, entries: I, completion: Completion) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry>,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let value = encode(&entry)
-                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            let value = encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
             batch.insert(&index_key(entry.log_id.index), value);
         }
         self.log.apply_batch(batch).map_err(|e| write_logs(&e))?;
@@ -140,9 +124,7 @@ impl LogStore {
         to_err: fn(AnyError) -> StorageIOError<u64>,
     ) -> Result<(), StorageError> {
         let bytes = encode(value).map_err(|e| to_err(AnyError::new(&e)))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| to_err(AnyError::new(&e)))?;
+        self.meta.insert(key, bytes).map_err(|e| to_err(AnyError::new(&e)))?;
         Ok(())
     }
 
@@ -153,11 +135,7 @@ impl LogStore {
 }
 
 /// The flusher task: one flush per batch of queued appends, completions in append order.
-async fn run_flusher(
-    db: Weak<sled::Db>,
-    mut queue: mpsc::UnboundedReceiver<Completion>,
-    counters: Arc<FlushCounters>,
-) {
+async fn run_flusher(db: Weak<sled::Db>, mut queue: mpsc::UnboundedReceiver<Completion>, counters: Arc<FlushCounters>) {
     let mut batch: Vec<Completion> = Vec::new();
     while let Some(first) = queue.recv().await {
         batch.push(first);
@@ -170,21 +148,15 @@ async fn run_flusher(
                 counters.flushes.fetch_add(1, Ordering::Relaxed);
                 db.flush_async().await.map_err(io::Error::from)
             }
-            None => Err(io::Error::other(
-                "log store dropped before its appends were flushed",
-            )),
+            None => Err(io::Error::other("log store dropped before its appends were flushed")),
         };
-        counters
-            .appends
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        counters.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match result {
             Ok(_) => batch.drain(..).for_each(|done| done(Ok(()))),
             Err(e) => {
                 // io::Error is not Clone: give each waiter its own copy.
                 tracing::error!(error = %e, appends = batch.len(), "log flush failed");
-                batch
-                    .drain(..)
-                    .for_each(|done| done(Err(io::Error::new(e.kind(), e.to_string()))));
+                batch.drain(..).for_each(|done| done(Err(io::Error::new(e.kind(), e.to_string()))));
             }
         }
     }
@@ -199,10 +171,7 @@ fn read_logs(e: &(impl std::error::Error + 'static)) -> StorageError {
 }
 
 /// Reads `[range)` of the log; missing entries are skipped, as openraft allows.
-fn read_range<RB: RangeBounds<u64>>(
-    log: &sled::Tree,
-    range: RB,
-) -> Result<Vec<Entry>, StorageError> {
+fn read_range<RB: RangeBounds<u64>>(log: &sled::Tree, range: RB) -> Result<Vec<Entry>, StorageError> {
     let lo = map_bound(range.start_bound());
     let hi = map_bound(range.end_bound());
     log.range::<[u8; 8], _>((lo, hi))
@@ -243,32 +212,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> =
-            self.read_meta(keys::LAST_PURGED, StorageIOError::read_logs)?;
+        let last_purged_log_id: Option<LogId> = self.read_meta(keys::LAST_PURGED, StorageIOError::read_logs)?;
         let last_entry = match self.log.last().map_err(|e| read_logs(&e))? {
             Some((_, value)) => Some(decode::<Entry>(&value).map_err(|e| read_logs(&e))?.log_id),
             None => None,
         };
-        Ok(LogState {
-            last_log_id: last_entry.or(last_purged_log_id),
-            last_purged_log_id,
-        })
+        Ok(LogState { last_log_id: last_entry.or(last_purged_log_id), last_purged_log_id })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader {
-            log: self.log.clone(),
-        }
+        LogReader { log: self.log.clone() }
     }
 
     /// Persists the vote and flushes before returning (Raft §5.1: a vote must survive a crash, or
     /// a node could vote twice in one term). The flush also covers every earlier append.
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.write_meta(keys::VOTE, vote, StorageIOError::write_vote)?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
         Ok(())
     }
 
@@ -282,9 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         match committed {
             Some(log_id) => self.write_meta(keys::COMMITTED, &log_id, StorageIOError::write)?,
             None => {
-                self.meta
-                    .remove(keys::COMMITTED)
-                    .map_err(|e| write_logs(&e))?;
+                self.meta.remove(keys::COMMITTED).map_err(|e| write_logs(&e))?;
             }
         }
         Ok(())
@@ -294,19 +252,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(keys::COMMITTED, StorageIOError::read)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.append_with(
-            entries,
-            Box::new(move |result| callback.log_io_completed(result)),
-        )
+        self.append_with(entries, Box::new(move |result| callback.log_io_completed(result)))
     }
 
     /// Removes every entry with index `>= log_id.index` and flushes, so the removed (conflicting,

@@ -66,6 +66,7 @@ mod keys {
     pub const SNAPSHOT_TREE: &str = "snapshot";
 
     pub const NODE_ID: &[u8] = b"node_id";
+    pub const CLUSTER_ID: &[u8] = b"cluster_id";
     pub const VOTE: &[u8] = b"vote";
     pub const COMMITTED: &[u8] = b"committed";
     pub const LAST_PURGED: &[u8] = b"last_purged";
@@ -84,6 +85,12 @@ mod keys {
 /// [`Error::Storage`] if sled cannot open the directory or a persisted record does not decode;
 /// [`Error::Fatal`] if called outside a Tokio runtime.
 pub fn open(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore)> {
+    let (log_store, state_machine, _) = open_with_identity(dir, node_id)?;
+    Ok((log_store, state_machine))
+}
+
+/// [`open`], plus the node's [`ClusterIdentity`].
+pub fn open_with_identity(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore, ClusterIdentity)> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| Error::Fatal(format!("store::open must run inside a Tokio runtime: {e}")))?;
     let db = sled::open(dir)?;
@@ -91,9 +98,8 @@ pub fn open(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore)
 
     match meta.get(keys::NODE_ID)? {
         Some(stored) => {
-            let stored = decode_u64(&stored).ok_or_else(|| {
-                Error::Storage(format!("corrupt node id record in {}", dir.display()))
-            })?;
+            let stored = decode_u64(&stored)
+                .ok_or_else(|| Error::Storage(format!("corrupt node id record in {}", dir.display())))?;
             if stored != node_id {
                 return Err(Error::InvalidArgument(format!(
                     "data dir {} belongs to node {stored}, not node {node_id}; \
@@ -110,9 +116,55 @@ pub fn open(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore)
 
     let log = db.open_tree(keys::LOG_TREE)?;
     let snapshots = db.open_tree(keys::SNAPSHOT_TREE)?;
+    let identity = ClusterIdentity::load(meta.clone())?;
     let log_store = LogStore::new(db.clone(), log, meta, &runtime);
     let state_machine = StateMachineStore::load(db, snapshots, node_id)?;
-    Ok((log_store, state_machine))
+    Ok((log_store, state_machine, identity))
+}
+
+/// Which cluster this node belongs to (0 = none yet), persisted in the `meta` tree.
+///
+/// Chosen at random by the node that initialises the cluster and adopted by every other node from
+/// the first Raft message it accepts; from then on, Raft messages from any other cluster are
+/// refused (DESIGN.md section 6).
+#[derive(Clone)]
+pub struct ClusterIdentity {
+    meta: sled::Tree,
+    current: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ClusterIdentity {
+    fn load(meta: sled::Tree) -> Result<ClusterIdentity> {
+        let current = match meta.get(keys::CLUSTER_ID)? {
+            Some(bytes) => decode_u64(&bytes).ok_or_else(|| Error::Storage("corrupt cluster id record".into()))?,
+            None => 0,
+        };
+        Ok(ClusterIdentity { meta, current: std::sync::Arc::new(current.into()) })
+    }
+
+    /// The cluster id, or 0 if this node has not joined a cluster yet.
+    pub fn get(&self) -> u64 {
+        self.current.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records `id` (non-zero) as this node's cluster, durably, unless it already has one.
+    /// Returns the id the node belongs to afterwards.
+    pub async fn adopt(&self, id: u64) -> Result<u64> {
+        let swapped = self.meta.compare_and_swap(keys::CLUSTER_ID, None::<&[u8]>, Some(&id.to_be_bytes()[..]))?;
+        let stored = match swapped {
+            Ok(()) => {
+                self.meta.flush_async().await?;
+                id
+            }
+            Err(existing) => existing
+                .current
+                .as_deref()
+                .and_then(decode_u64)
+                .ok_or_else(|| Error::Storage("corrupt cluster id record".into()))?,
+        };
+        self.current.store(stored, std::sync::atomic::Ordering::Release);
+        Ok(stored)
+    }
 }
 
 /// Big-endian key of a log index: byte order equals numeric order.

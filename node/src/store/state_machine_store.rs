@@ -17,9 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, keys};
 use crate::state_machine::{Cache, CacheSnapshot, Response};
-use crate::types::{
-    Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
-};
+use crate::types::{Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// openraft's state machine: the cache plus its applied position, and the current snapshot.
 pub struct StateMachineStore {
@@ -67,11 +65,7 @@ struct SnapshotFile {
 
 impl StateMachineStore {
     /// Restores the state machine from the snapshot persisted in `snapshots`, or starts empty.
-    pub(super) fn load(
-        db: sled::Db,
-        snapshots: sled::Tree,
-        node_id: NodeId,
-    ) -> crate::Result<StateMachineStore> {
+    pub(super) fn load(db: sled::Db, snapshots: sled::Tree, node_id: NodeId) -> crate::Result<StateMachineStore> {
         let applied = match read_current(&snapshots)? {
             Some((meta, data)) => {
                 let file = decode_file(&meta, &data)?;
@@ -81,11 +75,7 @@ impl StateMachineStore {
                     last_membership: meta.last_membership,
                 }
             }
-            None => Applied {
-                cache: Cache::new(),
-                last_applied: None,
-                last_membership: StoredMembership::default(),
-            },
+            None => Applied { cache: Cache::new(), last_applied: None, last_membership: StoredMembership::default() },
         };
         let shared = Shared {
             node_id,
@@ -95,17 +85,12 @@ impl StateMachineStore {
             snapshot_seq: AtomicU64::new(0),
             snapshot_write: Mutex::new(()),
         };
-        Ok(StateMachineStore {
-            shared: Arc::new(shared),
-            strict_continuity: true,
-        })
+        Ok(StateMachineStore { shared: Arc::new(shared), strict_continuity: true })
     }
 
     /// A handle for local reads; see [`CacheReader::read`].
     pub fn reader(&self) -> CacheReader {
-        CacheReader {
-            shared: self.shared.clone(),
-        }
+        CacheReader { shared: self.shared.clone() }
     }
 
     /// Lets `apply` skip indexes (never go back). Only openraft's conformance suite needs this:
@@ -123,11 +108,7 @@ impl CacheReader {
     /// Panics if a previous apply panicked while holding the lock (the state may be half-applied;
     /// serving it could diverge from the log).
     pub fn read<R>(&self, f: impl FnOnce(&Cache, Option<LogId>) -> R) -> R {
-        let applied = self
-            .shared
-            .applied
-            .read()
-            .expect("state machine lock poisoned by a panic in apply");
+        let applied = self.shared.applied.read().expect("state machine lock poisoned by a panic in apply");
         f(&applied.cache, applied.last_applied)
     }
 }
@@ -144,23 +125,14 @@ impl Shared {
     /// Makes `meta` + `data` the current snapshot and flushes. Unless `force`, a snapshot older than
     /// the persisted one is not written (a slow `build_snapshot` racing a newer install); returns
     /// whether it was written.
-    async fn persist_snapshot(
-        &self,
-        meta: &SnapshotMeta,
-        data: &[u8],
-        force: bool,
-    ) -> Result<bool, StorageError> {
+    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8], force: bool) -> Result<bool, StorageError> {
         let write_err = |e: &dyn std::error::Error| -> StorageError {
             StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e)).into()
         };
         {
             let _guard = self.snapshot_write.lock().map_err(|_| poisoned())?;
             if !force {
-                if let Some(current) = self
-                    .snapshots
-                    .get(keys::SNAPSHOT_META)
-                    .map_err(|e| write_err(&e))?
-                {
+                if let Some(current) = self.snapshots.get(keys::SNAPSHOT_META).map_err(|e| write_err(&e))? {
                     let current: SnapshotMeta = decode(&current).map_err(|e| write_err(&e))?;
                     if current.last_log_id > meta.last_log_id {
                         return Ok(false);
@@ -168,14 +140,9 @@ impl Shared {
                 }
             }
             let mut batch = sled::Batch::default();
-            batch.insert(
-                keys::SNAPSHOT_META,
-                encode(meta).map_err(|e| write_err(&e))?,
-            );
+            batch.insert(keys::SNAPSHOT_META, encode(meta).map_err(|e| write_err(&e))?);
             batch.insert(keys::SNAPSHOT_DATA, data);
-            self.snapshots
-                .apply_batch(batch)
-                .map_err(|e| write_err(&e))?;
+            self.snapshots.apply_batch(batch).map_err(|e| write_err(&e))?;
         }
         self.db.flush_async().await.map_err(|e| write_err(&e))?;
         Ok(true)
@@ -183,26 +150,18 @@ impl Shared {
 }
 
 fn poisoned() -> StorageError {
-    StorageIOError::write_state_machine(AnyError::error("state machine lock poisoned by a panic"))
-        .into()
+    StorageIOError::write_state_machine(AnyError::error("state machine lock poisoned by a panic")).into()
 }
 
 /// Reads the persisted snapshot's metadata and bytes (written together in one sled batch).
 fn read_current(snapshots: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-    let read_err = |e: &dyn std::error::Error| -> StorageError {
-        StorageIOError::read_snapshot(None, AnyError::error(e)).into()
-    };
-    let Some(meta) = snapshots
-        .get(keys::SNAPSHOT_META)
-        .map_err(|e| read_err(&e))?
-    else {
+    let read_err =
+        |e: &dyn std::error::Error| -> StorageError { StorageIOError::read_snapshot(None, AnyError::error(e)).into() };
+    let Some(meta) = snapshots.get(keys::SNAPSHOT_META).map_err(|e| read_err(&e))? else {
         return Ok(None);
     };
     let meta: SnapshotMeta = decode(&meta).map_err(|e| read_err(&e))?;
-    let data = snapshots
-        .get(keys::SNAPSHOT_DATA)
-        .map_err(|e| read_err(&e))?
-        .ok_or_else(|| read_err(&MissingData))?;
+    let data = snapshots.get(keys::SNAPSHOT_DATA).map_err(|e| read_err(&e))?.ok_or_else(|| read_err(&MissingData))?;
     Ok(Some((meta, data.to_vec())))
 }
 
@@ -212,13 +171,9 @@ struct MissingData;
 
 /// Decodes snapshot bytes and checks they are the snapshot `meta` describes.
 fn decode_file(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotFile, StorageError> {
-    let read_err = |e: AnyError| -> StorageError {
-        StorageIOError::read_snapshot(Some(meta.signature()), e).into()
-    };
+    let read_err = |e: AnyError| -> StorageError { StorageIOError::read_snapshot(Some(meta.signature()), e).into() };
     let file: SnapshotFile = decode(data).map_err(|e| read_err(AnyError::new(&e)))?;
-    if file.meta.last_log_id != meta.last_log_id
-        || file.meta.last_membership != meta.last_membership
-    {
+    if file.meta.last_log_id != meta.last_log_id || file.meta.last_membership != meta.last_membership {
         return Err(read_err(AnyError::error(format!(
             "snapshot bytes are of {:?}, but its metadata says {:?}",
             file.meta.last_log_id, meta.last_log_id
@@ -231,17 +186,12 @@ fn decode_file(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotFile, Storage
 /// a skipped or repeated entry would make this replica diverge from the others.
 fn check_follows(last: Option<LogId>, next: LogId, strict: bool) -> Result<(), StorageError> {
     let expected = last.map_or(0, |l| l.index + 1);
-    let ok = if strict {
-        next.index == expected
-    } else {
-        next.index >= expected
-    };
+    let ok = if strict { next.index == expected } else { next.index >= expected };
     if ok {
         return Ok(());
     }
     let last = last.map_or_else(|| "nothing".to_string(), |l| l.to_string());
-    let msg =
-        format!("entry {next} does not follow the last applied entry ({last}); refusing to apply");
+    let msg = format!("entry {next} does not follow the last applied entry ({last}); refusing to apply");
     tracing::error!("{msg}");
     Err(StorageIOError::apply(next, AnyError::error(msg)).into())
 }
@@ -253,9 +203,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let (meta, cache) = {
             let applied = self.shared.read()?;
             let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-            let position = applied
-                .last_applied
-                .map_or_else(|| "empty".to_string(), |l| l.to_string());
+            let position = applied.last_applied.map_or_else(|| "empty".to_string(), |l| l.to_string());
             let meta = SnapshotMeta {
                 last_log_id: applied.last_applied,
                 last_membership: applied.last_membership.clone(),
@@ -264,15 +212,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             (meta, applied.cache.snapshot())
         };
         let file = SnapshotFile { meta, cache };
-        let data = encode(&file).map_err(|e| {
-            StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e))
-        })?;
+        let data = encode(&file)
+            .map_err(|e| StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e)))?;
         let meta = file.meta;
         self.shared.persist_snapshot(&meta, &data, false).await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -311,9 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            shared: self.shared.clone(),
-        }
+        SnapshotBuilder { shared: self.shared.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -333,20 +275,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.shared.persist_snapshot(meta, &data, true).await?;
 
         let mut applied = self.shared.write()?;
-        *applied = Applied {
-            cache,
-            last_applied: meta.last_log_id,
-            last_membership: meta.last_membership.clone(),
-        };
+        *applied = Applied { cache, last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(
-            read_current(&self.shared.snapshots)?.map(|(meta, data)| Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(data)),
-            }),
-        )
+        Ok(read_current(&self.shared.snapshots)?
+            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }

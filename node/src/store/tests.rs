@@ -9,17 +9,14 @@ use bytes::Bytes;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
-    AnyError, CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder, StorageHelper,
-    StorageIOError,
+    AnyError, CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder, StorageHelper, StorageIOError,
 };
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use super::*;
 use crate::state_machine::{Command, Condition, Op};
-use crate::types::{
-    Entry, LogId, Membership, NodeInfo, StorageError, StoredMembership, TypeConfig, Vote,
-};
+use crate::types::{Entry, LogId, Membership, NodeInfo, StorageError, StoredMembership, TypeConfig, Vote};
 
 /// Builds a fresh store in its own temp dir for each conformance test; the dir is the guard.
 struct SledStoreBuilder;
@@ -27,8 +24,7 @@ struct SledStoreBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = TempDir::new().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let (log, mut sm) =
-            open(dir.path(), 0).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let (log, mut sm) = open(dir.path(), 0).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
         // The suite applies synthetic entries with gaps (e.g. index 3 first); real Raft never does.
         sm.allow_apply_gaps();
         Ok((dir, log, sm))
@@ -49,15 +45,7 @@ fn membership(ids: &[u64]) -> Membership {
     let voters: BTreeSet<u64> = ids.iter().copied().collect();
     let nodes: BTreeMap<u64, NodeInfo> = ids
         .iter()
-        .map(|&id| {
-            (
-                id,
-                NodeInfo {
-                    addr: format!("127.0.0.1:{}", 7000 + id),
-                    region: "local".into(),
-                },
-            )
-        })
+        .map(|&id| (id, NodeInfo { addr: format!("127.0.0.1:{}", 7000 + id), region: "local".into() }))
         .collect();
     Membership::new(vec![voters], nodes)
 }
@@ -73,18 +61,12 @@ fn set_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
             condition: Condition::Always,
         },
     };
-    Entry {
-        log_id: log_id(term, index),
-        payload: EntryPayload::Normal(command),
-    }
+    Entry { log_id: log_id(term, index), payload: EntryPayload::Normal(command) }
 }
 
 /// Index 0: the initial membership; indexes 1..=n: `set k{i} = v{i}`.
 fn sample_log(n: u64) -> Vec<Entry> {
-    let mut entries = vec![Entry {
-        log_id: log_id(1, 0),
-        payload: EntryPayload::Membership(membership(&[1, 2, 3])),
-    }];
+    let mut entries = vec![Entry { log_id: log_id(1, 0), payload: EntryPayload::Membership(membership(&[1, 2, 3])) }];
     entries.extend((1..=n).map(|i| set_entry(2, i, &format!("k{i}"), &format!("v{i}"))));
     entries
 }
@@ -92,8 +74,7 @@ fn sample_log(n: u64) -> Vec<Entry> {
 /// Appends through the real group-commit path and waits for the flush callback.
 async fn append_durably(log: &mut LogStore, entries: Vec<Entry>) {
     let (tx, rx) = oneshot::channel();
-    log.append_with(entries, Box::new(move |result| drop(tx.send(result))))
-        .unwrap();
+    log.append_with(entries, Box::new(move |result| drop(tx.send(result)))).unwrap();
     rx.await.unwrap().unwrap();
 }
 
@@ -115,82 +96,43 @@ async fn restart_recovers_vote_log_committed_snapshot_and_cache() {
 
         sm.apply(entries[..=7].to_vec()).await.unwrap();
         let hash_at_snapshot = sm.reader().read(|cache, _| cache.state_hash());
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(2, 7)));
         log.purge(log_id(2, 5)).await.unwrap();
 
         // Applied in memory only: after the restart they must come back from the log.
         sm.apply(entries[8..].to_vec()).await.unwrap();
         let final_hash = sm.reader().read(|cache, _| cache.state_hash());
-        (
-            snapshot.meta,
-            snapshot.snapshot.into_inner(),
-            hash_at_snapshot,
-            final_hash,
-        )
+        (snapshot.meta, snapshot.snapshot.into_inner(), hash_at_snapshot, final_hash)
     };
     // Everything dropped: the directory's lock is released and the next open reads from disk.
 
     let (mut log, mut sm) = open(dir.path(), 1).unwrap();
-    assert_eq!(
-        log.read_vote().await.unwrap(),
-        Some(Vote::new_committed(2, 1))
-    );
+    assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 10)));
     let state = log.get_log_state().await.unwrap();
     assert_eq!(state.last_purged_log_id, Some(log_id(2, 5)));
     assert_eq!(state.last_log_id, Some(log_id(2, 10)));
-    assert_eq!(
-        log.try_get_log_entries(0..).await.unwrap(),
-        entries[6..].to_vec()
-    );
-    assert_eq!(
-        log.get_log_reader()
-            .await
-            .try_get_log_entries(6..8)
-            .await
-            .unwrap(),
-        entries[6..8].to_vec()
-    );
+    assert_eq!(log.try_get_log_entries(0..).await.unwrap(), entries[6..].to_vec());
+    assert_eq!(log.get_log_reader().await.try_get_log_entries(6..8).await.unwrap(), entries[6..8].to_vec());
 
-    let current = sm
-        .get_current_snapshot()
-        .await
-        .unwrap()
-        .expect("snapshot persisted");
+    let current = sm.get_current_snapshot().await.unwrap().expect("snapshot persisted");
     assert_eq!(current.meta, snapshot_meta);
     assert_eq!(current.snapshot.into_inner(), snapshot_bytes);
 
     // The state machine restarts at the snapshot ...
     let (applied, last_membership) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(2, 7)));
-    assert_eq!(
-        last_membership,
-        StoredMembership::new(Some(log_id(1, 0)), membership(&[1, 2, 3]))
-    );
+    assert_eq!(last_membership, StoredMembership::new(Some(log_id(1, 0)), membership(&[1, 2, 3])));
     let reader = sm.reader();
-    assert_eq!(
-        reader.read(|cache, applied| (cache.state_hash(), applied)),
-        (hash_at_snapshot, Some(log_id(2, 7)))
-    );
+    assert_eq!(reader.read(|cache, applied| (cache.state_hash(), applied)), (hash_at_snapshot, Some(log_id(2, 7))));
     assert_eq!(value_of(&reader, "k7"), Some(Bytes::from("v7")));
     assert_eq!(value_of(&reader, "k8"), None);
 
     // ... and openraft's startup re-applies the committed log after it.
-    StorageHelper::new(&mut log, &mut sm)
-        .get_initial_state()
-        .await
-        .unwrap();
+    StorageHelper::new(&mut log, &mut sm).get_initial_state().await.unwrap();
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2, 10)));
-    assert_eq!(
-        reader.read(|cache, applied| (cache.state_hash(), applied)),
-        (final_hash, Some(log_id(2, 10)))
-    );
+    assert_eq!(reader.read(|cache, applied| (cache.state_hash(), applied)), (final_hash, Some(log_id(2, 10))));
     assert_eq!(value_of(&reader, "k10"), Some(Bytes::from("v10")));
 }
 
@@ -206,10 +148,7 @@ async fn group_commit_covers_many_appends_per_flush_in_order() {
     for index in 0..APPENDS {
         let (tx, rx) = oneshot::channel::<io::Result<()>>();
         let completed = completed.clone();
-        let entry = Entry {
-            log_id: log_id(1, index),
-            payload: EntryPayload::Blank,
-        };
+        let entry = Entry { log_id: log_id(1, index), payload: EntryPayload::Blank };
         log.append_with(
             [entry],
             Box::new(move |result| {
@@ -219,10 +158,7 @@ async fn group_commit_covers_many_appends_per_flush_in_order() {
         )
         .unwrap();
         // Readable as soon as append returns, flushed or not.
-        assert_eq!(
-            log.try_get_log_entries(index..=index).await.unwrap().len(),
-            1
-        );
+        assert_eq!(log.try_get_log_entries(index..=index).await.unwrap().len(), 1);
         waiters.push(rx);
         if index % 10 == 0 {
             tokio::task::yield_now().await;
@@ -232,26 +168,12 @@ async fn group_commit_covers_many_appends_per_flush_in_order() {
         rx.await.unwrap().unwrap();
     }
 
-    assert_eq!(
-        *completed.lock().unwrap(),
-        (0..APPENDS).collect::<Vec<_>>(),
-        "completed in order"
-    );
+    assert_eq!(*completed.lock().unwrap(), (0..APPENDS).collect::<Vec<_>>(), "completed in order");
     let stats = log.flush_stats();
-    println!(
-        "{APPENDS} appends, {} flushes, {:?}",
-        stats.flushes,
-        started.elapsed()
-    );
+    println!("{APPENDS} appends, {} flushes, {:?}", stats.flushes, started.elapsed());
     assert_eq!(stats.appends, APPENDS);
-    assert!(
-        stats.flushes >= 1 && stats.flushes < APPENDS,
-        "no batching: {stats:?}"
-    );
-    assert_eq!(
-        log.get_log_state().await.unwrap().last_log_id,
-        Some(log_id(1, APPENDS - 1))
-    );
+    assert!(stats.flushes >= 1 && stats.flushes < APPENDS, "no batching: {stats:?}");
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(1, APPENDS - 1)));
 }
 
 #[tokio::test]
@@ -263,33 +185,21 @@ async fn appends_queued_before_the_flusher_runs_share_one_flush() {
     let mut waiters = Vec::new();
     for index in 0..50 {
         let (tx, rx) = oneshot::channel::<io::Result<()>>();
-        let entry = Entry {
-            log_id: log_id(1, index),
-            payload: EntryPayload::Blank,
-        };
-        log.append_with([entry], Box::new(move |result| drop(tx.send(result))))
-            .unwrap();
+        let entry = Entry { log_id: log_id(1, index), payload: EntryPayload::Blank };
+        log.append_with([entry], Box::new(move |result| drop(tx.send(result)))).unwrap();
         waiters.push(rx);
     }
     for rx in waiters {
         rx.await.unwrap().unwrap();
     }
-    assert_eq!(
-        log.flush_stats(),
-        FlushStats {
-            appends: 50,
-            flushes: 1
-        }
-    );
+    assert_eq!(log.flush_stats(), FlushStats { appends: 50, flushes: 1 });
 }
 
 #[tokio::test]
 async fn a_data_dir_belongs_to_one_node() {
     let dir = TempDir::new().unwrap();
     drop(open(dir.path(), 1).unwrap());
-    let err = open(dir.path(), 2)
-        .err()
-        .expect("opening as another node must fail");
+    let err = open(dir.path(), 2).err().expect("opening as another node must fail");
     let msg = err.to_string();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     assert!(msg.contains("node 1") && msg.contains("node 2"), "{msg}");
@@ -319,56 +229,29 @@ async fn install_snapshot_replaces_state_and_persists() {
 
     let (_leader_log, mut leader) = open(leader_dir.path(), 1).unwrap();
     leader.apply(entries.clone()).await.unwrap();
-    let snapshot = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let leader_hash = leader.reader().read(|cache, _| cache.state_hash());
 
     {
         let (_log, mut follower) = open(follower_dir.path(), 2).unwrap();
         follower.apply(entries[..2].to_vec()).await.unwrap();
         let mut received = follower.begin_receiving_snapshot().await.unwrap();
-        received
-            .get_mut()
-            .extend_from_slice(snapshot.snapshot.get_ref());
-        follower
-            .install_snapshot(&snapshot.meta, received)
-            .await
-            .unwrap();
-        assert_eq!(
-            follower.applied_state().await.unwrap().0,
-            Some(log_id(2, 4))
-        );
-        assert_eq!(
-            follower.reader().read(|cache, _| cache.state_hash()),
-            leader_hash
-        );
+        received.get_mut().extend_from_slice(snapshot.snapshot.get_ref());
+        follower.install_snapshot(&snapshot.meta, received).await.unwrap();
+        assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(2, 4)));
+        assert_eq!(follower.reader().read(|cache, _| cache.state_hash()), leader_hash);
         // The next entry after the snapshot applies normally.
         follower.apply([set_entry(2, 5, "k5", "v5")]).await.unwrap();
     }
 
     let (_log, mut follower) = open(follower_dir.path(), 2).unwrap();
-    assert_eq!(
-        follower.get_current_snapshot().await.unwrap().unwrap().meta,
-        snapshot.meta
-    );
-    assert_eq!(
-        follower.reader().read(|cache, _| cache.state_hash()),
-        leader_hash
-    );
+    assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
+    assert_eq!(follower.reader().read(|cache, _| cache.state_hash()), leader_hash);
 
     // Snapshot bytes that do not match their metadata are refused.
     let mut wrong_meta = snapshot.meta.clone();
     wrong_meta.last_log_id = Some(log_id(2, 3));
     let mut received = follower.begin_receiving_snapshot().await.unwrap();
-    received
-        .get_mut()
-        .extend_from_slice(snapshot.snapshot.get_ref());
-    assert!(follower
-        .install_snapshot(&wrong_meta, received)
-        .await
-        .is_err());
+    received.get_mut().extend_from_slice(snapshot.snapshot.get_ref());
+    assert!(follower.install_snapshot(&wrong_meta, received).await.is_err());
 }
