@@ -303,7 +303,8 @@ macro_rules! or_forward {
             Err(e) => match forward_target(&e, $forwarded) {
                 Some(leader) => {
                     let mut client = Self::admin_client(&$self.node, &leader)?;
-                    client.$method(forwarded_request($message, $self.node.config().request_timeout)).await
+                    let reply = client.$method(forwarded_request($message, $self.node.config().request_timeout)).await;
+                    super::forwarded_reply(&leader, reply)
                 }
                 None => Err(e.into()),
             },

@@ -132,7 +132,8 @@ macro_rules! write_or_forward {
             WriteOutcome::Failed(e) => Err(e.into()),
             WriteOutcome::Forward(leader) => {
                 let mut client = $self.client_for(&leader)?;
-                client.$method(forwarded_request(message, $self.node.config().request_timeout)).await
+                let reply = client.$method(forwarded_request(message, $self.node.config().request_timeout)).await;
+                super::forwarded_reply(&leader, reply)
             }
         }
     }};

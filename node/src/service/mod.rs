@@ -63,6 +63,44 @@ fn forwarded_request<T>(message: T, timeout: std::time::Duration) -> tonic::Requ
     request
 }
 
+/// Sends a forwarded request's answer back: the leader's reply with the leader named in its
+/// metadata (so a client goes there directly next time), or an error with a precise code.
+fn forwarded_reply<T>(
+    leader: &(u64, String),
+    reply: Result<tonic::Response<T>, Status>,
+) -> Result<tonic::Response<T>, Status> {
+    match reply {
+        Ok(mut response) => {
+            let metadata = response.metadata_mut();
+            metadata.insert(LEADER_ID_HEADER, MetadataValue::from(leader.0));
+            if let Ok(addr) = leader.1.parse() {
+                metadata.insert(LEADER_ADDR_HEADER, addr);
+            }
+            Ok(response)
+        }
+        Err(status) => Err(forward_failure(leader, status)),
+    }
+}
+
+/// Classifies a failed forward: the leader's own answer passes through unchanged; a connection
+/// that never opened means nothing was sent (`Unavailable`); a connection lost mid-call means
+/// the request may have applied (`Timeout`, outcome unknown).
+fn forward_failure(leader: &(u64, String), status: Status) -> Status {
+    let mut source = std::error::Error::source(&status);
+    let local_failure = source.is_some();
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return Error::Unavailable(format!("leader {} at {} is unreachable: {e}", leader.0, leader.1)).into();
+        }
+        source = e.source();
+    }
+    if local_failure {
+        return Error::Timeout(format!("connection to leader {} lost mid-request: {}", leader.0, status.message()))
+            .into();
+    }
+    status
+}
+
 /// The leader to forward to, if `error` says this node is not it and the request may still move.
 fn forward_target(error: &Error, already_forwarded: bool) -> Option<(u64, String)> {
     match error {
@@ -99,6 +137,18 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(Status::from(error).code(), code);
         }
+    }
+
+    #[test]
+    fn a_failed_forward_says_whether_anything_was_sent() {
+        let leader = (2, "127.0.0.1:9".to_string());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let never_sent = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(forward_failure(&leader, never_sent).code(), Code::Unavailable);
+        let reset = Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert_eq!(forward_failure(&leader, reset).code(), Code::DeadlineExceeded);
+        let leaders_answer = Status::invalid_argument("bad key");
+        assert_eq!(forward_failure(&leader, leaders_answer).code(), Code::InvalidArgument);
     }
 
     #[test]
