@@ -179,6 +179,23 @@ impl Node {
             .map_err(|_| Error::Unavailable("no leader elected in time (is a majority of voters reachable?)".into()))?
     }
 
+    /// After a failed forward to `old_leader`: waits (briefly, and never past `deadline`) until
+    /// this node sees another leader, so the retry goes somewhere new.
+    pub async fn wait_for_leader_change(&self, old_leader: NodeId, deadline: tokio::time::Instant) {
+        const PATIENCE: Duration = Duration::from_millis(500);
+        let until = deadline.min(tokio::time::Instant::now() + PATIENCE);
+        let mut metrics = self.inner.raft.metrics();
+        let changed = async {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader.is_some_and(|l| l != old_leader) || metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(until, changed).await;
+    }
+
     /// Waits until the local state machine has applied `index`, for at most `timeout`.
     pub async fn wait_applied(&self, index: LogIndex, timeout: Duration) -> Result<()> {
         let mut metrics = self.inner.raft.metrics();

@@ -127,6 +127,9 @@ impl TestCluster {
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(&node.extra_args)
+            // If this test process dies without running Drop, the node exits with it.
+            .arg("--exit-with-stdin")
+            .stdin(Stdio::piped())
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)

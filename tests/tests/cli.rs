@@ -181,3 +181,57 @@ async fn a_node_refuses_raft_traffic_from_another_cluster() -> Result<()> {
     assert_ne!(a_id, after["cluster_id"]);
     Ok(())
 }
+
+/// Three consecutive free loopback ports (for `geocache dev --base-port`).
+fn free_port_run() -> u16 {
+    loop {
+        let base = geocache_tests::free_port();
+        if base < 60000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let base = free_port_run();
+    let mut dev = std::process::Command::new(BIN)
+        .args(["dev", "--base-port", &base.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Kill it whatever happens below.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = dev.stdout.take().context("stdout")?;
+    let dev = KillOnDrop(dev);
+    let lines = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout).lines().map_while(|l| l.ok()).take_while(|l| !l.contains("Ctrl-C")).collect::<Vec<_>>()
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), lines).await??;
+    assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
+
+    let endpoint = format!("127.0.0.1:{base}");
+    let probe = TestCluster::new(BIN)?;
+    let (code, _, err) = outcome(&probe.cli_at(&endpoint, &["set", "hello", "world"]));
+    assert_eq!(code, 0, "{err}");
+    let third = format!("127.0.0.1:{}", base + 2);
+    let (code, out, _) = outcome(&probe.cli_at(&third, &["get", "hello"]));
+    assert_eq!((code, out.as_str()), (0, "world"));
+
+    // SIGTERM stops dev and every node it started.
+    let pid = dev.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status()?.success());
+    eventually("every dev node to stop", Duration::from_secs(20), || async {
+        let down = (0..3).all(|i| std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err());
+        down.then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -79,7 +79,7 @@ fn describe(target: &Target, status: tonic::Status) -> Failure {
         tonic::Code::Unavailable if is_transport(&status) => {
             format!("endpoint {} is unreachable: {}", target.endpoint, transport_cause(&status))
         }
-        tonic::Code::Unavailable => format!("unavailable: {message}"),
+        tonic::Code::Unavailable => message.to_string(),
         tonic::Code::InvalidArgument => message.to_string(),
         tonic::Code::NotFound => message.to_string(),
         tonic::Code::FailedPrecondition => message.to_string(),
@@ -256,11 +256,10 @@ async fn cluster(c: ClusterCommand, admin: &mut AdminClient<Channel>, target: &T
         ClusterCommand::Add { id, addr, region, learner, .. } => {
             eprintln!("adding node {id} ({addr}, {region}) as a learner and waiting for it to catch up...");
             let member = pb::Member { id, addr, region };
-            let r = admin
-                .add_learner(pb::AddLearnerRequest { member: Some(member), wait_caught_up: true })
-                .await
-                .map_err(status)?
-                .into_inner();
+            // The node waits for the catch-up as long as the command's own deadline allows.
+            let mut request = tonic::Request::new(pb::AddLearnerRequest { member: Some(member), wait_caught_up: true });
+            request.set_timeout(target.timeout.saturating_sub(Duration::from_millis(200)));
+            let r = admin.add_learner(request).await.map_err(status)?.into_inner();
             if learner {
                 println!("added learner {id}: {}", members_line(&r));
                 return Ok(());

@@ -55,6 +55,8 @@ async fn start(args: DevArgs) -> Result<(), String> {
             .arg("--data-dir")
             .arg(&dir)
             .args(["--max-entries", &args.max_entries.to_string()])
+            .arg("--exit-with-stdin")
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -80,13 +82,16 @@ async fn start(args: DevArgs) -> Result<(), String> {
         println!("  node {}  {:<9} {}", m.id, m.region, m.addr);
     }
     println!();
+    // The CLI's default endpoint is 127.0.0.1:7001; name node 1 when it lives elsewhere.
+    let to_first =
+        if members[0].addr == "127.0.0.1:7001" { String::new() } else { format!(" --endpoint {}", members[0].addr) };
     println!("Try, in another terminal:");
-    println!("  geocache set greeting hello --ttl 60s");
-    println!("  geocache get greeting --endpoint {}", members.last().map(|m| m.addr.as_str()).unwrap_or_default());
-    println!("  geocache cluster status");
+    println!("  geocache set greeting hello --ttl 60s{to_first}");
+    println!("  geocache get greeting -v --endpoint {}", members.last().map(|m| m.addr.as_str()).unwrap_or_default());
+    println!("  geocache cluster status{to_first}");
     println!("(with cargo: cargo run --release -- <command>). Press Ctrl-C to stop.");
 
-    let _ = tokio::signal::ctrl_c().await;
+    wait_for_stop_signal().await;
     eprintln!("stopping {} nodes", children.len());
     for child in &mut children {
         let _ = child.start_kill();
@@ -120,5 +125,20 @@ async fn wait_for_leader(admin: &mut AdminClient<tonic::transport::Channel>, wit
             return Err("no leader elected in time; see the node logs".into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ctrl-C or SIGTERM: either way the children are stopped before `dev` exits.
+async fn wait_for_stop_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }

@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// Build a snapshot (and purge the log behind it) every this many entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
+    /// Exit when standard input closes: lets a supervising process (`geocache dev`, the tests)
+    /// take its nodes down with it even if it is killed with SIGKILL.
+    #[arg(long, hide = true)]
+    pub exit_with_stdin: bool,
 }
 
 impl ServeArgs {
@@ -316,6 +320,13 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 async fn serve(args: ServeArgs) -> i32 {
+    if args.exit_with_stdin {
+        std::thread::spawn(|| {
+            // Reads until EOF, i.e. until the parent holding the pipe's other end is gone.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
     let config = args.to_config();
     if let Err(e) = config.validate() {
         eprintln!("geocache serve: {e}");

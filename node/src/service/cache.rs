@@ -55,12 +55,17 @@ impl CacheService {
     }
 
     /// Proposes `op` locally; on `NotLeader` hands back the leader to forward to.
-    async fn write(&self, op: Op, write_id: Option<pb::WriteId>, forwarded: bool) -> WriteOutcome {
+    async fn write(
+        &self,
+        op: Op,
+        write_id: Option<pb::WriteId>,
+        forwarded: bool,
+        deadline: tokio::time::Instant,
+    ) -> WriteOutcome {
         let write_id = match write_id_from_wire(write_id) {
             Ok(id) => id,
             Err(e) => return WriteOutcome::Failed(e),
         };
-        let deadline = tokio::time::Instant::now() + self.node.config().request_timeout;
         loop {
             let cmd = self.node.command(op.clone(), write_id);
             match self.node.propose(cmd).await {
@@ -127,13 +132,26 @@ macro_rules! write_or_forward {
         let forwarded = is_forwarded(&$request);
         let message = $request.into_inner();
         let op = $op(&message)?;
-        match $self.write(op, message.write_id, forwarded).await {
-            WriteOutcome::Done(response) => Ok(Response::new(response)),
-            WriteOutcome::Failed(e) => Err(e.into()),
-            WriteOutcome::Forward(leader) => {
-                let mut client = $self.client_for(&leader)?;
-                let reply = client.$method(forwarded_request(message, $self.node.config().request_timeout)).await;
-                super::forwarded_reply(&leader, reply)
+        let deadline = tokio::time::Instant::now() + $self.node.config().request_timeout;
+        loop {
+            match $self.write(op.clone(), message.write_id, forwarded, deadline).await {
+                WriteOutcome::Done(response) => break Ok(Response::new(response)),
+                WriteOutcome::Failed(e) => break Err(e.into()),
+                WriteOutcome::Forward(leader) => {
+                    let mut client = $self.client_for(&leader)?;
+                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let reply = client.$method(forwarded_request(message.clone(), remaining)).await;
+                    match super::forwarded_reply(&leader, reply) {
+                        // Nothing was applied (the leader is unreachable or just lost its
+                        // leadership): let the election settle, then try again in the deadline.
+                        Err(status)
+                            if status.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline =>
+                        {
+                            $self.node.wait_for_leader_change(leader.0, deadline).await;
+                        }
+                        reply => break reply,
+                    }
+                }
             }
         }
     }};
