@@ -20,3 +20,8 @@ pub const LEADER_ADDR_HEADER: &str = "x-geocache-leader-addr";
 pub const FORWARDED_HEADER: &str = "x-geocache-forwarded";
 /// gRPC metadata key naming a typed error kind (e.g. `stale_replica`).
 pub const ERROR_KIND_HEADER: &str = "x-geocache-error";
+/// Value of [`ERROR_KIND_HEADER`] on a bounded read the replica cannot serve within the bound.
+pub const STALE_REPLICA: &str = "stale_replica";
+/// gRPC metadata key carrying, on a `stale_replica` refusal, the replica's current staleness bound
+/// in ms (absent when the replica knows no bound at all, e.g. it never reached the leader).
+pub const STALENESS_BOUND_HEADER: &str = "x-geocache-staleness-bound-ms";
