@@ -48,6 +48,9 @@ pub struct Config {
     pub tick_interval: Duration,
     /// Longest a request may take inside the node before it answers `Timeout`. Default 5 s.
     pub request_timeout: Duration,
+    /// How often the replica probes the leader for a read index to keep its staleness bound
+    /// fresh. Default 50 ms. A bound is at least about one probe interval plus one round trip.
+    pub probe_interval: Duration,
     /// Build a snapshot after this many applied entries since the last one. Default 10 000.
     pub snapshot_every: u64,
 }
@@ -70,6 +73,7 @@ impl Config {
             election_timeout: Duration::from_millis(1000),
             tick_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            probe_interval: Duration::from_millis(50),
             snapshot_every: 10_000,
         }
     }
@@ -97,6 +101,9 @@ impl Config {
         }
         if self.tick_interval.is_zero() {
             return bad("tick_interval", "must be positive");
+        }
+        if self.probe_interval.is_zero() {
+            return bad("probe_interval", "must be positive");
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout", "must be positive");

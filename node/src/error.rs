@@ -30,9 +30,13 @@ pub enum Error {
     #[error("unavailable: {0}")]
     Unavailable(String),
 
-    /// The replica cannot meet the requested staleness bound.
-    #[error("stale replica: bound {bound_ms}ms exceeds {max_ms}ms")]
-    StaleReplica { bound_ms: u64, max_ms: u64 },
+    /// The replica cannot meet the requested staleness bound (`bound_ms: None`: it has no bound
+    /// at all, e.g. it has not reached the leader since it started).
+    #[error("stale replica: {}", match .bound_ms {
+        Some(b) => format!("bound {} exceeds {}", fmt_ms(*b), fmt_ms(*.max_ms)),
+        None => format!("no staleness bound known (leader unreachable?); asked for {}", fmt_ms(*.max_ms)),
+    })]
+    StaleReplica { bound_ms: Option<u64>, max_ms: u64 },
 
     /// The write was proposed but its outcome was not learned in time: it may or may not apply.
     #[error("timed out: {0}")]
@@ -45,6 +49,15 @@ pub enum Error {
     /// Raft stopped or hit an unrecoverable error.
     #[error("fatal: {0}")]
     Fatal(String),
+}
+
+/// `1400` -> `1.4s`, `250` -> `250ms`: how a person reads a bound.
+fn fmt_ms(ms: u64) -> String {
+    if ms >= 1000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 impl From<sled::Error> for Error {

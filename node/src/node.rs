@@ -14,7 +14,9 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::network::PeerChannels;
+use crate::read::batch::ReadIndexBatcher;
 use crate::read::recency::RecencyNotes;
+use crate::read::staleness::StalenessTracker;
 use crate::state_machine::{Command, Op, Response};
 use crate::store::{CacheReader, ClusterIdentity};
 use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics};
@@ -33,6 +35,8 @@ struct Inner {
     clock: Clock,
     recency: RecencyNotes,
     identity: ClusterIdentity,
+    staleness: StalenessTracker,
+    read_batcher: ReadIndexBatcher,
 }
 
 impl Node {
@@ -45,7 +49,21 @@ impl Node {
     ) -> Node {
         let clock = Clock::with_offset_ms(config.clock_offset_ms);
         let recency = RecencyNotes::default();
-        Node { inner: Arc::new(Inner { config, raft, reader, peers, clock, recency, identity }) }
+        let staleness = StalenessTracker::default();
+        let read_batcher = ReadIndexBatcher::start(raft.clone(), config.id);
+        Node {
+            inner: Arc::new(Inner { config, raft, reader, peers, clock, recency, identity, staleness, read_batcher }),
+        }
+    }
+
+    /// This replica's staleness bound, kept fresh by the probe.
+    pub fn staleness(&self) -> &StalenessTracker {
+        &self.inner.staleness
+    }
+
+    /// Shares the leader's read-index quorum rounds between concurrent requests.
+    pub fn read_batcher(&self) -> &ReadIndexBatcher {
+        &self.inner.read_batcher
     }
 
     /// Which cluster this node belongs to.

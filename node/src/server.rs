@@ -46,6 +46,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
 
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
     let toucher = tokio::spawn(report_recency(node.clone()));
+    let prober = tokio::spawn(crate::read::staleness::run_probe(node.clone()));
     let served = tonic::transport::Server::builder()
         .add_service(
             CacheServer::new(CacheService::new(node.clone()))
@@ -62,6 +63,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         .await;
     ticker.abort();
     toucher.abort();
+    prober.abort();
     let stopped = raft.shutdown().await;
     served.map_err(|e| Error::Fatal(format!("gRPC server failed: {e}")))?;
     stopped.map_err(|e| Error::Fatal(format!("raft did not stop cleanly: {e}")))?;

@@ -147,14 +147,26 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
         Command::Get(a) => {
             let consistency = match a.consistency {
                 ConsistencyArg::Linearizable => pb::Consistency::Linearizable,
+                ConsistencyArg::Bounded => pb::Consistency::Bounded,
                 ConsistencyArg::Stale => pb::Consistency::Stale,
             };
-            let req = pb::GetRequest {
+            let max_staleness_ms = match (a.consistency, a.max_staleness) {
+                (ConsistencyArg::Bounded, Some(d)) if d.as_millis() == 0 => {
+                    return Err(fail("--max-staleness must be at least 1ms"))
+                }
+                (ConsistencyArg::Bounded, Some(d)) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                (ConsistencyArg::Bounded, None) => return Err(fail("--consistency bounded needs --max-staleness")),
+                (_, Some(_)) => return Err(fail("--max-staleness only applies to --consistency bounded")),
+                (_, None) => 0,
+            };
+            // The node may wait (min_version) only as long as this command's deadline.
+            let mut req = tonic::Request::new(pb::GetRequest {
                 key: a.key,
                 consistency: consistency as i32,
-                max_staleness_ms: 0,
+                max_staleness_ms,
                 min_version: a.min_version,
-            };
+            });
+            req.set_timeout(target.timeout);
             let r = cache.get(req).await.map_err(status)?.into_inner();
             if a.verbose {
                 eprintln!("{}", describe_read(r.found, r.version, r.expires_at_ms, r.meta.as_ref()));

@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// Longest a request may take inside the node.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// How often to probe the leader for a read index (keeps the staleness bound fresh).
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    pub probe_interval: Duration,
     /// Build a snapshot (and purge the log behind it) every this many entries.
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_every: u64,
@@ -127,6 +130,7 @@ impl ServeArgs {
         config.heartbeat_interval = self.heartbeat;
         config.election_timeout = self.election_timeout;
         config.request_timeout = self.request_timeout;
+        config.probe_interval = self.probe_interval;
         config.snapshot_every = self.snapshot_every;
         config
     }
@@ -226,6 +230,8 @@ pub struct SetArgs {
 pub enum ConsistencyArg {
     /// Sees every write acknowledged before the read began (one round trip to the leader's quorum).
     Linearizable,
+    /// Served locally if the endpoint's staleness bound is within --max-staleness, else refused.
+    Bounded,
     /// Whatever the endpoint has applied, however old (always answers while the node lives).
     Stale,
 }
@@ -238,6 +244,9 @@ pub struct GetArgs {
     /// Read consistency.
     #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
     pub consistency: ConsistencyArg,
+    /// For `--consistency bounded`: the largest staleness accepted (e.g. 250ms).
+    #[arg(long, value_parser = parse_duration, required_if_eq("consistency", "bounded"))]
+    pub max_staleness: Option<Duration>,
     /// Wait until the endpoint has applied at least this version (read-your-writes).
     #[arg(long, default_value_t = 0)]
     pub min_version: u64,

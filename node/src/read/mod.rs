@@ -6,17 +6,21 @@
 //! service on every attempt, then waits until it has applied that index locally, so the data never
 //! crosses regions, only one small round trip to the leader does.
 //!
+//! A `bounded(d)` read is served locally when the replica's staleness bound ([`staleness`]) is at
+//! most `d`, and refused with `StaleReplica` otherwise; a `stale` read is served locally always.
+//! On the leader, read-index requests share quorum rounds ([`batch`]).
+//!
 //! Invariants: a read index is never reused across requests or retries; no read is ever served on
-//! the strength of a leader lease; a `stale` read never waits on the network.
-//! Not here yet: `bounded(d)` reads and the staleness probe (the geo-reads issue).
+//! the strength of a leader lease; `stale` and `bounded` reads never wait on the network.
 
+pub mod batch;
 pub mod recency;
+pub mod staleness;
 
 use std::time::Duration;
 
 use geocache_proto::raft_client::RaftClient;
 use geocache_proto::ReadIndexRequest;
-use openraft::error::{CheckIsLeaderError, RaftError};
 
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -34,6 +38,8 @@ pub struct ConfirmedIndex {
 pub enum ReadLevel {
     /// Sees every write acknowledged before the read began.
     Linearizable,
+    /// Sees every write acknowledged more than this long before the read began.
+    Bounded(Duration),
     /// Whatever the local replica has applied.
     Stale,
 }
@@ -43,27 +49,21 @@ pub enum ReadLevel {
 pub async fn leader_read_index(node: &Node) -> Result<ConfirmedIndex> {
     node.ensure_member()?;
     let timeout = node.config().request_timeout;
-    let confirmed = tokio::time::timeout(timeout, node.raft().get_read_log_id())
+    let index = tokio::time::timeout(timeout, node.read_batcher().read_index())
         .await
-        .map_err(|_| Error::Unavailable("leadership not confirmed by a quorum in time".into()))?;
-    match confirmed {
-        Ok((read_log_id, _applied)) => {
-            let term = node.metrics().current_term;
-            Ok(ConfirmedIndex { index: read_log_id.map(|l| l.index).unwrap_or(0), term })
-        }
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(Error::NotLeader {
-            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != node.id()),
-        }),
-        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-            Err(Error::Unavailable(format!("no quorum: {e}")))
-        }
-        Err(RaftError::Fatal(e)) => Err(Error::Fatal(e.to_string())),
-    }
+        .map_err(|_| Error::Unavailable("leadership not confirmed by a quorum in time".into()))??;
+    Ok(ConfirmedIndex { index, term: node.metrics().current_term })
 }
 
-/// Waits until this replica may answer a read at `level`, within `timeout`, and at least
-/// `min_index` (read-your-writes). Returns the applied index the read is served at.
-pub async fn prepare_read(node: &Node, level: ReadLevel, min_index: LogIndex, timeout: Duration) -> Result<()> {
+/// Waits until this replica may answer a read at `level`, within `timeout`, having applied at
+/// least `min_index` (read-your-writes). Returns the staleness bound the answer carries: zero for
+/// a linearizable read, the replica's current bound otherwise (`None`: it knows none).
+pub async fn prepare_read(
+    node: &Node,
+    level: ReadLevel,
+    min_index: LogIndex,
+    timeout: Duration,
+) -> Result<Option<Duration>> {
     node.ensure_member()?;
     let deadline = tokio::time::Instant::now() + timeout;
     let mut required = min_index;
@@ -72,11 +72,23 @@ pub async fn prepare_read(node: &Node, level: ReadLevel, min_index: LogIndex, ti
         required = required.max(confirmed.index);
     }
     let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-    node.wait_applied(required, remaining).await
+    node.wait_applied(required, remaining).await?;
+    match level {
+        ReadLevel::Linearizable => Ok(Some(Duration::ZERO)),
+        ReadLevel::Stale => Ok(node.staleness().bound()),
+        // Judged after any min_version wait: the bound only improves while we wait.
+        ReadLevel::Bounded(max) => match node.staleness().bound() {
+            Some(bound) if bound <= max => Ok(Some(bound)),
+            bound => Err(Error::StaleReplica {
+                bound_ms: bound.map(|b| b.as_nanos().div_ceil(1_000_000) as u64),
+                max_ms: max.as_millis() as u64,
+            }),
+        },
+    }
 }
 
 /// A fresh read index: from the local quorum check on the leader, or asked of the leader.
-async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<ConfirmedIndex> {
+pub(crate) async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<ConfirmedIndex> {
     if node.is_leader() {
         return leader_read_index(node).await;
     }

@@ -12,7 +12,7 @@ use openraft::{ChangeMembers, ServerState};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::{forward_target, forwarded_request, is_forwarded};
+use super::{forward_target, forwarded_request, grpc_timeout, is_forwarded};
 use crate::error::{Error, Result};
 use crate::node::Node;
 use crate::state_machine::{Limits, Op};
@@ -164,9 +164,8 @@ impl AdminService {
             applied: applied.map(|l| l.index).unwrap_or(0),
             reachable: true,
             lag: (metrics.state == ServerState::Leader).then_some(0),
-            // No sound bound is measured yet (the staleness probe comes with the geo-reads
-            // work); openraft's `millis_since_quorum_ack` is not claimed as one.
-            staleness_bound_ms: None,
+            // The probe's bound, not openraft's `millis_since_quorum_ack` (which is not one).
+            staleness_bound_ms: node.staleness().bound_ms(),
             last_log_index: last_log,
             state_hash,
             snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
@@ -450,20 +449,4 @@ fn member_to_wire(id: NodeId, info: &NodeInfo) -> pb::Member {
 
 fn fmt_duration(d: Duration) -> String {
     humantime::format_duration(d).to_string()
-}
-
-/// The caller's deadline from the `grpc-timeout` header (e.g. `5S`, `250m`), if any.
-fn grpc_timeout<T>(request: &Request<T>) -> Option<Duration> {
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = amount.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
 }

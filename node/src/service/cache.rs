@@ -6,7 +6,9 @@ use geocache_proto::cache_client::CacheClient;
 use geocache_proto::cache_server::Cache as CacheRpc;
 use tonic::{Request, Response, Status};
 
-use super::{forward_target, forwarded_request, is_forwarded};
+use std::time::Duration;
+
+use super::{forward_target, forwarded_request, grpc_timeout, is_forwarded};
 use crate::error::{Error, Result};
 use crate::network::MAX_MESSAGE_BYTES;
 use crate::node::Node;
@@ -91,20 +93,27 @@ impl CacheService {
         }
     }
 
-    /// Serves a read of `key` from the local state machine at the requested level.
-    async fn read(&self, key: &str, consistency: i32, min_version: u64) -> Result<(Option<EntryView>, pb::ReadMeta)> {
+    /// Serves a read of `key` from the local state machine at the requested level, within the
+    /// caller's deadline (capped by the node's request timeout).
+    async fn read(
+        &self,
+        key: &str,
+        spec: ReadSpec,
+        deadline: Option<Duration>,
+    ) -> Result<(Option<EntryView>, pb::ReadMeta)> {
         self.validate_key(key)?;
-        let level = match pb::Consistency::try_from(consistency) {
+        let level = match pb::Consistency::try_from(spec.consistency) {
             Ok(pb::Consistency::Linearizable) => ReadLevel::Linearizable,
             Ok(pb::Consistency::Stale) => ReadLevel::Stale,
-            Ok(pb::Consistency::Bounded) => {
-                return Err(Error::InvalidArgument(
-                    "bounded reads are not supported yet; use linearizable or stale".into(),
-                ))
+            Ok(pb::Consistency::Bounded) if spec.max_staleness_ms == 0 => {
+                return Err(Error::InvalidArgument("a bounded read needs max_staleness_ms > 0".into()))
             }
-            Err(_) => return Err(Error::InvalidArgument(format!("unknown consistency level {consistency}"))),
+            Ok(pb::Consistency::Bounded) => ReadLevel::Bounded(Duration::from_millis(spec.max_staleness_ms)),
+            Err(_) => return Err(Error::InvalidArgument(format!("unknown consistency level {}", spec.consistency))),
         };
-        read::prepare_read(&self.node, level, min_version, self.node.config().request_timeout).await?;
+        let request_timeout = self.node.config().request_timeout;
+        let timeout = deadline.unwrap_or(request_timeout).min(request_timeout);
+        let bound = read::prepare_read(&self.node, level, spec.min_version, timeout).await?;
         let now_ms = self.node.clock().now_ms();
         let (entry, applied) = self.node.reader().read(|cache, applied| (cache.get(key, now_ms), applied));
         if entry.is_some() {
@@ -114,10 +123,17 @@ impl CacheService {
             node_id: self.node.id(),
             region: self.node.config().region.clone(),
             applied_index: applied.map(|l| l.index).unwrap_or(0),
-            staleness_bound_ms: (level == ReadLevel::Linearizable).then_some(0),
+            staleness_bound_ms: bound.map(|b| b.as_nanos().div_ceil(1_000_000) as u64),
         };
         Ok((entry, meta))
     }
+}
+
+/// What a read asks for, as it came off the wire.
+struct ReadSpec {
+    consistency: i32,
+    max_staleness_ms: u64,
+    min_version: u64,
 }
 
 enum WriteOutcome {
@@ -160,8 +176,14 @@ macro_rules! write_or_forward {
 #[tonic::async_trait]
 impl CacheRpc for CacheService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let deadline = grpc_timeout(&request);
         let req = request.into_inner();
-        let (entry, meta) = self.read(&req.key, req.consistency, req.min_version).await?;
+        let spec = ReadSpec {
+            consistency: req.consistency,
+            max_staleness_ms: req.max_staleness_ms,
+            min_version: req.min_version,
+        };
+        let (entry, meta) = self.read(&req.key, spec, deadline).await?;
         let response = match entry {
             Some(e) => pb::GetResponse {
                 found: true,
@@ -176,8 +198,14 @@ impl CacheRpc for CacheService {
     }
 
     async fn ttl(&self, request: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
+        let deadline = grpc_timeout(&request);
         let req = request.into_inner();
-        let (entry, meta) = self.read(&req.key, req.consistency, req.min_version).await?;
+        let spec = ReadSpec {
+            consistency: req.consistency,
+            max_staleness_ms: req.max_staleness_ms,
+            min_version: req.min_version,
+        };
+        let (entry, meta) = self.read(&req.key, spec, deadline).await?;
         let now_ms = self.node.clock().now_ms();
         let response = match entry {
             Some(e) => pb::TtlResponse {

@@ -14,7 +14,9 @@ mod cache;
 pub use admin::AdminService;
 pub use cache::CacheService;
 
-use geocache_proto::{ERROR_KIND_HEADER, FORWARDED_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
+use geocache_proto::{
+    ERROR_KIND_HEADER, FORWARDED_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER, STALENESS_BOUND_HEADER, STALE_REPLICA,
+};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
@@ -39,15 +41,36 @@ impl From<Error> for Status {
                 status
             }
             Error::Unavailable(_) => Status::unavailable(message),
-            Error::StaleReplica { .. } => {
+            Error::StaleReplica { bound_ms, .. } => {
                 let mut status = Status::unavailable(message);
-                status.metadata_mut().insert(ERROR_KIND_HEADER, MetadataValue::from_static("stale_replica"));
+                let metadata = status.metadata_mut();
+                metadata.insert(ERROR_KIND_HEADER, MetadataValue::from_static(STALE_REPLICA));
+                if let Some(bound_ms) = bound_ms {
+                    metadata.insert(STALENESS_BOUND_HEADER, MetadataValue::from(bound_ms));
+                }
                 status
             }
             Error::Timeout(_) => Status::deadline_exceeded(message),
             Error::Storage(_) | Error::Fatal(_) => Status::new(Code::Internal, message),
         }
     }
+}
+
+/// The caller's deadline from the `grpc-timeout` header (e.g. `5S`, `250m`), if any.
+fn grpc_timeout<T>(request: &tonic::Request<T>) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// Whether another node already forwarded this request (so it must not be forwarded again).
@@ -129,7 +152,7 @@ mod tests {
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (Error::NotLeader { leader: None }, Code::Unavailable),
             (Error::Unavailable("x".into()), Code::Unavailable),
-            (Error::StaleReplica { bound_ms: 1400, max_ms: 200 }, Code::Unavailable),
+            (Error::StaleReplica { bound_ms: Some(1400), max_ms: 200 }, Code::Unavailable),
             (Error::Timeout("x".into()), Code::DeadlineExceeded),
             (Error::Storage("x".into()), Code::Internal),
             (Error::Fatal("x".into()), Code::Internal),
@@ -149,6 +172,17 @@ mod tests {
         assert_eq!(forward_failure(&leader, reset).code(), Code::DeadlineExceeded);
         let leaders_answer = Status::invalid_argument("bad key");
         assert_eq!(forward_failure(&leader, leaders_answer).code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn a_stale_replica_refusal_is_typed_and_carries_the_bound() {
+        let status = Status::from(Error::StaleReplica { bound_ms: Some(1400), max_ms: 200 });
+        assert_eq!(status.message(), "stale replica: bound 1.4s exceeds 200ms");
+        assert_eq!(status.metadata().get(ERROR_KIND_HEADER).unwrap(), STALE_REPLICA);
+        assert_eq!(status.metadata().get(STALENESS_BOUND_HEADER).unwrap(), "1400");
+        let unknown = Status::from(Error::StaleReplica { bound_ms: None, max_ms: 200 });
+        assert!(unknown.metadata().get(STALENESS_BOUND_HEADER).is_none());
+        assert!(unknown.message().contains("no staleness bound"), "{}", unknown.message());
     }
 
     #[test]

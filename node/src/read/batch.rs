@@ -1,0 +1,98 @@
+//! Read-index batching on the leader: read-index requests that arrive together share one quorum
+//! round instead of paying a heartbeat round each.
+//!
+//! openraft's `get_read_log_id` sends a heartbeat to every voter per call. Here one task runs the
+//! rounds: it takes every request queued so far, runs one round, answers them all, and repeats.
+//! A request that arrives while a round is in flight waits for the next round: a round only
+//! answers requests that arrived before it began, because only those are covered by the
+//! leadership the round confirms (the read index is taken when the round starts).
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+use crate::types::Raft;
+
+/// Longest one quorum round may take before its requests are answered `NoQuorum`.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The outcome of one quorum round, as handed to every request it answered: the read index it
+/// confirmed (0 before anything was committed).
+type RoundResult = std::result::Result<u64, RoundError>;
+
+/// What a round can fail with, cloneable so every waiter gets its own copy.
+#[derive(Clone, Debug)]
+enum RoundError {
+    NotLeader(Option<(u64, String)>),
+    NoQuorum(String),
+    Fatal(String),
+}
+
+impl From<RoundError> for Error {
+    fn from(e: RoundError) -> Error {
+        match e {
+            RoundError::NotLeader(leader) => Error::NotLeader { leader },
+            RoundError::NoQuorum(why) => Error::Unavailable(format!("no quorum: {why}")),
+            RoundError::Fatal(why) => Error::Fatal(why),
+        }
+    }
+}
+
+/// Queue of read-index requests served by one batching task.
+#[derive(Clone)]
+pub struct ReadIndexBatcher {
+    requests: mpsc::UnboundedSender<oneshot::Sender<RoundResult>>,
+}
+
+impl ReadIndexBatcher {
+    /// Starts the batching task for `raft` (on the current Tokio runtime). The task ends when
+    /// every handle is dropped.
+    pub fn start(raft: Raft, self_id: u64) -> ReadIndexBatcher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_rounds(raft, self_id, rx));
+        ReadIndexBatcher { requests: tx }
+    }
+
+    /// Joins the next quorum round that starts after this call and returns its read index.
+    pub async fn read_index(&self) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(tx).map_err(|_| Error::Fatal("read-index batcher stopped".into()))?;
+        let result = rx.await.map_err(|_| Error::Fatal("read-index batcher stopped".into()))?;
+        Ok(result?)
+    }
+}
+
+async fn run_rounds(raft: Raft, self_id: u64, mut requests: mpsc::UnboundedReceiver<oneshot::Sender<RoundResult>>) {
+    use openraft::error::{CheckIsLeaderError, RaftError};
+    while let Some(first) = requests.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(more) = requests.try_recv() {
+            waiters.push(more);
+        }
+        // A round normally ends within a heartbeat timeout; the cap only keeps a wedged round
+        // from holding every later read hostage.
+        let round = match tokio::time::timeout(ROUND_TIMEOUT, raft.get_read_log_id()).await {
+            Ok(round) => round,
+            Err(_) => {
+                for waiter in waiters {
+                    let _ = waiter.send(Err(RoundError::NoQuorum("quorum round timed out".into())));
+                }
+                continue;
+            }
+        };
+        let result = match round {
+            Ok((read_log_id, _applied)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(RoundError::NotLeader(
+                f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != self_id),
+            )),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(RoundError::NoQuorum(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(RoundError::Fatal(e.to_string())),
+        };
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
