@@ -352,15 +352,16 @@ fn print_status_table(r: &pb::StatusResponse) {
     let leader = r.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     println!("leader: {leader}  term: {}  answered by: node {}", r.term, r.node_id);
     println!(
-        "{:<4} {:<22} {:<12} {:<10} {:>6} {:>9} {:>6}  reachable",
-        "id", "addr", "region", "role", "term", "applied", "lag"
+        "{:<4} {:<22} {:<12} {:<10} {:>6} {:>9} {:>6} {:>9}  reachable",
+        "id", "addr", "region", "role", "term", "applied", "lag", "bound"
     );
     for n in &r.nodes {
         let lag = n.lag.map(|l| l.to_string()).unwrap_or_else(|| "-".into());
+        let bound = n.staleness_bound_ms.map(|b| format!("{b}ms")).unwrap_or_else(|| "-".into());
         let (term, applied) =
             if n.reachable { (n.term.to_string(), n.applied.to_string()) } else { ("-".into(), "-".into()) };
         println!(
-            "{:<4} {:<22} {:<12} {:<10} {:>6} {:>9} {:>6}  {}",
+            "{:<4} {:<22} {:<12} {:<10} {:>6} {:>9} {:>6} {:>9}  {}",
             n.id,
             n.addr,
             n.region,
@@ -368,6 +369,7 @@ fn print_status_table(r: &pb::StatusResponse) {
             term,
             applied,
             lag,
+            bound,
             if n.reachable { "yes" } else { "NO" }
         );
     }
