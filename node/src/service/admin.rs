@@ -155,10 +155,13 @@ impl AdminService {
         let (state_hash, limits, applied) =
             node.reader().read(|cache, applied| (cache.state_hash(), cache.limits(), applied));
         let last_log = metrics.last_log_index.unwrap_or(0);
+        // The membership record is what the cluster routes by; flags only describe a node
+        // that is in no cluster yet.
+        let my_info = membership.get_node(&node.id()).cloned().unwrap_or_else(|| node.info());
         let me = pb::NodeStatus {
             id: node.id(),
-            addr: node.config().advertise.clone(),
-            region: node.config().region.clone(),
+            addr: my_info.addr,
+            region: my_info.region,
             role: role_name(metrics.state, voters.contains(&node.id())).to_string(),
             term: metrics.current_term,
             applied: applied.map(|l| l.index).unwrap_or(0),
