@@ -58,24 +58,36 @@ async fn a_bounded_read_is_never_older_than_its_bound() -> Result<()> {
         match reader.get(bounded("register", max)).await {
             Ok(r) => {
                 let r = r.into_inner();
-                let bound = r.meta.as_ref().and_then(|m| m.staleness_bound_ms).context("a bounded answer carries its bound")?;
+                let bound =
+                    r.meta.as_ref().and_then(|m| m.staleness_bound_ms).context("a bounded answer carries its bound")?;
                 assert!(bound <= max.as_millis() as u64, "answered with bound {bound}ms over {max:?}");
                 answered.push((invoked, r.version));
             }
             Err(status) => {
-                assert_eq!(status.metadata().get(pb::ERROR_KIND_HEADER).map(|v| v.to_str().unwrap()), Some(pb::STALE_REPLICA));
+                assert_eq!(
+                    status.metadata().get(pb::ERROR_KIND_HEADER).map(|v| v.to_str().unwrap()),
+                    Some(pb::STALE_REPLICA)
+                );
                 refused += 1;
             }
         }
     }
     writer.await?;
     let acks = acks.lock().unwrap().clone();
-    assert!(acks.len() > 20 && answered.len() > 20, "too little traffic: {} writes, {} reads", acks.len(), answered.len());
+    assert!(
+        acks.len() > 20 && answered.len() > 20,
+        "too little traffic: {} writes, {} reads",
+        acks.len(),
+        answered.len()
+    );
 
     for (invoked, version) in &answered {
         // The newest write acknowledged more than `max` before this read began.
         let must_see = acks.iter().filter(|(acked, _)| *acked + max < *invoked).map(|(_, v)| *v).max().unwrap_or(0);
-        assert!(*version >= must_see, "bounded read returned version {version}, older than {must_see} acked > {max:?} before it");
+        assert!(
+            *version >= must_see,
+            "bounded read returned version {version}, older than {must_see} acked > {max:?} before it"
+        );
     }
     eprintln!("{} bounded reads checked, {} refused, {} writes", answered.len(), refused, acks.len());
     Ok(())
@@ -155,7 +167,8 @@ async fn a_learner_serves_every_read_level_and_reports_its_bound() -> Result<()>
             max_staleness_ms: 1000,
             min_version: written.version,
         };
-        let r = learner.get(request).await.with_context(|| format!("{consistency:?} read on the learner"))?.into_inner();
+        let r =
+            learner.get(request).await.with_context(|| format!("{consistency:?} read on the learner"))?.into_inner();
         assert!(r.found);
         assert_eq!(r.version, written.version);
         assert_eq!(r.meta.as_ref().map(|m| m.node_id), Some(4));
@@ -174,4 +187,46 @@ async fn a_learner_serves_every_read_level_and_reports_its_bound() -> Result<()>
     .await?;
     assert_eq!(status.region, region);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_linearizable_reads_share_quorum_rounds() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 3).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    cluster.client_of(leader).await?.set("hot", "1").await?;
+    let counters = || async {
+        let s = cluster.local_status(leader).await.context("leader status")?;
+        let me = s.nodes.first().context("self")?.clone();
+        anyhow::Ok((me.read_index_requests, me.read_index_rounds))
+    };
+    let (requests_before, rounds_before) = counters().await?;
+
+    let reader = raw(&cluster, leader).await?;
+    let reads = (0..200).map(|_| {
+        let mut reader = reader.clone();
+        tokio::spawn(async move {
+            let request = pb::GetRequest { key: "hot".into(), ..Default::default() };
+            reader.get(request).await.map(|r| r.into_inner().found)
+        })
+    });
+    for read in futures_join(reads).await {
+        assert!(read??, "linearizable read lost the key");
+    }
+
+    let (requests_after, rounds_after) = counters().await?;
+    let (requests, rounds) = (requests_after - requests_before, rounds_after - rounds_before);
+    eprintln!("{requests} read-index requests served by {rounds} quorum rounds");
+    assert!(requests >= 200);
+    assert!(rounds < requests / 2, "{requests} requests took {rounds} rounds: reads are not sharing rounds");
+    Ok(())
+}
+
+async fn futures_join<T>(
+    handles: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut results = Vec::new();
+    for handle in handles.collect::<Vec<_>>() {
+        results.push(handle.await);
+    }
+    results
 }

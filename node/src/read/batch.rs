@@ -7,6 +7,8 @@
 //! answers requests that arrived before it began, because only those are covered by the
 //! leadership the round confirms (the read index is taken when the round starts).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +45,13 @@ impl From<RoundError> for Error {
 #[derive(Clone)]
 pub struct ReadIndexBatcher {
     requests: mpsc::UnboundedSender<oneshot::Sender<RoundResult>>,
+    counters: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    rounds: AtomicU64,
 }
 
 impl ReadIndexBatcher {
@@ -50,8 +59,14 @@ impl ReadIndexBatcher {
     /// every handle is dropped.
     pub fn start(raft: Raft, self_id: u64) -> ReadIndexBatcher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_rounds(raft, self_id, rx));
-        ReadIndexBatcher { requests: tx }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run_rounds(raft, self_id, rx, counters.clone()));
+        ReadIndexBatcher { requests: tx, counters }
+    }
+
+    /// (requests answered, quorum rounds run) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.counters.requests.load(Ordering::Relaxed), self.counters.rounds.load(Ordering::Relaxed))
     }
 
     /// Joins the next quorum round that starts after this call and returns its read index.
@@ -63,13 +78,20 @@ impl ReadIndexBatcher {
     }
 }
 
-async fn run_rounds(raft: Raft, self_id: u64, mut requests: mpsc::UnboundedReceiver<oneshot::Sender<RoundResult>>) {
+async fn run_rounds(
+    raft: Raft,
+    self_id: u64,
+    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<RoundResult>>,
+    counters: Arc<Counters>,
+) {
     use openraft::error::{CheckIsLeaderError, RaftError};
     while let Some(first) = requests.recv().await {
         let mut waiters = vec![first];
         while let Ok(more) = requests.try_recv() {
             waiters.push(more);
         }
+        counters.rounds.fetch_add(1, Ordering::Relaxed);
+        counters.requests.fetch_add(waiters.len() as u64, Ordering::Relaxed);
         // A round normally ends within a heartbeat timeout; the cap only keeps a wedged round
         // from holding every later read hostage.
         let round = match tokio::time::timeout(ROUND_TIMEOUT, raft.get_read_log_id()).await {

@@ -155,6 +155,7 @@ impl AdminService {
         let (state_hash, limits, applied) =
             node.reader().read(|cache, applied| (cache.state_hash(), cache.limits(), applied));
         let last_log = metrics.last_log_index.unwrap_or(0);
+        let (read_index_requests, read_index_rounds) = node.read_batcher().stats();
         // The membership record is what the cluster routes by; flags only describe a node
         // that is in no cluster yet.
         let my_info = membership.get_node(&node.id()).cloned().unwrap_or_else(|| node.info());
@@ -173,6 +174,8 @@ impl AdminService {
             state_hash,
             snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
+            read_index_requests,
+            read_index_rounds,
         };
         let mut nodes = vec![me];
         if let Some(replication) = &metrics.replication {
