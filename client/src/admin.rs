@@ -5,6 +5,7 @@
 //! one whose outcome is unknown is safe. `init` goes to the first endpoint only and is retried
 //! only while nothing can have happened (the node is not up yet): initialising twice is an error.
 //! `status` asks any node that answers, the leader first, and teaches the client who leads.
+//! A successful init or membership change asks for an early topology refresh.
 
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
@@ -192,7 +193,7 @@ impl From<pb::StatusResponse> for Status {
     }
 }
 
-fn admin_client(channel: Channel) -> AdminClient<Channel> {
+pub(crate) fn admin_client(channel: Channel) -> AdminClient<Channel> {
     AdminClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 
@@ -244,6 +245,7 @@ impl Client {
                 async move { client.init(req).await }
             })
             .await?;
+        self.inner.router.request_refresh();
         Ok(resp.into())
     }
 
@@ -260,6 +262,7 @@ impl Client {
                 async move { client.add_learner(req).await }
             })
             .await?;
+        self.inner.router.request_refresh();
         Ok(resp.into())
     }
 
@@ -276,6 +279,7 @@ impl Client {
                 async move { client.change_membership(req).await }
             })
             .await?;
+        self.inner.router.request_refresh();
         Ok(resp.into())
     }
 
@@ -292,6 +296,7 @@ impl Client {
                 async move { client.remove(req).await }
             })
             .await?;
+        self.inner.router.request_refresh();
         Ok(resp.into())
     }
 

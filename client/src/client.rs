@@ -1,9 +1,11 @@
 //! The [`Client`] handle, its builder, and the cache operations.
 //!
-//! A `Client` is cheap to clone (an `Arc` inside); clones share channels, the leader guess and
-//! the write numbering, so one exactly-once identity covers every clone.
+//! A `Client` is cheap to clone (an `Arc` inside); clones share channels, the leader guess, the
+//! topology, the write numbering and the read-through flights, so one exactly-once identity and
+//! one single-flight table cover every clone. The topology refresh task holds only a `Weak`
+//! reference and ends when the last clone is dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +16,9 @@ use tonic::transport::Channel;
 use crate::endpoint::normalize_all;
 use crate::error::{Error, Result};
 use crate::options::{check_key, ttl_ms, Consistency, ReadOptions, SetOptions};
+use crate::read_through::Flights;
 use crate::routing::{Policy, Route, Router};
+use crate::topology::{Replica, DEFAULT_REFRESH_INTERVAL, MIN_REFRESH_GAP};
 use crate::types::{Entry, TtlInfo, WriteResult};
 use crate::write_id::WriteIds;
 
@@ -25,6 +29,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Largest response the client decodes. Above the node's default value limit (4 MiB), so a
 /// maximal value plus its metadata fits.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Longest `build` waits for the first topology refresh before returning anyway.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 
 /// A handle to a geocache cluster. See the [crate docs](crate) for an example.
 #[derive(Clone)]
@@ -35,12 +41,25 @@ pub struct Client {
 pub(crate) struct Inner {
     pub(crate) router: Router,
     pub(crate) writes: WriteIds,
+    pub(crate) flights: Flights,
+    /// Time to live of values `get_or_load` stores; `None`: no expiry.
+    pub(crate) default_ttl: Option<Duration>,
+    /// Consistency of `get`, `ttl`, `get_json` and `get_or_load`.
+    pub(crate) default_consistency: Consistency,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Wakes the refresh task, which then finds no client left and ends.
+        self.router.request_refresh();
+    }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("endpoints", &self.inner.router.seeds())
+            .field("region", &self.inner.router.region())
             .field("leader", &self.inner.router.leader())
             .field("client_id", &self.inner.writes.client_id())
             .finish()
@@ -48,29 +67,59 @@ impl std::fmt::Debug for Client {
 }
 
 /// Configures a [`Client`]. Start with [`Client::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use geocache_client::{Client, Consistency};
+///
+/// # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct User { name: String }
+/// # async fn load_user() -> Result<User, std::io::Error> { Ok(User { name: "ada".into() }) }
+/// # async fn example() -> geocache_client::Result<()> {
+/// let cache = Client::builder()
+///     .endpoints(["10.0.1.7:7001", "10.0.2.7:7001", "10.0.3.7:7001"])
+///     .region("eu-west")                                  // read from eu-west replicas first
+///     .default_consistency(Consistency::Bounded(Duration::from_millis(500)))
+///     .default_ttl(Duration::from_secs(300))              // what get_or_load stores
+///     .build()
+///     .await?;
+/// let user: User = cache.get_or_load("user:42", load_user).await?;
+/// # let _ = user;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
+    region: Option<String>,
     timeout: Duration,
     connect_timeout: Duration,
     attempt_timeout: Option<Duration>,
+    refresh_interval: Duration,
+    discovery: bool,
+    default_ttl: Option<Duration>,
+    default_consistency: Consistency,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
             endpoints: Vec::new(),
+            region: None,
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             attempt_timeout: None,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            discovery: true,
+            default_ttl: None,
+            default_consistency: Consistency::Linearizable,
         }
     }
 }
 
 impl ClientBuilder {
-    /// Node addresses, `host:port` or `http://host:port`. The first is the first leader guess
-    /// and (until region preference exists) the first replica asked for stale reads. Need not
-    /// be all nodes: any reachable one points the client to the leader.
+    /// Node addresses, `host:port` or `http://host:port`. The first is the first leader guess.
+    /// Need not be all nodes: the client learns the others (and the leader) from any one that
+    /// answers.
     pub fn endpoints(mut self, endpoints: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.endpoints = endpoints.into_iter().map(Into::into).collect();
         self
@@ -96,23 +145,114 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client. Connections are opened lazily, on first use, so this succeeds even
-    /// when some (or all) nodes are down; it fails only on bad configuration
-    /// ([`Error::InvalidArgument`]: no endpoints, an unparsable address, a zero timeout).
-    /// Must be called inside a tokio runtime.
+    /// The region this client runs in, e.g. `eu-west` (a node's `--region` label). Reads go
+    /// to replicas in this region first (any role), then to the others by measured round trip.
+    /// Default: none (round trip alone decides).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// How often the client refreshes the topology (members, regions, roles, leader) and
+    /// re-measures round trips in the background. Failures and leader changes also trigger a
+    /// refresh, at most once a second. Default: 10 s.
+    pub fn refresh_interval(mut self, refresh_interval: Duration) -> Self {
+        self.refresh_interval = refresh_interval;
+        self
+    }
+
+    /// Whether to learn the topology from the cluster (default: `true`). With `false` the
+    /// client knows only its endpoints and the leader hints nodes send: no background task, no
+    /// probes, and reads ask the endpoints in the order given (a linearizable one, the leader
+    /// guess first). For tools that must talk to particular nodes.
+    pub fn discovery(mut self, discovery: bool) -> Self {
+        self.discovery = discovery;
+        self
+    }
+
+    /// Time to live of the values [`Client::get_or_load`] stores (at least 1 ms).
+    /// Default: none, the values live until evicted or deleted.
+    pub fn default_ttl(mut self, default_ttl: Duration) -> Self {
+        self.default_ttl = Some(default_ttl);
+        self
+    }
+
+    /// Consistency of the reads that take no options: [`Client::get`], [`Client::ttl`],
+    /// [`Client::get_json`] and [`Client::get_or_load`]. Default: [`Consistency::Linearizable`].
+    /// (`ReadOptions::default()` stays linearizable whatever this says.)
+    pub fn default_consistency(mut self, consistency: Consistency) -> Self {
+        self.default_consistency = consistency;
+        self
+    }
+
+    /// Builds the client. Connections are opened lazily, on first use. Unless
+    /// [`discovery`](Self::discovery) is off, it then asks the cluster for its topology and
+    /// measures round trips, waiting at most 2 s (or the call timeout, if shorter) for that;
+    /// it succeeds even when no node answers, and keeps trying in the background.
+    ///
+    /// Fails only on bad configuration ([`Error::InvalidArgument`]: no endpoints, an
+    /// unparsable address, a zero timeout or interval, a TTL or staleness bound under 1 ms, an
+    /// empty region). Must be called inside a tokio runtime.
     pub async fn build(self) -> Result<Client> {
         let seeds = normalize_all(self.endpoints)?;
         for (name, d) in [
             ("timeout", Some(self.timeout)),
             ("connect_timeout", Some(self.connect_timeout)),
             ("attempt_timeout", self.attempt_timeout),
+            ("refresh_interval", Some(self.refresh_interval)),
         ] {
             if d.is_some_and(|d| d.is_zero()) {
                 return Err(Error::InvalidArgument(format!("{name} must be > 0")));
             }
         }
-        let router = Router::new(seeds, self.connect_timeout, self.timeout, self.attempt_timeout);
-        Ok(Client { inner: Arc::new(Inner { router, writes: WriteIds::random() }) })
+        if let Some(ttl) = self.default_ttl {
+            ttl_ms(ttl)?;
+        }
+        ReadOptions { consistency: self.default_consistency, min_version: None }.to_wire()?;
+        let region = match self.region {
+            Some(r) if r.trim().is_empty() => {
+                return Err(Error::InvalidArgument("region must not be empty".into()));
+            }
+            r => r.map(|r| r.trim().to_string()),
+        };
+        let router = Router::new(seeds, region, self.connect_timeout, self.timeout, self.attempt_timeout);
+        let inner = Arc::new(Inner {
+            router,
+            writes: WriteIds::random(),
+            flights: Flights::default(),
+            default_ttl: self.default_ttl,
+            default_consistency: self.default_consistency,
+        });
+        if self.discovery {
+            let (ready, first_refresh) = tokio::sync::oneshot::channel();
+            tokio::spawn(refresh_loop(Arc::downgrade(&inner), self.refresh_interval, ready));
+            let _ = tokio::time::timeout(self.timeout.min(DISCOVERY_WAIT), first_refresh).await;
+        }
+        Ok(Client { inner })
+    }
+}
+
+/// Keeps the topology fresh while any clone of the client lives: once at once (then tells
+/// `build`), then every `interval` or when the router asks, at most once per
+/// [`MIN_REFRESH_GAP`]. Holds the client only while refreshing.
+async fn refresh_loop(client: Weak<Inner>, interval: Duration, ready: tokio::sync::oneshot::Sender<()>) {
+    let Some(wake) = client.upgrade().map(|inner| inner.router.wake_handle()) else { return };
+    let mut ready = Some(ready);
+    let gap = interval.min(MIN_REFRESH_GAP);
+    loop {
+        let Some(inner) = client.upgrade() else { return };
+        if let Err(e) = inner.router.refresh().await {
+            tracing::debug!(error = %e, "topology refresh found no node to ask");
+        }
+        drop(inner);
+        if let Some(ready) = ready.take() {
+            let _ = ready.send(());
+        }
+        tokio::time::sleep(gap).await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval - gap) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 
@@ -138,21 +278,51 @@ impl Client {
         self.inner.router.seeds()
     }
 
-    /// The address leader-bound calls currently go to first (`http://host:port`): the last
-    /// leader a node pointed to, or the last node that served a leader-bound call.
+    /// The address leader-bound calls currently go to first (`http://host:port`): the leader
+    /// the last topology refresh named, the last leader a node pointed to, or the last node
+    /// that served a leader-bound call, whichever came last.
     pub fn leader_addr(&self) -> String {
         self.inner.router.leader()
     }
 
-    // ---- reads -------------------------------------------------------------------------------
-
-    /// Reads `key` linearizably. `Ok(None)` when the key is absent or expired.
-    pub async fn get(&self, key: impl Into<String>) -> Result<Option<Entry>> {
-        self.get_with(key, ReadOptions::default()).await
+    /// The region given to [`ClientBuilder::region`], if any.
+    pub fn region(&self) -> Option<&str> {
+        self.inner.router.region()
     }
 
-    /// Reads `key` at the given consistency. A bounded read that a replica cannot meet falls
-    /// back to the next replica and finally the leader; it never returns older data.
+    /// Every node the client knows, in the order a stale read would ask them, with the region,
+    /// role, round trip and reachability it last saw. For diagnostics; the list changes with
+    /// every refresh.
+    pub fn replicas(&self) -> Vec<Replica> {
+        self.inner.router.replicas()
+    }
+
+    /// Refreshes the topology and round-trip measurements now, instead of waiting for the
+    /// background refresh. Fails (changing nothing but reachability) if no node answers.
+    pub async fn refresh_topology(&self) -> Result<()> {
+        self.inner.router.refresh().await
+    }
+
+    /// The read options of the reads that take none: the client's default consistency.
+    pub(crate) fn default_read(&self) -> ReadOptions {
+        ReadOptions { consistency: self.inner.default_consistency, min_version: None }
+    }
+
+    // ---- reads -------------------------------------------------------------------------------
+
+    /// Reads `key` at the client's default consistency (linearizable unless
+    /// [`ClientBuilder::default_consistency`] says otherwise). `Ok(None)` when the key is
+    /// absent or expired.
+    pub async fn get(&self, key: impl Into<String>) -> Result<Option<Entry>> {
+        self.get_with(key, self.default_read()).await
+    }
+
+    /// Reads `key` at the given consistency, from the nearest replica that can serve it (see
+    /// the [crate docs](crate#regions-and-replica-choice)). A replica that fails, or cannot meet
+    /// a bound or a `min_version` in its share of the deadline, hands the read to the next one,
+    /// the leader last for bounded reads; a read never returns data older than it asked for.
+    /// When every replica refuses a bounded read as too stale, the error is
+    /// [`Error::StaleReplica`] with the freshest replica's bound.
     pub async fn get_with(&self, key: impl Into<String>, options: ReadOptions) -> Result<Option<Entry>> {
         let key = key.into();
         check_key(&key)?;
@@ -170,9 +340,10 @@ impl Client {
         Ok(Entry::from_wire(resp))
     }
 
-    /// The remaining time to live of `key`, read linearizably. `Ok(None)` when the key is absent.
+    /// The remaining time to live of `key`, read at the client's default consistency.
+    /// `Ok(None)` when the key is absent.
     pub async fn ttl(&self, key: impl Into<String>) -> Result<Option<TtlInfo>> {
-        self.ttl_with(key, ReadOptions::default()).await
+        self.ttl_with(key, self.default_read()).await
     }
 
     /// The remaining time to live of `key`, at the given consistency.
@@ -276,13 +447,13 @@ impl Client {
     }
 }
 
-/// Linearizable reads need the leader's read index, so they go where writes go; the others are
-/// answered locally by the nearest replica.
+/// Every level is served by the nearest replica (a follower gets a linearizable read's index
+/// from the leader itself). Reads that are local or wait for `min_version` share the deadline
+/// among replicas; a plain linearizable read may use all of it (its leader round trip is its
+/// normal cost).
 fn read_route(options: ReadOptions) -> Route {
-    match options.consistency {
-        Consistency::Linearizable => Route::Leader,
-        Consistency::Bounded(_) | Consistency::Stale => Route::Nearest,
-    }
+    let sliced = options.min_version.is_some() || options.consistency != Consistency::Linearizable;
+    Route::Nearest { consistency: options.consistency, sliced }
 }
 
 fn cache_client(channel: Channel) -> CacheClient<Channel> {

@@ -9,8 +9,9 @@
 //! | `FailedPrecondition` | `FAILED_PRECONDITION` (e.g. init twice)     | no      | yes            |
 //! | `Rejected`           | a write response with `rejected` set        | no      | yes            |
 //! | `Decode`             | a typed value that does not decode          | no      | yes            |
+//! | `Loader`             | the loader of `get_or_load` failed          | no      | yes            |
 //! | `Unavailable`        | `UNAVAILABLE` (+ leader hint), no connection| yes     | yes            |
-//! | `StaleReplica`       | `UNAVAILABLE` + `x-geocache-error: stale_replica` | yes | yes        |
+//! | `StaleReplica`       | `UNAVAILABLE` + `x-geocache-error: stale_replica` (+ bound) | yes | yes |
 //! | `Transport`          | connection broke after the request left, `UNKNOWN` | yes | **no**    |
 //! | `Timeout`            | `DEADLINE_EXCEEDED`, `CANCELLED`, deadline  | yes     | **no**         |
 //! | `Internal`           | `INTERNAL` and anything unexpected          | no      | **no**         |
@@ -23,14 +24,13 @@
 //! failure to even connect to a node is `Unavailable` (nothing was sent), while a connection
 //! that breaks mid-call is `Transport` (the request may have been delivered and applied).
 
-use geocache_proto::{ERROR_KIND_HEADER, LEADER_ADDR_HEADER};
+use std::time::Duration;
+
+use geocache_proto::{ERROR_KIND_HEADER, LEADER_ADDR_HEADER, STALENESS_BOUND_HEADER, STALE_REPLICA};
 use tonic::Code;
 
 /// Result alias for the client crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The value of the `x-geocache-error` metadata key on a bounded read the replica can't meet.
-const STALE_REPLICA_KIND: &str = "stale_replica";
 
 /// Everything a geocache call can fail with, as the caller needs to see it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,9 +53,15 @@ pub enum Error {
     #[error("write rejected: {0}")]
     Rejected(String),
 
-    /// A stored value could not be decoded into the requested type (`get_json`).
+    /// A stored value could not be decoded into the requested type (`get_json`, `get_or_load`).
     #[error("cannot decode value: {0}")]
     Decode(String),
+
+    /// The loader given to [`get_or_load`](crate::Client::get_or_load) failed; the message is
+    /// its error's `Display`. Every caller waiting on that load gets this error, nothing was
+    /// stored, and the next call runs a loader again.
+    #[error("loader failed: {0}")]
+    Loader(String),
 
     /// No node could serve the call right now: not the leader, no quorum, or not reachable.
     /// Nothing was applied. `leader` is the leader's address when the node knew it.
@@ -67,12 +73,16 @@ pub enum Error {
         leader: Option<String>,
     },
 
-    /// The replica could not meet the requested staleness bound (a bounded read); another
-    /// replica or the leader may. The message carries the replica's current bound.
+    /// No replica could meet the requested staleness bound of a bounded read. The client has
+    /// already asked every replica it knows (the leader last); this is the freshest refusal.
     #[error("stale replica: {message}")]
     StaleReplica {
-        /// What the replica said, including its current staleness bound.
+        /// What the replica said.
         message: String,
+        /// The refusing replica's current staleness bound (from the
+        /// `x-geocache-staleness-bound-ms` metadata); `None` when it knows no bound at all
+        /// (e.g. it has not reached the leader since it started).
+        bound: Option<Duration>,
     },
 
     /// The connection failed after the request may have been sent. For a write, the outcome
@@ -107,6 +117,7 @@ impl Error {
             | Error::FailedPrecondition(_)
             | Error::Rejected(_)
             | Error::Decode(_)
+            | Error::Loader(_)
             | Error::Internal(_) => false,
         }
     }
@@ -133,6 +144,24 @@ impl Error {
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Error::Unavailable { message: message.into(), leader: None }
     }
+
+    /// For a [`StaleReplica`](Error::StaleReplica): whether this refusal is fresher than
+    /// `other` (a known bound beats an unknown one, a smaller bound a larger one).
+    pub(crate) fn fresher_than(&self, other: &Error) -> bool {
+        match (self, other) {
+            (Error::StaleReplica { bound: Some(a), .. }, Error::StaleReplica { bound: Some(b), .. }) => a < b,
+            (Error::StaleReplica { bound: Some(_), .. }, Error::StaleReplica { bound: None, .. }) => true,
+            (Error::StaleReplica { .. }, Error::StaleReplica { .. }) => false,
+            (Error::StaleReplica { .. }, _) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether tonic made `status` up on this side from a local transport failure (the node could
+/// not be reached, or the connection broke), rather than decoding it from a node's answer.
+pub(crate) fn is_local_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
 }
 
 impl From<tonic::Status> for Error {
@@ -147,8 +176,13 @@ impl From<tonic::Status> for Error {
             Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(message),
             Code::NotFound => Error::NotFound(message),
             Code::FailedPrecondition | Code::AlreadyExists => Error::FailedPrecondition(message),
-            Code::Unavailable if metadata(&status, ERROR_KIND_HEADER) == Some(STALE_REPLICA_KIND) => {
-                Error::StaleReplica { message }
+            Code::Unavailable if metadata(&status, ERROR_KIND_HEADER) == Some(STALE_REPLICA) => {
+                let bound = metadata(&status, STALENESS_BOUND_HEADER)
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .map(Duration::from_millis);
+                // The node's message may already say what it is; `Display` adds that itself.
+                let message = message.strip_prefix("stale replica: ").map(str::to_string).unwrap_or(message);
+                Error::StaleReplica { message, bound }
             }
             Code::Unavailable => {
                 Error::Unavailable { message, leader: metadata(&status, LEADER_ADDR_HEADER).map(str::to_string) }
@@ -252,12 +286,44 @@ mod tests {
     }
 
     #[test]
-    fn stale_replica_kind_is_recognised() {
+    fn stale_replica_kind_is_recognised_with_its_bound() {
         let status = with_meta(
             tonic::Status::unavailable("staleness bound 900ms exceeds 100ms"),
-            &[(ERROR_KIND_HEADER, "stale_replica")],
+            &[(ERROR_KIND_HEADER, "stale_replica"), (STALENESS_BOUND_HEADER, "900")],
         );
-        assert_eq!(Error::from(status), Error::StaleReplica { message: "staleness bound 900ms exceeds 100ms".into() });
+        assert_eq!(
+            Error::from(status),
+            Error::StaleReplica {
+                message: "staleness bound 900ms exceeds 100ms".into(),
+                bound: Some(Duration::from_millis(900))
+            }
+        );
+        // The node's own prefix is not repeated.
+        let status = with_meta(
+            tonic::Status::unavailable("stale replica: bound 1.4s exceeds 200ms"),
+            &[(ERROR_KIND_HEADER, "stale_replica"), (STALENESS_BOUND_HEADER, "1400")],
+        );
+        assert_eq!(Error::from(status).to_string(), "stale replica: bound 1.4s exceeds 200ms");
+        // No bound known (or an unparsable one): `None`.
+        for pairs in [
+            &[(ERROR_KIND_HEADER, "stale_replica")][..],
+            &[(ERROR_KIND_HEADER, "stale_replica"), (STALENESS_BOUND_HEADER, "soon")],
+        ] {
+            let status = with_meta(tonic::Status::unavailable("no bound"), pairs);
+            assert_eq!(Error::from(status), Error::StaleReplica { message: "no bound".into(), bound: None });
+        }
+    }
+
+    #[test]
+    fn fresher_refusals_win() {
+        let stale =
+            |ms: Option<u64>| Error::StaleReplica { message: String::new(), bound: ms.map(Duration::from_millis) };
+        assert!(stale(Some(100)).fresher_than(&stale(Some(900))));
+        assert!(!stale(Some(900)).fresher_than(&stale(Some(100))));
+        assert!(stale(Some(900)).fresher_than(&stale(None)));
+        assert!(!stale(None).fresher_than(&stale(Some(900))));
+        assert!(stale(None).fresher_than(&Error::unavailable("down")));
+        assert!(!Error::unavailable("down").fresher_than(&stale(None)));
     }
 
     #[test]
@@ -288,7 +354,8 @@ mod tests {
             (Error::Rejected(String::new()), false, true),
             (Error::Decode(String::new()), false, true),
             (Error::unavailable(""), true, true),
-            (Error::StaleReplica { message: String::new() }, true, true),
+            (Error::StaleReplica { message: String::new(), bound: None }, true, true),
+            (Error::Loader(String::new()), false, true),
             (Error::Transport(String::new()), true, false),
             (Error::Timeout(String::new()), true, false),
             (Error::Internal(String::new()), false, false),

@@ -1,12 +1,25 @@
 //! Routing and retries: which node a call goes to, and what happens when it fails.
 //!
-//! The client keeps one piece of topology: the best-known leader address (initially the first
-//! endpoint). Writes, linearizable reads and membership changes go there ([`Route::Leader`]).
-//! A node that refuses with `UNAVAILABLE` and a leader hint sends the call to the hinted address
-//! at once; a refusal without a hint, a connection failure, a timeout or a stale replica moves
-//! the call to the next candidate. When a round over all candidates is used up, the call backs
-//! off (20 ms doubling to 200 ms, with up to 25 % jitter) and starts another round, until the
-//! call's total deadline; then it returns the last error.
+//! Writes and membership changes go to the best-known leader ([`Route::Leader`]); the guess
+//! starts as the first endpoint and is corrected by topology refreshes (`src/topology.rs`) and
+//! by leader hints. A node that refuses with `UNAVAILABLE` and a leader hint sends the call to
+//! the hinted address at once; a refusal without a hint, a connection failure or a timeout
+//! moves the call to the next candidate (the leader guess, the seeds, then the other members).
+//!
+//! Reads at every level go to replicas ([`Route::Nearest`]) in [`read_order`]: the client's
+//! region first, then by measured round trip, the leader last for bounded reads. A transport
+//! error, `UNAVAILABLE` or a stale-replica refusal moves the read to the next replica. A
+//! bounded read that every candidate refused as stale within one round fails at once with the
+//! freshest refusal ([`Error::StaleReplica`] carrying that replica's bound): asking again will
+//! not make replicas fresher within a deadline, and the caller may prefer a stale read now.
+//! Stale, bounded and `min_version` reads give each attempt only a slice of what is left of the
+//! deadline (half, at least 50 ms), so a lagging or hung replica is skipped, not waited out; a
+//! plain linearizable read keeps the whole remainder, since its round trip to the leader is part
+//! of its normal cost.
+//!
+//! When a round over all candidates is used up, the call backs off (20 ms doubling to 200 ms,
+//! with up to 25 % jitter) and starts another round, until the call's total deadline; then it
+//! returns the last error (for a read, the freshest stale-replica refusal if there was one).
 //!
 //! Every node also forwards writes to the leader itself, so the leader guess is an optimisation
 //! (one network hop fewer), never a correctness requirement.
@@ -21,36 +34,45 @@
 //! * If any attempt of a call with effects had an unknown outcome and the call still fails, it
 //!   fails with [`Error::Timeout`] (outcome unknown), whatever the last attempt said: an earlier
 //!   attempt may have been applied.
+//! * A read only ever goes to a replica (every member is one); reads never change state, so any
+//!   failed attempt may be retried elsewhere.
 //! * The whole call, retries and backoff included, finishes within the configured timeout.
-//!
-//! Left for later (region-aware reads): [`Router::replica_order`] is the one place that decides
-//! which replica a stale or bounded read asks first; today it is the endpoints in the order given.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use geocache_proto::LEADER_ADDR_HEADER;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tracing::debug;
 
 use crate::endpoint::{normalize, Channels};
-use crate::error::{Error, Result};
+use crate::error::{is_local_failure, Error, Result};
+use crate::options::Consistency;
+use crate::topology::{read_order, View};
 
 /// First backoff after a failed round.
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Largest backoff between rounds.
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+/// Smallest slice of the deadline a sliced read attempt gets (unless less is left).
+const MIN_SLICE: Duration = Duration::from_millis(50);
 
 /// Where a call goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     /// The best-known leader, following leader hints; then the endpoints in turn.
     Leader,
-    /// A local read (stale or bounded): replicas in [`Router::replica_order`], then the leader.
-    Nearest,
+    /// A read: replicas in [`read_order`] for this consistency.
+    Nearest {
+        /// The read's level (decides where the leader goes in the order).
+        consistency: Consistency,
+        /// Give each attempt only a slice of the remaining deadline (module doc).
+        sliced: bool,
+    },
     /// Any node that answers, the best-known leader first (status).
     AnyLeaderFirst,
     /// Exactly this (normalised) address.
@@ -79,13 +101,17 @@ impl Policy {
     }
 }
 
-/// Seeds, channels, the leader guess, and the retry loop.
+/// Seeds, channels, the leader guess, the topology view, and the retry loop.
 #[derive(Debug)]
 pub(crate) struct Router {
     seeds: Vec<String>,
+    region: Option<String>,
     channels: Channels,
-    // A std mutex: read and replaced in place, never held across an await.
+    // Std mutexes: read and replaced in place, never held across an await. Never held together.
     leader: Mutex<String>,
+    view: Mutex<View>,
+    /// Wakes the topology refresh task (a failure or a leader change happened).
+    wake: Arc<Notify>,
     timeout: Duration,
     attempt_timeout: Option<Duration>,
 }
@@ -94,6 +120,7 @@ impl Router {
     /// `seeds` are normalised, deduplicated and non-empty.
     pub(crate) fn new(
         seeds: Vec<String>,
+        region: Option<String>,
         connect_timeout: Duration,
         timeout: Duration,
         attempt_timeout: Option<Duration>,
@@ -102,7 +129,10 @@ impl Router {
         Router {
             leader: Mutex::new(seeds[0].clone()),
             seeds,
+            region,
             channels: Channels::new(connect_timeout),
+            view: Mutex::new(View::default()),
+            wake: Arc::new(Notify::new()),
             timeout,
             attempt_timeout,
         }
@@ -112,49 +142,103 @@ impl Router {
         &self.seeds
     }
 
+    pub(crate) fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    pub(crate) fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    pub(crate) fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the refresh task waits on besides its timer.
+    pub(crate) fn wake_handle(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Asks the refresh task (if any) for an early refresh; it rate-limits itself.
+    pub(crate) fn request_refresh(&self) {
+        self.wake.notify_one();
+    }
+
     /// The address leader-bound calls go to first.
     pub(crate) fn leader(&self) -> String {
         self.leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Remembers a (raw or normalised) leader address; ignores one that does not parse.
+    /// Remembers a (raw or normalised) leader address; ignores one that does not parse. A
+    /// change asks for a topology refresh (roles and the leader moved).
     pub(crate) fn set_leader(&self, addr: &str) {
-        match normalize(addr) {
-            Ok(addr) => {
-                let mut leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
-                if *leader != addr {
-                    debug!(from = %leader, to = %addr, "leader guess changed");
-                    *leader = addr;
-                }
-            }
-            Err(e) => debug!(%addr, error = %e, "ignoring unusable leader address"),
+        if self.replace_leader(addr) {
+            self.request_refresh();
         }
     }
 
-    /// The order in which a stale or bounded read asks replicas.
-    ///
-    /// Extension point for region preference (DESIGN.md section 5): sort by region, then by
-    /// measured round trip. Today: the endpoints in the order the caller gave them.
-    pub(crate) fn replica_order(&self) -> Vec<String> {
-        self.seeds.clone()
+    /// [`set_leader`](Self::set_leader) without asking for a refresh (the refresh's own use).
+    pub(crate) fn set_leader_quietly(&self, addr: &str) {
+        self.replace_leader(addr);
     }
 
-    fn candidates(&self, route: &Route) -> Vec<String> {
+    /// Whether the guess changed.
+    fn replace_leader(&self, addr: &str) -> bool {
+        match normalize(addr) {
+            Ok(addr) => {
+                let mut leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
+                if *leader == addr {
+                    return false;
+                }
+                debug!(from = %leader, to = %addr, "leader guess changed");
+                *leader = addr;
+                true
+            }
+            Err(e) => {
+                debug!(%addr, error = %e, "ignoring unusable leader address");
+                false
+            }
+        }
+    }
+
+    /// Records whether a node could be reached (a call's own verdict, between probes).
+    fn set_reachable(&self, addr: &str, reachable: bool) {
+        let mut view = self.view();
+        match view.health.get_mut(addr) {
+            Some(health) => health.down = !reachable,
+            None if !reachable => {
+                view.health.entry(addr.to_string()).or_default().down = true;
+            }
+            None => {}
+        }
+    }
+
+    /// The candidates of a call, in the order they are tried.
+    pub(crate) fn candidates(&self, route: &Route) -> Vec<String> {
         let mut list = match route {
             Route::Leader | Route::AnyLeaderFirst => {
                 let mut list = vec![self.leader()];
                 list.extend(self.seeds.iter().cloned());
+                list.extend(self.view().topology.nodes.iter().map(|n| n.addr.clone()));
                 list
             }
-            Route::Nearest => {
-                let mut list = self.replica_order();
-                list.push(self.leader());
-                list
+            Route::Nearest { consistency, .. } => {
+                let leader = self.leader();
+                read_order(&self.view(), &self.seeds, self.region(), &leader, *consistency)
             }
             Route::Only(addr) => vec![addr.clone()],
         };
         dedup_in_order(&mut list);
         list
+    }
+
+    /// The time one attempt may take when `left` remains of the call.
+    fn budget(&self, route: &Route, left: Duration) -> Duration {
+        let budget = match route {
+            Route::Nearest { sliced: true, .. } => (left / 2).max(MIN_SLICE).min(left),
+            _ => left,
+        };
+        self.attempt_timeout.map_or(budget, |t| t.min(budget))
     }
 
     /// Runs `attempt` against nodes chosen by `route` until it succeeds, fails for good, or the
@@ -178,6 +262,10 @@ impl Router {
         let mut backoff = Backoff::new();
         let mut uncertain = false;
         let mut last: Option<Error> = None;
+        // The freshest stale-replica refusal of the call, and whether every attempt of the
+        // current round was one.
+        let mut freshest_stale: Option<Error> = None;
+        let mut round_all_stale = true;
         let mut hops_since_sleep = 0;
 
         loop {
@@ -185,7 +273,7 @@ impl Router {
             if left.is_zero() {
                 break;
             }
-            let budget = self.attempt_timeout.map_or(left, |t| t.min(left));
+            let budget = self.budget(&route, left);
             let target = targets.current().to_string();
             let err = match self.channels.get(&target) {
                 Err(e) => e,
@@ -194,7 +282,12 @@ impl Router {
                         self.observe_success(&route, &target, response.metadata());
                         return Ok(response.into_inner());
                     }
-                    Ok(Err(status)) => Error::from(status),
+                    Ok(Err(status)) => {
+                        if is_local_failure(&status) {
+                            self.set_reachable(&target, false);
+                        }
+                        Error::from(status)
+                    }
                     Err(_elapsed) => Error::Timeout(format!("{what}: no answer from {target} within {budget:?}")),
                 },
             };
@@ -205,15 +298,39 @@ impl Router {
             if !policy.should_retry(&err) {
                 return Err(settle(what, policy, uncertain, err));
             }
+            if matches!(err, Error::StaleReplica { .. }) {
+                if freshest_stale.as_ref().is_none_or(|f| err.fresher_than(f)) {
+                    freshest_stale = Some(err.clone());
+                }
+            } else {
+                round_all_stale = false;
+                // The node failed or refused: the topology may have changed.
+                self.request_refresh();
+            }
 
-            let fresh = match (&route, err.leader_hint().map(normalize)) {
+            let hint = err.leader_hint().map(normalize);
+            let fresh = match (&route, hint) {
                 (Route::Leader, Some(Ok(hint))) if hint != target => {
                     self.set_leader(&hint);
                     targets.jump(hint);
                     true
                 }
+                (_, Some(Ok(hint))) => {
+                    self.set_leader(&hint);
+                    targets.advance()
+                }
                 _ => targets.advance(),
             };
+            if !fresh && matches!(route, Route::Nearest { .. }) {
+                // A whole round of reads refused as stale: the replicas will not get fresher
+                // within a deadline; let the caller decide (e.g. read stale) now.
+                if round_all_stale {
+                    if let Some(stale) = freshest_stale {
+                        return Err(stale);
+                    }
+                }
+                round_all_stale = true;
+            }
             last = Some(err);
             hops_since_sleep += 1;
             // A fresh candidate is tried at once; a finished round (or hints chasing each other
@@ -225,11 +342,14 @@ impl Router {
             }
         }
 
-        let err = last.unwrap_or_else(|| Error::Timeout(format!("{what}: deadline of {:?} elapsed", self.timeout)));
+        let err = freshest_stale
+            .or(last)
+            .unwrap_or_else(|| Error::Timeout(format!("{what}: deadline of {:?} elapsed", self.timeout)));
         Err(settle(what, policy, uncertain, err))
     }
 
     fn observe_success(&self, route: &Route, target: &str, metadata: &MetadataMap) {
+        self.set_reachable(target, true);
         // A node that forwarded our call to the leader may say who that is.
         if let Some(hint) =
             metadata.get(LEADER_ADDR_HEADER).and_then(|v| v.to_str().ok()).filter(|v| !v.trim().is_empty())
@@ -338,18 +458,49 @@ mod tests {
         assert_eq!(t.current(), "a");
     }
 
+    const STALE: Route = Route::Nearest { consistency: Consistency::Stale, sliced: true };
+    const BOUNDED: Route =
+        Route::Nearest { consistency: Consistency::Bounded(Duration::from_millis(100)), sliced: true };
+
     #[tokio::test]
     async fn candidates_put_the_leader_where_the_route_wants_it() {
         let seeds = vec!["http://a:1".to_string(), "http://b:2".into()];
-        let r = Router::new(seeds, Duration::from_secs(1), Duration::from_secs(1), None);
+        let r = Router::new(seeds, None, Duration::from_secs(1), Duration::from_secs(1), None);
         r.set_leader("b:2");
         assert_eq!(r.leader(), "http://b:2");
         assert_eq!(r.candidates(&Route::Leader), ["http://b:2", "http://a:1"]);
-        assert_eq!(r.candidates(&Route::Nearest), ["http://a:1", "http://b:2"]);
+        assert_eq!(r.candidates(&STALE), ["http://a:1", "http://b:2"]);
+        assert_eq!(r.candidates(&BOUNDED), ["http://a:1", "http://b:2"]);
+        r.set_leader("a:1");
+        assert_eq!(r.candidates(&BOUNDED), ["http://b:2", "http://a:1"], "bounded reads ask the leader last");
         r.set_leader("c:3");
-        assert_eq!(r.candidates(&Route::Nearest), ["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(r.candidates(&STALE), ["http://a:1", "http://b:2", "http://c:3"]);
         r.set_leader("not an address");
         assert_eq!(r.leader(), "http://c:3");
+    }
+
+    #[tokio::test]
+    async fn reads_get_a_slice_of_the_deadline() {
+        let r = Router::new(vec!["http://a:1".into()], None, Duration::from_secs(1), Duration::from_secs(1), None);
+        let ms = Duration::from_millis;
+        assert_eq!(r.budget(&STALE, ms(1000)), ms(500));
+        assert_eq!(r.budget(&STALE, ms(80)), ms(50));
+        assert_eq!(r.budget(&STALE, ms(30)), ms(30));
+        let linearizable = Route::Nearest { consistency: Consistency::Linearizable, sliced: false };
+        assert_eq!(r.budget(&linearizable, ms(1000)), ms(1000));
+        assert_eq!(r.budget(&Route::Leader, ms(1000)), ms(1000));
+        let capped = Router::new(vec!["http://a:1".into()], None, ms(1), ms(1), Some(ms(100)));
+        assert_eq!(capped.budget(&STALE, ms(1000)), ms(100));
+    }
+
+    #[tokio::test]
+    async fn unreachable_nodes_are_tried_last_until_they_answer() {
+        let seeds = vec!["http://a:1".to_string(), "http://b:2".into()];
+        let r = Router::new(seeds, None, Duration::from_secs(1), Duration::from_secs(1), None);
+        r.set_reachable("http://a:1", false);
+        assert_eq!(r.candidates(&STALE), ["http://b:2", "http://a:1"]);
+        r.set_reachable("http://a:1", true);
+        assert_eq!(r.candidates(&STALE), ["http://a:1", "http://b:2"]);
     }
 
     #[test]

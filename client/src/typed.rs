@@ -12,11 +12,11 @@ use crate::error::{Error, Result};
 use crate::options::{ReadOptions, SetOptions};
 use crate::types::WriteResult;
 
-fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| Error::InvalidArgument(format!("cannot encode value as JSON: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::Decode(format!("value of {key:?} is not JSON of type {}: {e}", std::any::type_name::<T>())))
 }
@@ -38,9 +38,10 @@ impl Client {
         self.set_with(key, bytes, options).await
     }
 
-    /// Reads `key` linearizably and decodes it from JSON. `Ok(None)` when absent.
+    /// Reads `key` at the client's default consistency and decodes it from JSON. `Ok(None)`
+    /// when absent.
     pub async fn get_json<T: DeserializeOwned>(&self, key: impl Into<String>) -> Result<Option<T>> {
-        self.get_json_with(key, ReadOptions::default()).await
+        self.get_json_with(key, self.default_read()).await
     }
 
     /// Reads `key` at the given consistency and decodes it from JSON.

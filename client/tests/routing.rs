@@ -1,379 +1,15 @@
-//! Routing, retries and exactly-once identities against tiny in-process fake nodes.
-//!
-//! Each fake node is a real tonic server on a loopback port (bound to port 0). It serves the
-//! Cache and Admin services from a map shared by all fakes, deduplicates writes by
-//! `(client_id, seq)` like the real state machine, records every request it saw, and can be
-//! told to fail in scripted ways first (a refusal with a leader hint, a lost answer, a hang).
-//! What this proves is the client's side of the protocol; the real cluster is tested in
-//! `tests/`.
+//! Routing, retries and exactly-once identities against tiny in-process fake nodes
+//! (`fake/mod.rs`). What this proves is the client's side of the protocol; the real cluster is
+//! tested in `tests/`.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+mod fake;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use fake::{client, cluster, dead_addr, spawn, FakeNode, Fault};
 use geocache_client::{Client, Error, ReadOptions, SetOptions};
 use geocache_proto as pb;
-use geocache_proto::admin_server::{Admin, AdminServer};
-use geocache_proto::cache_server::{Cache, CacheServer};
-use geocache_proto::{ERROR_KIND_HEADER, LEADER_ADDR_HEADER, LEADER_ID_HEADER};
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
-use tonic::{Request, Response, Status};
-
-/// How a fake node answers one request.
-#[derive(Debug, Clone)]
-enum Fault {
-    /// `UNAVAILABLE` with a leader hint (a follower that cannot forward).
-    NotLeader(String),
-    /// `UNAVAILABLE` without a hint (no quorum, election under way).
-    NoQuorum,
-    /// `DEADLINE_EXCEEDED` before applying: proposed, outcome unknown to the node.
-    Deadline,
-    /// Apply the write, then answer `DEADLINE_EXCEEDED`: the ack was lost.
-    ApplyThenDeadline,
-    /// Never answer (a paused node).
-    Hang,
-    /// `INVALID_ARGUMENT`.
-    Invalid,
-    /// `FAILED_PRECONDITION`.
-    Precondition,
-    /// A bounded read this replica cannot meet.
-    StaleReplica,
-    /// The state machine refuses the write.
-    Rejected,
-}
-
-/// One recorded request.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    method: &'static str,
-    write_id: Option<pb::WriteId>,
-    has_grpc_timeout: bool,
-}
-
-/// State shared by all fake nodes of one test: the replicated cache and the dedup table.
-#[derive(Default)]
-struct Cluster {
-    entries: HashMap<String, (Bytes, u64)>,
-    log_index: u64,
-    applies: u64,
-    answered: HashMap<(u64, u64), pb::WriteResponse>,
-}
-
-struct FakeNode {
-    id: u64,
-    cluster: Arc<Mutex<Cluster>>,
-    seen: Mutex<Vec<Seen>>,
-    /// Faults used one per request, before `always`.
-    script: Mutex<VecDeque<Fault>>,
-    /// The fault for every request once the script is used up; `None` serves normally.
-    always: Option<Fault>,
-    /// What `status` says about the leader: (id, addr).
-    leader: Option<(u64, String)>,
-}
-
-impl FakeNode {
-    fn new(id: u64, cluster: &Arc<Mutex<Cluster>>) -> Self {
-        FakeNode {
-            id,
-            cluster: cluster.clone(),
-            seen: Mutex::new(Vec::new()),
-            script: Mutex::new(VecDeque::new()),
-            always: None,
-            leader: None,
-        }
-    }
-
-    fn failing_first(self, faults: impl IntoIterator<Item = Fault>) -> Self {
-        self.script.lock().unwrap().extend(faults);
-        self
-    }
-
-    fn always(mut self, fault: Fault) -> Self {
-        self.always = Some(fault);
-        self
-    }
-
-    fn with_leader(mut self, id: u64, addr: &str) -> Self {
-        self.leader = Some((id, addr.to_string()));
-        self
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn count(&self, method: &str) -> usize {
-        self.seen().iter().filter(|s| s.method == method).count()
-    }
-
-    /// Records the request and picks its fault, if any.
-    fn enter<T>(&self, method: &'static str, req: &Request<T>, write_id: Option<pb::WriteId>) -> Option<Fault> {
-        self.seen.lock().unwrap().push(Seen {
-            method,
-            write_id,
-            has_grpc_timeout: req.metadata().get("grpc-timeout").is_some(),
-        });
-        self.script.lock().unwrap().pop_front().or_else(|| self.always.clone())
-    }
-
-    fn meta(&self, cluster: &Cluster) -> Option<pb::ReadMeta> {
-        Some(pb::ReadMeta {
-            node_id: self.id,
-            region: format!("region-{}", self.id),
-            applied_index: cluster.log_index,
-            staleness_bound_ms: Some(0),
-        })
-    }
-
-    /// Applies a write once per write id, answering duplicates with the first result.
-    fn apply(
-        &self,
-        write_id: Option<pb::WriteId>,
-        f: impl FnOnce(&mut Cluster, u64) -> pb::WriteResponse,
-    ) -> pb::WriteResponse {
-        let mut cluster = self.cluster.lock().unwrap();
-        let key = write_id.map(|w| (w.client_id, w.seq));
-        if let Some(first) = key.and_then(|k| cluster.answered.get(&k)) {
-            return first.clone();
-        }
-        cluster.log_index += 1;
-        cluster.applies += 1;
-        let index = cluster.log_index;
-        let resp = f(&mut cluster, index);
-        if let Some(k) = key {
-            cluster.answered.insert(k, resp.clone());
-        }
-        resp
-    }
-
-    /// Serves a write, or fails it as scripted.
-    async fn write(
-        &self,
-        fault: Option<Fault>,
-        write_id: Option<pb::WriteId>,
-        f: impl FnOnce(&mut Cluster, u64) -> pb::WriteResponse,
-    ) -> Result<Response<pb::WriteResponse>, Status> {
-        match fault {
-            None => Ok(Response::new(self.apply(write_id, f))),
-            Some(Fault::ApplyThenDeadline) => {
-                self.apply(write_id, f);
-                Err(Status::deadline_exceeded("committed, but the ack was lost"))
-            }
-            Some(Fault::Rejected) => Ok(Response::new(pb::WriteResponse {
-                rejected: "value larger than the whole cache".into(),
-                ..Default::default()
-            })),
-            Some(other) => Err(fail(other).await),
-        }
-    }
-}
-
-async fn fail(fault: Fault) -> Status {
-    match fault {
-        Fault::NotLeader(addr) => {
-            let mut status = Status::unavailable("not the leader");
-            status.metadata_mut().insert(LEADER_ID_HEADER, "1".parse().unwrap());
-            status.metadata_mut().insert(LEADER_ADDR_HEADER, addr.parse().unwrap());
-            status
-        }
-        Fault::NoQuorum => Status::unavailable("no quorum"),
-        Fault::Deadline | Fault::ApplyThenDeadline => Status::deadline_exceeded("proposed, no ack"),
-        Fault::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            unreachable!()
-        }
-        Fault::Invalid => Status::invalid_argument("key too long"),
-        Fault::Precondition => Status::failed_precondition("already initialised"),
-        Fault::StaleReplica => {
-            let mut status = Status::unavailable("staleness bound 900ms exceeds 100ms");
-            status.metadata_mut().insert(ERROR_KIND_HEADER, "stale_replica".parse().unwrap());
-            status
-        }
-        Fault::Rejected => Status::internal("Rejected is a write answer"),
-    }
-}
-
-#[tonic::async_trait]
-impl Cache for FakeNode {
-    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        if let Some(fault) = self.enter("get", &req, None) {
-            // A stale replica only refuses bounded reads.
-            let bounded = req.get_ref().consistency == pb::Consistency::Bounded as i32;
-            if !matches!(fault, Fault::StaleReplica) || bounded {
-                return Err(fail(fault).await);
-            }
-        }
-        let cluster = self.cluster.lock().unwrap();
-        let resp = match cluster.entries.get(&req.get_ref().key) {
-            Some((value, version)) => pb::GetResponse {
-                found: true,
-                value: value.clone(),
-                version: *version,
-                expires_at_ms: None,
-                meta: self.meta(&cluster),
-            },
-            None => pb::GetResponse { meta: self.meta(&cluster), ..Default::default() },
-        };
-        Ok(Response::new(resp))
-    }
-
-    async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let write_id = req.get_ref().write_id;
-        let fault = self.enter("set", &req, write_id);
-        let req = req.into_inner();
-        self.write(fault, write_id, move |cluster, index| {
-            let previous = cluster.entries.insert(req.key, (req.value, index));
-            pb::WriteResponse {
-                applied: true,
-                version: index,
-                existed: previous.is_some(),
-                previous_version: previous.map_or(0, |p| p.1),
-                log_index: index,
-                expires_at_ms: None,
-                rejected: String::new(),
-            }
-        })
-        .await
-    }
-
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let write_id = req.get_ref().write_id;
-        let fault = self.enter("delete", &req, write_id);
-        let key = req.into_inner().key;
-        self.write(fault, write_id, move |cluster, index| {
-            let previous = cluster.entries.remove(&key);
-            pb::WriteResponse {
-                applied: previous.is_some(),
-                existed: previous.is_some(),
-                previous_version: previous.map_or(0, |p| p.1),
-                log_index: index,
-                ..Default::default()
-            }
-        })
-        .await
-    }
-
-    async fn expire(&self, req: Request<pb::ExpireRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        let write_id = req.get_ref().write_id;
-        let fault = self.enter("expire", &req, write_id);
-        self.write(fault, write_id, |_, index| pb::WriteResponse { log_index: index, ..Default::default() }).await
-    }
-
-    async fn ttl(&self, req: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
-        if let Some(fault) = self.enter("ttl", &req, None) {
-            return Err(fail(fault).await);
-        }
-        let cluster = self.cluster.lock().unwrap();
-        let found = cluster.entries.get(&req.get_ref().key).map(|e| e.1);
-        Ok(Response::new(pb::TtlResponse {
-            found: found.is_some(),
-            version: found.unwrap_or(0),
-            expires_at_ms: Some(90_000),
-            remaining_ms: Some(1_500),
-            meta: self.meta(&cluster),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl Admin for FakeNode {
-    async fn init(&self, req: Request<pb::InitRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(fault) = self.enter("init", &req, None) {
-            return Err(fail(fault).await);
-        }
-        Ok(Response::new(pb::MembershipResponse { log_index: 1, voters: req.into_inner().members, learners: vec![] }))
-    }
-
-    async fn add_learner(
-        &self,
-        req: Request<pb::AddLearnerRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(fault) = self.enter("add_learner", &req, None) {
-            return Err(fail(fault).await);
-        }
-        Ok(Response::new(pb::MembershipResponse {
-            log_index: 2,
-            voters: vec![],
-            learners: req.into_inner().member.into_iter().collect(),
-        }))
-    }
-
-    async fn change_membership(
-        &self,
-        req: Request<pb::ChangeMembershipRequest>,
-    ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let _ = self.enter("change_membership", &req, None);
-        Err(Status::unimplemented("not faked"))
-    }
-
-    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
-        if let Some(fault) = self.enter("remove", &req, None) {
-            return Err(fail(fault).await);
-        }
-        Err(Status::not_found(format!("node {} is not a member", req.get_ref().id)))
-    }
-
-    async fn configure(&self, req: Request<pb::ConfigureRequest>) -> Result<Response<pb::ConfigureResponse>, Status> {
-        let _ = self.enter("configure", &req, None);
-        Ok(Response::new(pb::ConfigureResponse { log_index: 3 }))
-    }
-
-    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        if let Some(fault) = self.enter("status", &req, None) {
-            return Err(fail(fault).await);
-        }
-        let mut nodes =
-            vec![pb::NodeStatus { id: self.id, role: "follower".into(), reachable: true, ..Default::default() }];
-        if let Some((id, addr)) = &self.leader {
-            nodes.push(pb::NodeStatus {
-                id: *id,
-                addr: addr.clone(),
-                role: "leader".into(),
-                reachable: true,
-                ..Default::default()
-            });
-        }
-        Ok(Response::new(pb::StatusResponse {
-            node_id: self.id,
-            leader_id: self.leader.as_ref().map(|l| l.0),
-            term: 1,
-            initialized: true,
-            nodes,
-            ..Default::default()
-        }))
-    }
-}
-
-/// Serves `node` on a fresh loopback port; returns `127.0.0.1:port`.
-async fn spawn(node: FakeNode) -> (Arc<FakeNode>, String) {
-    let node = Arc::new(node);
-    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = format!("127.0.0.1:{}", incoming.local_addr().unwrap().port());
-    let server = Server::builder()
-        .add_service(CacheServer::from_arc(node.clone()))
-        .add_service(AdminServer::from_arc(node.clone()))
-        .serve_with_incoming(incoming);
-    tokio::spawn(server);
-    (node, addr)
-}
-
-/// A loopback port nobody listens on.
-fn dead_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    format!("127.0.0.1:{port}")
-}
-
-async fn client(endpoints: &[&str], timeout: Duration) -> Client {
-    Client::builder().endpoints(endpoints.iter().copied()).timeout(timeout).build().await.unwrap()
-}
-
-fn cluster() -> Arc<Mutex<Cluster>> {
-    Arc::new(Mutex::new(Cluster::default()))
-}
 
 #[tokio::test]
 async fn follows_leader_hint_and_remembers_the_leader() {
@@ -488,6 +124,7 @@ async fn a_hung_attempt_is_cut_short_and_retried() {
         .endpoints([addr.as_str()])
         .timeout(Duration::from_secs(5))
         .attempt_timeout(Duration::from_millis(100))
+        .discovery(false)
         .build()
         .await
         .unwrap();
@@ -500,22 +137,23 @@ async fn a_hung_attempt_is_cut_short_and_retried() {
 }
 
 #[tokio::test]
-async fn a_bounded_read_falls_back_from_a_stale_replica() {
+async fn without_discovery_a_bounded_read_asks_the_endpoints_in_order_and_the_leader_last() {
     let c = cluster();
-    let (stale, stale_addr) = spawn(FakeNode::new(2, &c).always(Fault::StaleReplica)).await;
+    let (leader, leader_addr) = spawn(FakeNode::new(1, &c)).await;
+    let (stale, stale_addr) = spawn(FakeNode::new(2, &c).always(Fault::StaleReplica(Some(900)))).await;
     let (_fresh, fresh_addr) = spawn(FakeNode::new(3, &c)).await;
-    let client = client(&[&stale_addr, &fresh_addr], Duration::from_secs(5)).await;
+    let client = client(&[&leader_addr, &stale_addr, &fresh_addr], Duration::from_secs(5)).await;
     client.set("k", "v").await.unwrap();
 
     let bounded = ReadOptions::bounded(Duration::from_millis(100));
     let entry = client.get_with("k", bounded).await.unwrap().unwrap();
     assert_eq!(entry.meta.node_id, 3);
     assert_eq!(entry.meta.region, "region-3");
-    assert_eq!(stale.count("get"), 1);
+    assert_eq!((stale.count("get"), leader.count("get")), (1, 0));
 
-    // A stale read is served by the first replica, however stale.
+    // A stale read is served by the first endpoint, however stale.
     let entry = client.get_with("k", ReadOptions::stale()).await.unwrap().unwrap();
-    assert_eq!(entry.meta.node_id, 2);
+    assert_eq!(entry.meta.node_id, 1);
 }
 
 #[tokio::test]

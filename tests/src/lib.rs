@@ -27,6 +27,8 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     extra_args: Vec<String>,
+    /// Whether it was ever spawned (a [`TestCluster::reserve`]d node takes its args at its first spawn).
+    started: bool,
     child: Option<Child>,
 }
 
@@ -101,24 +103,34 @@ impl TestCluster {
         self.dir.path()
     }
 
-    /// Starts node `id` (new: fresh port and data dir; known: same port and data dir).
+    /// Picks node `id`'s port, region and data dir without starting it, and returns its address
+    /// (so other nodes' flags, e.g. netsim routes, can name it before it runs). Its first
+    /// [`TestCluster::spawn`] gives it its args. A known node keeps what it has.
+    pub fn reserve(&mut self, id: u64) -> String {
+        let dir = self.dir.path().to_path_buf();
+        let node = self.nodes.entry(id).or_insert_with(|| NodeProcess {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            region: REGIONS[((id - 1) as usize) % REGIONS.len()].to_string(),
+            data_dir: dir.join(format!("node-{id}")),
+            log_path: dir.join(format!("node-{id}.log")),
+            extra_args: Vec::new(),
+            started: false,
+            child: None,
+        });
+        node.addr.clone()
+    }
+
+    /// Starts node `id` (new or reserved: fresh port and data dir, started with `extra_args`;
+    /// known: same port, data dir and args as its first start).
     pub fn spawn(&mut self, id: u64, extra_args: &[&str]) -> Result<()> {
-        if !self.nodes.contains_key(&id) {
-            let region = REGIONS[((id - 1) as usize) % REGIONS.len()].to_string();
-            let node = NodeProcess {
-                id,
-                addr: format!("127.0.0.1:{}", free_port()),
-                region,
-                data_dir: self.dir.path().join(format!("node-{id}")),
-                log_path: self.dir.path().join(format!("node-{id}.log")),
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-                child: None,
-            };
-            self.nodes.insert(id, node);
-        }
-        let node = self.nodes.get_mut(&id).expect("inserted above");
+        self.reserve(id);
+        let node = self.nodes.get_mut(&id).expect("reserved above");
         if node.child.is_some() {
             bail!("node {id} is already running");
+        }
+        if !node.started {
+            node.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path)?;
         let child = Command::new(&self.bin)
@@ -136,6 +148,7 @@ impl TestCluster {
             .spawn()
             .with_context(|| format!("spawn {}", self.bin.display()))?;
         node.child = Some(child);
+        node.started = true;
         Ok(())
     }
 
@@ -169,7 +182,8 @@ impl TestCluster {
 
     /// A client that knows only node `id`.
     pub async fn client_of(&self, id: u64) -> Result<geocache_client::Client> {
-        Ok(geocache_client::Client::connect([self.addr(id)]).await?)
+        // Discovery off: the client must not learn other nodes and read from them instead.
+        Ok(geocache_client::Client::builder().endpoints([self.addr(id)]).discovery(false).build().await?)
     }
 
     /// A raw admin client to node `id`, once it accepts connections.
