@@ -230,3 +230,49 @@ async fn futures_join<T>(
     }
     results
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_load_calls_the_loader_once_for_100_concurrent_misses() -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let cluster = TestCluster::start(BIN, 3).await?;
+    let cache = geocache_client::Client::builder()
+        .endpoints(cluster.endpoints())
+        .region("eu-west")
+        .default_ttl(Duration::from_secs(60))
+        .build()
+        .await?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A gate with no permits: the loader waits until the test opens it (never a missed wake-up).
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+
+    let callers: Vec<_> = (0..100)
+        .map(|_| {
+            let (cache, calls, release) = (cache.clone(), calls.clone(), release.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("user:42", || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        // Hold the load open while the other callers pile up behind it.
+                        let _permit = release.acquire().await;
+                        Ok::<_, std::io::Error>(vec!["ada".to_string(), "lovelace".to_string()])
+                    })
+                    .await
+            })
+        })
+        .collect();
+    eventually("the loader to start", Duration::from_secs(10), || async {
+        (calls.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await?;
+    release.add_permits(1);
+    for caller in callers {
+        let value: Vec<String> = caller.await??;
+        assert_eq!(value, ["ada", "lovelace"]);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the loader ran more than once");
+
+    // Stored with the default TTL, visible to everyone.
+    let ttl = cluster.client().await?.ttl("user:42").await?.context("stored")?;
+    assert!(ttl.expires_at_ms.is_some());
+    Ok(())
+}
