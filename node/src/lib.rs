@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod netsim;
 pub mod network;
 pub mod node;
 pub mod read;

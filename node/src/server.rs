@@ -12,6 +12,7 @@ use geocache_proto::cache_server::CacheServer;
 use geocache_proto::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -44,6 +45,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let node = Node::new(config, raft.clone(), reader, peers, identity);
     tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
 
+    // Small request/response messages: without TCP_NODELAY, Nagle plus delayed ACKs add tens of
+    // milliseconds to a local read.
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    });
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
     let toucher = tokio::spawn(report_recency(node.clone()));
     let prober = tokio::spawn(crate::read::staleness::run_probe(node.clone()));
@@ -59,7 +68,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     ticker.abort();
     toucher.abort();

@@ -150,6 +150,19 @@ pub struct DevArgs {
     /// Cache capacity in entries (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub max_entries: u64,
+    /// Also start this many learners (non-voting read replicas), regions in turn, after the voters.
+    #[arg(long, default_value_t = 0)]
+    pub learners: u64,
+    /// Simulate distance between regions: one-way delay on every node-to-node link (clients are
+    /// not delayed). One duration for every pair of distinct regions (80ms), or a list
+    /// us-east:eu-west=80ms,us-east:ap-south=150ms,eu-west:ap-south=120ms.
+    #[arg(long, value_name = "SPEC", value_parser = parse_latency_matrix)]
+    pub wan_latency: Option<crate::netsim::LatencyMatrix>,
+}
+
+/// Parses a `--wan-latency` spec (`80ms` or `REGION:REGION=DURATION,...`).
+fn parse_latency_matrix(s: &str) -> Result<crate::netsim::LatencyMatrix, String> {
+    s.parse().map_err(|e: crate::netsim::MatrixError| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]

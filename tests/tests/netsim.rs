@@ -1,0 +1,145 @@
+//! Three real nodes whose node-to-node links all cross a [`Netsim`] (50 ms one way), while the
+//! test's clients dial the nodes directly: what distance costs and what it doesn't, and a
+//! partitioned follower.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use geocache_client::{Client, ReadOptions};
+use geocache_node::netsim::Netsim;
+use geocache_proto as pb;
+use geocache_tests::{eventually, NodeProcess, TestCluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_geocache-under-test");
+const ONE_WAY: Duration = Duration::from_millis(50);
+
+/// Starts three voters, each with `--route` flags through `net` (every link `ONE_WAY` long) and
+/// Raft timing that fits the 100 ms round trip, initialises them and waits for a leader.
+async fn start_behind(net: &Netsim) -> Result<(TestCluster, u64)> {
+    let mut cluster = TestCluster::new(BIN)?;
+    let mut addrs = Vec::new();
+    for id in 1..=3 {
+        let addr: SocketAddr = cluster.reserve(id).parse()?;
+        addrs.push((id, addr));
+    }
+    net.add_mesh(&addrs)?;
+    for (from, to) in net.links() {
+        net.set_delay(from, to, ONE_WAY)?;
+    }
+    for id in 1..=3 {
+        let mut args = net.route_args(id);
+        args.extend(["--heartbeat", "300ms", "--election-timeout", "1500ms"].map(String::from));
+        cluster.spawn(id, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+    }
+    let members = cluster.nodes.values().map(NodeProcess::member).collect();
+    cluster.admin(1).await?.init(pb::InitRequest { members }).await.context("init")?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    Ok((cluster, leader))
+}
+
+/// A client that talks to node `id` only: no topology discovery, so nothing but that node can
+/// answer or route its calls.
+async fn pinned(cluster: &TestCluster, id: u64, timeout: Duration) -> Result<Client> {
+    Ok(Client::builder().endpoints([cluster.addr(id)]).discovery(false).timeout(timeout).build().await?)
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pays_a_wan_round_trip_and_a_stale_follower_read_does_not() -> Result<()> {
+    let net = Netsim::new();
+    let (cluster, leader) = start_behind(&net).await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let client = cluster.client().await?;
+    client.set("warm-up", "x").await?; // finds the leader
+
+    let mut last = 0;
+    let mut writes = Vec::new();
+    for i in 0..5 {
+        let start = Instant::now();
+        last = client.set("city", format!("lisbon-{i}")).await?.version;
+        let took = start.elapsed();
+        writes.push(took);
+        // Committing needs a majority: the leader and one follower, 50 ms away each way.
+        assert!(took >= 2 * ONE_WAY, "write {i} took {took:?}, less than one round trip");
+    }
+    eprintln!("writes at the leader took {writes:?}");
+    cluster.wait_applied(follower, last, Duration::from_secs(10)).await?;
+
+    let local = pinned(&cluster, follower, Duration::from_secs(5)).await?;
+    local.get_with("city", ReadOptions::stale()).await?; // opens the connection
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let entry = local.get_with("city", ReadOptions::stale()).await?.context("missing on the follower")?;
+        times.push(start.elapsed());
+        assert_eq!(entry.value, "lisbon-4");
+        assert_eq!(entry.meta.node_id, follower, "the stale read was not answered by the follower");
+    }
+    eprintln!("stale reads at follower {follower} took {times:?}");
+    let (typical, slowest) = (median(times.clone()), times.iter().max().copied().unwrap_or_default());
+    assert!(typical < ONE_WAY / 2, "stale follower reads took {times:?}");
+    assert!(slowest < ONE_WAY, "a stale follower read took {slowest:?}: {times:?}");
+
+    // A linearizable read on the follower asks the leader for a read index: a round trip.
+    let start = Instant::now();
+    local.get("city").await?.context("missing")?;
+    let took = start.elapsed();
+    eprintln!("a linearizable read at follower {follower} took {took:?}");
+    assert!(took >= 2 * ONE_WAY, "a linearizable follower read took {took:?}, less than one round trip");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_follower_serves_stale_reads_fails_writes_and_recovers_after_heal() -> Result<()> {
+    let net = Netsim::new();
+    let (cluster, leader) = start_behind(&net).await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let written = cluster.client().await?.set("k", "before").await?;
+    cluster.wait_applied(follower, written.version, Duration::from_secs(10)).await?;
+
+    let deadline = Duration::from_secs(2);
+    let via_follower = pinned(&cluster, follower, deadline).await?;
+    let stale_read = || async {
+        let entry = via_follower.get_with("k", ReadOptions::stale()).await?.context("k missing on the follower")?;
+        anyhow::ensure!(entry.value == "before" && entry.meta.node_id == follower, "unexpected {entry:?}");
+        Ok::<_, anyhow::Error>(())
+    };
+
+    net.isolate(follower);
+    stale_read().await.context("a stale read on the isolated follower")?;
+    let start = Instant::now();
+    match via_follower.set("k", "during").await {
+        Ok(w) => bail!("a write through the isolated follower succeeded: {w:?}"),
+        Err(e) => {
+            let took = start.elapsed();
+            eprintln!("the write through the isolated follower failed after {took:?}: {e}");
+            assert!(took < deadline + Duration::from_secs(1), "the failed write took {took:?}: {e}");
+        }
+    }
+    // By now the follower's election timer has fired; it still answers from its own state.
+    stale_read().await.context("a stale read on the isolated follower after its failed write")?;
+    // The majority side keeps committing.
+    let majority = pinned(&cluster, leader, Duration::from_secs(5)).await?;
+    eventually("a write on the majority side", Duration::from_secs(15), || async {
+        majority.set("majority", "yes").await.ok()
+    })
+    .await?;
+
+    net.heal();
+    let healed_at = Instant::now();
+    let healed = eventually("a write through the healed follower", Duration::from_secs(30), || async {
+        via_follower.set("k", "after").await.ok()
+    })
+    .await?;
+    eprintln!("a write through the follower succeeded {:?} after heal", healed_at.elapsed());
+    assert!(healed.applied);
+    let entry = cluster.client().await?.get("k").await?.context("k missing")?;
+    assert_eq!(entry.value, "after");
+    assert_eq!(entry.version, healed.version);
+    Ok(())
+}
