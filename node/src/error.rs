@@ -32,10 +32,7 @@ pub enum Error {
 
     /// The replica cannot meet the requested staleness bound (`bound_ms: None`: it has no bound
     /// at all, e.g. it has not reached the leader since it started).
-    #[error("stale replica: {}", match .bound_ms {
-        Some(b) => format!("bound {} exceeds {}", fmt_ms(*b), fmt_ms(*.max_ms)),
-        None => format!("no staleness bound known (leader unreachable?); asked for {}", fmt_ms(*.max_ms)),
-    })]
+    #[error("stale replica: {}", stale_detail(*.bound_ms, *.max_ms))]
     StaleReplica { bound_ms: Option<u64>, max_ms: u64 },
 
     /// The write was proposed but its outcome was not learned in time: it may or may not apply.
@@ -49,6 +46,31 @@ pub enum Error {
     /// Raft stopped or hit an unrecoverable error.
     #[error("fatal: {0}")]
     Fatal(String),
+}
+
+impl Error {
+    /// The message without its category prefix: what goes into a gRPC status, whose code
+    /// already names the category (each client adds its own prefix).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::NotFound(m)
+            | Error::FailedPrecondition(m)
+            | Error::Unavailable(m)
+            | Error::Timeout(m)
+            | Error::Storage(m)
+            | Error::Fatal(m) => m.clone(),
+            Error::StaleReplica { bound_ms, max_ms } => stale_detail(*bound_ms, *max_ms),
+            Error::NotLeader { .. } => self.to_string(),
+        }
+    }
+}
+
+fn stale_detail(bound_ms: Option<u64>, max_ms: u64) -> String {
+    match bound_ms {
+        Some(b) => format!("bound {} exceeds {}", fmt_ms(b), fmt_ms(max_ms)),
+        None => format!("no staleness bound known (leader unreachable?); asked for {}", fmt_ms(max_ms)),
+    }
 }
 
 /// `1400` -> `1.4s`, `250` -> `250ms`: how a person reads a bound.

@@ -99,6 +99,10 @@ async fn an_isolated_follower_serves_stale_reads_fails_writes_and_recovers_after
     let net = Netsim::new();
     let (cluster, leader) = start_behind(&net).await?;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // Short links, so a healthy follower's bound (about a probe's round trips) is under 200 ms.
+    for (from, to) in net.links() {
+        net.set_delay(from, to, Duration::from_millis(10))?;
+    }
     let written = cluster.client().await?.set("k", "before").await?;
     cluster.wait_applied(follower, written.version, Duration::from_secs(10)).await?;
 
@@ -110,8 +114,29 @@ async fn an_isolated_follower_serves_stale_reads_fails_writes_and_recovers_after
         Ok::<_, anyhow::Error>(())
     };
 
+    let bounded = |max: Duration| {
+        let via_follower = via_follower.clone();
+        async move { via_follower.get_with("k", ReadOptions::bounded(max)).await }
+    };
+    eventually("bounded(200ms) reads before the partition", Duration::from_secs(10), || async {
+        bounded(Duration::from_millis(200)).await.ok()
+    })
+    .await?;
+
     net.isolate(follower);
+    let isolated_at = Instant::now();
     stale_read().await.context("a stale read on the isolated follower")?;
+    // Its bound grows from its last confirmed probe: bounded(200ms) reads soon refuse, typed.
+    let refused_after = eventually("bounded(200ms) reads to be refused", Duration::from_secs(5), || async {
+        match bounded(Duration::from_millis(200)).await {
+            Err(geocache_client::Error::StaleReplica { bound, .. }) => Some((isolated_at.elapsed(), bound)),
+            _ => None,
+        }
+    })
+    .await?;
+    eprintln!("bounded(200ms) refused {:?} after isolation, replica bound {:?}", refused_after.0, refused_after.1);
+    assert!(refused_after.0 < Duration::from_secs(2), "took {:?}", refused_after.0);
+    assert!(refused_after.1.is_some_and(|b| b > Duration::from_millis(200)));
     let start = Instant::now();
     match via_follower.set("k", "during").await {
         Ok(w) => bail!("a write through the isolated follower succeeded: {w:?}"),
@@ -123,6 +148,18 @@ async fn an_isolated_follower_serves_stale_reads_fails_writes_and_recovers_after
     }
     // By now the follower's election timer has fired; it still answers from its own state.
     stale_read().await.context("a stale read on the isolated follower after its failed write")?;
+    // Once it has been out of contact longer than an election takes, it refuses writes at once
+    // as unavailable (nothing sent, safe to retry) instead of letting them hang.
+    let refused =
+        eventually("writes through the follower to be refused as unavailable", Duration::from_secs(10), || async {
+            match via_follower.set("k", "during").await {
+                Err(e @ geocache_client::Error::Unavailable { .. }) => Some(e),
+                _ => None,
+            }
+        })
+        .await?;
+    assert!(refused.outcome_known(), "{refused}");
+    eprintln!("isolated follower refuses writes: {refused}");
     // The majority side keeps committing.
     let majority = pinned(&cluster, leader, Duration::from_secs(5)).await?;
     eventually("a write on the majority side", Duration::from_secs(15), || async {
@@ -141,5 +178,78 @@ async fn an_isolated_follower_serves_stale_reads_fails_writes_and_recovers_after
     let entry = cluster.client().await?.get("k").await?.context("k missing")?;
     assert_eq!(entry.value, "after");
     assert_eq!(entry.version, healed.version);
+    eventually("bounded reads on the healed follower", Duration::from_secs(10), || async {
+        bounded(Duration::from_millis(200)).await.ok()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_your_writes_on_a_lagging_follower_and_bounds_that_hold_under_lag() -> Result<()> {
+    let net = Netsim::new();
+    let (cluster, leader) = start_behind(&net).await?;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    // The follower trails: everything between it and the leader takes 150 ms each way.
+    net.set_delay(leader, follower, 3 * ONE_WAY)?;
+    net.set_delay(follower, leader, 3 * ONE_WAY)?;
+    let writer = pinned(&cluster, leader, Duration::from_secs(5)).await?;
+    let reader = pinned(&cluster, follower, Duration::from_secs(5)).await?;
+
+    // Read-your-writes: acknowledged by the leader, read at once on the lagging follower.
+    for i in 0..5 {
+        let written = writer.set("ryw", format!("v{i}")).await?;
+        let options = ReadOptions::stale().with_min_version(written.version);
+        let entry = reader.get_with("ryw", options).await?.context("ryw missing")?;
+        assert!(entry.version >= written.version, "read v{} before its own write v{}", entry.version, written.version);
+        assert_eq!(entry.meta.node_id, follower);
+    }
+
+    // Bounded reads under a write stream on a lagging replica: an answered read is never older
+    // than the newest write acknowledged more than the bound before the read began.
+    // A probe costs two 150 ms hops plus the leader's quorum round: the bound hovers around 450 ms.
+    let max = Duration::from_millis(800);
+    let stop = Instant::now() + Duration::from_secs(4);
+    let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, u64)>::new()));
+    let stream = {
+        let (acks, writer) = (acks.clone(), writer.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < stop {
+                i += 1;
+                if let Ok(w) = writer.set("register", format!("{i}")).await {
+                    acks.lock().unwrap().push((Instant::now(), w.version));
+                }
+            }
+        })
+    };
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    while Instant::now() < stop {
+        let invoked = Instant::now();
+        match reader.get_with("register", ReadOptions::bounded(max)).await {
+            Ok(entry) => answered.push((invoked, entry.map(|e| e.version).unwrap_or(0))),
+            Err(geocache_client::Error::StaleReplica { .. }) => refused += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    stream.await?;
+    let acks = acks.lock().unwrap().clone();
+    assert!(
+        acks.len() >= 5 && answered.len() >= 20,
+        "{} writes, {} reads answered, {refused} refused",
+        acks.len(),
+        answered.len()
+    );
+    for (invoked, version) in &answered {
+        let must_see = acks.iter().filter(|(at, _)| *at + max < *invoked).map(|(_, v)| *v).max().unwrap_or(0);
+        assert!(*version >= must_see, "bounded({max:?}) read saw v{version}, but v{must_see} was acked before");
+    }
+    eprintln!(
+        "{} bounded reads on a lagging follower checked ({} refused), {} writes",
+        answered.len(),
+        refused,
+        acks.len()
+    );
     Ok(())
 }

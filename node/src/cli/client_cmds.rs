@@ -79,9 +79,17 @@ fn describe(target: &Target, status: tonic::Status) -> Failure {
         tonic::Code::Unavailable if is_transport(&status) => {
             format!("endpoint {} is unreachable: {}", target.endpoint, transport_cause(&status))
         }
-        tonic::Code::Unavailable => message.to_string(),
-        tonic::Code::InvalidArgument => message.to_string(),
-        tonic::Code::NotFound => message.to_string(),
+        tonic::Code::Unavailable
+            if status
+                .metadata()
+                .get(geocache_proto::ERROR_KIND_HEADER)
+                .is_some_and(|k| k == geocache_proto::STALE_REPLICA) =>
+        {
+            format!("stale replica: {message}")
+        }
+        tonic::Code::Unavailable => format!("unavailable: {message}"),
+        tonic::Code::InvalidArgument => format!("invalid argument: {message}"),
+        tonic::Code::NotFound => format!("not found: {message}"),
         tonic::Code::FailedPrecondition => message.to_string(),
         tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             format!("timed out: {message} (a write may or may not have applied)")

@@ -53,9 +53,14 @@ impl StalenessTracker {
     }
 }
 
-/// Probes forever, every `node.config().probe_interval`, keeping the node's bound fresh.
+/// Most probes in flight at once. Probes overlap so that a round trip longer than the probe
+/// interval does not add to the bound: a new probe starts every interval, not every round trip.
+const MAX_PROBES_IN_FLIGHT: usize = 16;
+
+/// Starts a probe every `node.config().probe_interval`, forever, keeping the node's bound fresh.
 pub async fn run_probe(node: Node) {
     let interval = node.config().probe_interval;
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PROBES_IN_FLIGHT));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -63,19 +68,32 @@ pub async fn run_probe(node: Node) {
         if !node.is_member_of_a_cluster() {
             continue;
         }
-        // A probe that takes longer than this is of no use for a bound anyway.
-        let patience = node.config().request_timeout.min(Duration::from_secs(2));
-        let sent = Instant::now();
-        let result = async {
-            let confirmed = super::fresh_read_index(&node, patience).await?;
-            let remaining = (sent + patience).saturating_duration_since(Instant::now());
-            node.wait_applied(confirmed.index, remaining).await
-        }
-        .await;
-        match result {
-            Ok(()) => node.staleness().record(sent),
-            Err(e) => tracing::debug!(error = %e, "staleness probe failed"),
-        }
+        // All slots busy means the leader is slow or gone: skipping a tick loses nothing.
+        let Ok(slot) = in_flight.clone().try_acquire_owned() else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            probe_once(&node).await;
+        });
+    }
+}
+
+/// One probe: note the instant, get a fresh read index, wait to apply it, record the instant.
+async fn probe_once(node: &Node) {
+    // A probe that takes longer than this is of no use for a bound anyway.
+    let patience = node.config().request_timeout.min(Duration::from_secs(2));
+    let sent = Instant::now();
+    let result = async {
+        let confirmed = super::fresh_read_index(node, patience).await?;
+        let remaining = (sent + patience).saturating_duration_since(Instant::now());
+        node.wait_applied(confirmed.index, remaining).await
+    }
+    .await;
+    match result {
+        Ok(()) => node.staleness().record(sent),
+        Err(e) => tracing::debug!(error = %e, "staleness probe failed"),
     }
 }
 

@@ -72,20 +72,28 @@ impl CacheService {
             let cmd = self.node.command(op.clone(), write_id);
             match self.node.propose(cmd).await {
                 Ok((index, applied)) => return WriteOutcome::Done(write_response(index, applied)),
-                // Mid-election: nothing was proposed, so wait for a leader and try again.
-                Err(Error::NotLeader { leader: None }) if !forwarded => match self.node.wait_for_leader(deadline).await
-                {
-                    Ok((leader, _)) if leader == self.node.id() => {
-                        // Metrics can name us a moment before Raft accepts writes: back off a bit.
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
+                // Mid-election: nothing was proposed, so wait for a leader and try again; but a
+                // node cut off from the leader says so at once rather than wait in vain.
+                Err(Error::NotLeader { leader: None }) if !forwarded => {
+                    if let Err(unreachable) = self.node.ensure_leader_reachable() {
+                        return WriteOutcome::Failed(unreachable);
                     }
-                    Ok(leader) => return WriteOutcome::Forward(leader),
-                    Err(e) => return WriteOutcome::Failed(e),
-                },
+                    match self.node.wait_for_leader(deadline).await {
+                        Ok((leader, _)) if leader == self.node.id() => {
+                            // Metrics can name us a moment before Raft accepts writes: back off.
+                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                            continue;
+                        }
+                        Ok(leader) => return WriteOutcome::Forward(leader),
+                        Err(e) => return WriteOutcome::Failed(e),
+                    }
+                }
                 Err(e) => {
                     return match forward_target(&e, forwarded) {
-                        Some(leader) => WriteOutcome::Forward(leader),
+                        Some(leader) => match self.node.ensure_leader_reachable() {
+                            Ok(()) => WriteOutcome::Forward(leader),
+                            Err(unreachable) => WriteOutcome::Failed(unreachable),
+                        },
                         None => WriteOutcome::Failed(e),
                     }
                 }
@@ -146,9 +154,11 @@ enum WriteOutcome {
 macro_rules! write_or_forward {
     ($self:ident, $request:ident, $op:expr, $method:ident) => {{
         let forwarded = is_forwarded(&$request);
+        let request_timeout = $self.node.config().request_timeout;
+        let timeout = grpc_timeout(&$request).unwrap_or(request_timeout).min(request_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
         let message = $request.into_inner();
         let op = $op(&message)?;
-        let deadline = tokio::time::Instant::now() + $self.node.config().request_timeout;
         loop {
             match $self.write(op.clone(), message.write_id, forwarded, deadline).await {
                 WriteOutcome::Done(response) => break Ok(Response::new(response)),

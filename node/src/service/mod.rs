@@ -24,7 +24,7 @@ use crate::error::Error;
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        let message = e.to_string();
+        let message = e.detail();
         match e {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::NotFound(_) => Status::not_found(message),
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn a_stale_replica_refusal_is_typed_and_carries_the_bound() {
         let status = Status::from(Error::StaleReplica { bound_ms: Some(1400), max_ms: 200 });
-        assert_eq!(status.message(), "stale replica: bound 1.4s exceeds 200ms");
+        assert_eq!(status.message(), "bound 1.4s exceeds 200ms");
         assert_eq!(status.metadata().get(ERROR_KIND_HEADER).unwrap(), STALE_REPLICA);
         assert_eq!(status.metadata().get(STALENESS_BOUND_HEADER).unwrap(), "1400");
         let unknown = Status::from(Error::StaleReplica { bound_ms: None, max_ms: 200 });
