@@ -1,20 +1,25 @@
 //! Read-index batching on the leader: read-index requests that arrive together share one quorum
 //! round instead of paying a heartbeat round each.
 //!
-//! openraft's `get_read_log_id` sends a heartbeat to every voter per call. Here one task runs the
-//! rounds: it takes every request queued so far, runs one round, answers them all, and repeats.
-//! A request that arrives while a round is in flight waits for the next round: a round only
-//! answers requests that arrived before it began, because only those are covered by the
-//! leadership the round confirms (the read index is taken when the round starts).
+//! openraft's `get_read_log_id` sends a heartbeat to every voter per call. Here one task starts
+//! the rounds: it takes every request queued so far, starts one round for them all, and repeats.
+//! A round only answers requests that arrived before it began, because only those are covered by
+//! the leadership the round confirms (openraft takes the read index when the round starts).
+//! A few rounds may be in flight at once, so a read never waits for an unrelated round to finish
+//! (one round trip, not two, over a WAN); when all slots are busy, requests queue and share the
+//! next round, which is what makes reads scale with load.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::{Error, Result};
 use crate::types::Raft;
+
+/// Most quorum rounds in flight at once.
+const MAX_ROUNDS_IN_FLIGHT: usize = 4;
 
 /// Longest one quorum round may take before its requests are answered `NoQuorum`.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,37 +89,42 @@ async fn run_rounds(
     mut requests: mpsc::UnboundedReceiver<oneshot::Sender<RoundResult>>,
     counters: Arc<Counters>,
 ) {
-    use openraft::error::{CheckIsLeaderError, RaftError};
+    let rounds_in_flight = Arc::new(Semaphore::new(MAX_ROUNDS_IN_FLIGHT));
     while let Some(first) = requests.recv().await {
+        // While every round slot is busy, requests pile up here and share the next round.
+        let Ok(slot) = rounds_in_flight.clone().acquire_owned().await else { return };
         let mut waiters = vec![first];
         while let Ok(more) = requests.try_recv() {
             waiters.push(more);
         }
         counters.rounds.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(waiters.len() as u64, Ordering::Relaxed);
-        // A round normally ends within a heartbeat timeout; the cap only keeps a wedged round
-        // from holding every later read hostage.
-        let round = match tokio::time::timeout(ROUND_TIMEOUT, raft.get_read_log_id()).await {
-            Ok(round) => round,
-            Err(_) => {
-                for waiter in waiters {
-                    let _ = waiter.send(Err(RoundError::NoQuorum("quorum round timed out".into())));
-                }
-                continue;
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let result = one_round(&raft, self_id).await;
+            for waiter in waiters {
+                let _ = waiter.send(result.clone());
             }
-        };
-        let result = match round {
-            Ok((read_log_id, _applied)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(RoundError::NotLeader(
-                f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != self_id),
-            )),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
-                Err(RoundError::NoQuorum(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(RoundError::Fatal(e.to_string())),
-        };
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
+        });
+    }
+}
+
+/// One quorum round: openraft takes the read index when it starts the round, then confirms its
+/// leadership with a heartbeat to every voter.
+async fn one_round(raft: &Raft, self_id: u64) -> RoundResult {
+    use openraft::error::{CheckIsLeaderError, RaftError};
+    // A round normally ends within a heartbeat timeout; the cap only keeps a wedged round from
+    // holding its slot forever.
+    let Ok(round) = tokio::time::timeout(ROUND_TIMEOUT, raft.get_read_log_id()).await else {
+        return Err(RoundError::NoQuorum("quorum round timed out".into()));
+    };
+    match round {
+        Ok((read_log_id, _applied)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(RoundError::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != self_id)))
         }
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(RoundError::NoQuorum(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(RoundError::Fatal(e.to_string())),
     }
 }
