@@ -171,8 +171,12 @@ async fn a_learner_serves_every_read_level_and_reports_its_bound() -> Result<()>
             max_staleness_ms: 1000,
             min_version: written.version,
         };
-        let r =
-            learner.get(request).await.with_context(|| format!("{consistency:?} read on the learner"))?.into_inner();
+        // A learner just added has no staleness bound until its first probe completes.
+        let r = eventually(&format!("a {consistency:?} read on the learner"), Duration::from_secs(10), || {
+            let (mut learner, request) = (learner.clone(), request.clone());
+            async move { learner.get(request).await.ok().map(|r| r.into_inner()) }
+        })
+        .await?;
         assert!(r.found);
         assert_eq!(r.version, written.version);
         assert_eq!(r.meta.as_ref().map(|m| m.node_id), Some(4));
