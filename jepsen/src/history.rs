@@ -1,0 +1,132 @@
+//! The history of a test: every operation's invocation and completion, with timestamps from one
+//! monotonic clock, as Jepsen records them. Written as JSON lines (`history.jsonl`), one
+//! [`Event`] per line, in the order they happened.
+//!
+//! Invariants: a process (one client worker) has at most one operation in flight, so its events
+//! alternate invoke, completion; a completion repeats its invocation's operation with the result
+//! filled in; `time_ns` never decreases along the history.
+//!
+//! Completions are classified as Jepsen does: `Ok` (it happened, with this result), `Fail` (it
+//! certainly did not happen), `Info` (unknown: it may have happened, at any time after its
+//! invocation, or never). A timeout or a lost connection is `Info`, never `Fail`.
+
+use serde::{Deserialize, Serialize};
+
+/// A client worker. Each has one operation in flight at a time.
+pub type Process = u64;
+
+/// One line of the history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Position in the history, from 0.
+    pub index: u64,
+    /// Nanoseconds since the test started (one monotonic clock for the whole test).
+    pub time_ns: u64,
+    pub process: Process,
+    pub kind: EventKind,
+    pub op: Op,
+    /// For completions: why it failed or is unknown, for people reading the history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Invocation or one of the three kinds of completion.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Invoke,
+    Ok,
+    Fail,
+    Info,
+}
+
+/// Read consistency of a read operation, as the workload asked for it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadLevel {
+    #[default]
+    Linearizable,
+    /// Bounded staleness, in ms.
+    Bounded(u64),
+    Stale,
+}
+
+/// An operation on one key of a register workload (the cache workload adds its own later).
+/// Values are unique strings per write, so a read's value names the write it saw.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(tag = "f", rename_all = "lowercase")]
+pub enum Op {
+    /// Read `key`. `value`: `None` on invocation; on an `Ok` completion, `Some(v)` with `v` the
+    /// value read (`None` inside meaning the key was absent).
+    Read {
+        key: String,
+        level: ReadLevel,
+        #[serde(default)]
+        value: Option<Option<String>>,
+    },
+    /// Write `value` to `key`.
+    Write { key: String, value: String },
+    /// Compare-and-set: if `key` holds `from` (`None`: absent), set it to `to`.
+    Cas { key: String, from: Option<String>, to: String },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } => key,
+        }
+    }
+}
+
+/// Reads a history written as JSON lines.
+pub fn parse_jsonl(text: &str) -> Result<Vec<Event>, serde_json::Error> {
+    text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect()
+}
+
+/// Writes a history as JSON lines.
+pub fn to_jsonl(events: &[Event]) -> String {
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&serde_json::to_string(e).expect("history events always serialize"));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_through_jsonl() {
+        let events = vec![
+            Event {
+                index: 0,
+                time_ns: 5,
+                process: 1,
+                kind: EventKind::Invoke,
+                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: None },
+                error: None,
+            },
+            Event {
+                index: 1,
+                time_ns: 9,
+                process: 1,
+                kind: EventKind::Ok,
+                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: Some(None) },
+                error: None,
+            },
+            Event {
+                index: 2,
+                time_ns: 10,
+                process: 2,
+                kind: EventKind::Info,
+                op: Op::Cas { key: "k".into(), from: Some("a".into()), to: "b".into() },
+                error: Some("timeout".into()),
+            },
+        ];
+        let text = to_jsonl(&events);
+        assert!(text.lines().next().unwrap().contains(r#""f":"read""#), "{text}");
+        assert_eq!(parse_jsonl(&text).unwrap(), events);
+    }
+}
