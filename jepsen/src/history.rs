@@ -56,13 +56,13 @@ pub enum ReadLevel {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(tag = "f", rename_all = "lowercase")]
 pub enum Op {
-    /// Read `key`. `value`: `None` on invocation; on an `Ok` completion, `Some(v)` with `v` the
-    /// value read (`None` inside meaning the key was absent).
+    /// Read `key`. On an `Ok` completion `value` is what was read (`None`: the key was absent);
+    /// on an invocation or a `Fail`/`Info` completion it means nothing and is `None`.
     Read {
         key: String,
         level: ReadLevel,
         #[serde(default)]
-        value: Option<Option<String>>,
+        value: Option<String>,
     },
     /// Write `value` to `key`.
     Write { key: String, value: String },
@@ -113,7 +113,7 @@ mod tests {
                 time_ns: 9,
                 process: 1,
                 kind: EventKind::Ok,
-                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: Some(None) },
+                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: Some("v1".into()) },
                 error: None,
             },
             Event {
