@@ -314,6 +314,15 @@ fn parse_member(s: &str) -> Result<(NodeId, String, String), String> {
 /// Kept in the library so the integration tests can build an identical binary of their own.
 pub fn main() -> ! {
     let cli = Cli::parse();
+    // Fail-stop: a panic anywhere (a bug, a corrupt snapshot, a fault point) ends the process
+    // rather than leave a half-working node that could diverge; it restarts from its disk.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
+    // Fault points (only in builds with the `fault-points` feature), from FAILPOINTS.
+    let _fault_points = fail::FailScenario::setup();
     // Servers log at info by default; one-shot commands stay quiet unless RUST_LOG says otherwise.
     let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

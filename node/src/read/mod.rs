@@ -89,6 +89,9 @@ pub async fn prepare_read(
 
 /// A fresh read index: from the local quorum check on the leader, or asked of the leader.
 pub(crate) async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<ConfirmedIndex> {
+    // Test builds only: a deliberately broken follower that skips the read index, so the harness
+    // can show it catches the stale reads that follow.
+    fail::fail_point!("read-skip-read-index", !node.is_leader(), |_| Ok(ConfirmedIndex { index: 0, term: 0 }));
     if node.is_leader() {
         return leader_read_index(node).await;
     }
