@@ -163,7 +163,7 @@ async fn a_learner_serves_every_read_level_and_reports_its_bound() -> Result<()>
     assert_eq!(code, 0, "{err}");
     let written = cluster.client().await?.set("k", "v").await?;
 
-    let mut learner = raw(&cluster, 4).await?;
+    let learner = raw(&cluster, 4).await?;
     for consistency in [pb::Consistency::Linearizable, pb::Consistency::Bounded, pb::Consistency::Stale] {
         let request = pb::GetRequest {
             key: "k".into(),
