@@ -1,8 +1,270 @@
-//! `geocache-jepsen`: the fault-injection harness. Its real content (cluster control, fault proxy,
-//! nemeses, workloads, checkers) is the subject of a later issue; this crate only reserves its place
-//! in the workspace so the layout of DESIGN.md section 2 holds from the start.
+//! `geocache-jepsen`: the fault-injection harness's command line. Parses the flags into a
+//! [`TestConfig`] and hands it to [`geocache_jepsen::runner::run`]; all the logic lives in the
+//! library.
+//!
+//! Exit codes: 0 the history is valid, 1 it is invalid, 2 unknown (a checker ran out of
+//! budget) or a harness error (bad flags, the binary missing, a node that would not start).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use geocache_jepsen::history::ReadLevel;
+use geocache_jepsen::nemesis::{NemesisConfig, NemesisKind};
+use geocache_jepsen::runner::{self, CheckModel, TestConfig, WorkloadKind};
+use geocache_jepsen::workload::RegisterConfig;
+use geocache_node::netsim::LatencyMatrix;
+
+/// Jepsen-style fault injection for geocache: runs real `geocache serve` processes on loopback
+/// behind a fault proxy, drives a workload through clients while a nemesis partitions, kills
+/// and pauses nodes, records the history and checks it.
+#[derive(Parser, Debug)]
+#[command(name = "geocache-jepsen", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one test; writes DIR/history.jsonl, DIR/results.json and DIR/nodes/*.log.
+    /// Exit code: 0 valid, 1 invalid, 2 unknown or harness error.
+    #[command(
+        after_help = "Example:\n  geocache-jepsen test --nodes 5 --nemesis partition,kill,pause --workload register \\\n    \
+                            --read-consistency linearizable --time 60s --rate 200 --concurrency 10 --seed 7 --out runs/x\n\n\
+                            Replay a run with the same --seed (and flags): the nemesis makes the same choices."
+    )]
+    Test(TestArgs),
+}
+
+#[derive(Args, Debug)]
+struct TestArgs {
+    /// Number of nodes (all voters), ids 1..=N, regions assigned in turn.
+    #[arg(long, default_value_t = 5)]
+    nodes: u64,
+    /// Region labels, comma-separated.
+    #[arg(long, default_value = "us-east,eu-west,ap-south", value_delimiter = ',')]
+    regions: Vec<String>,
+    /// One-way latency between regions on every node-to-node link: one duration for every pair
+    /// (80ms) or per pair (us-east:eu-west=80ms,us-east:ap-south=150ms,eu-west:ap-south=120ms).
+    /// Raft timing is stretched to fit unless --heartbeat/--election-timeout say otherwise.
+    #[arg(long, value_parser = parse_latency)]
+    latency: Option<LatencyMatrix>,
+    /// Faults to inject, comma-separated: partition, kill, pause; `all`; or `none`.
+    #[arg(long, default_value = "partition,kill,pause", value_parser = parse_nemesis)]
+    nemesis: NemesisList,
+    /// How long each fault lasts.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    fault_window: Duration,
+    /// How long the cluster stays healthy between faults (and before the first).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    heal_window: Duration,
+    /// Workload: register (read / write / compare-and-set on a few keys).
+    #[arg(long, default_value = "register")]
+    workload: WorkloadKind,
+    /// Level of the workload's reads: linearizable, bounded:DURATION (e.g. bounded:250ms), stale.
+    #[arg(long, default_value = "linearizable", value_parser = runner::parse_read_level)]
+    read_consistency: ReadLevel,
+    /// What the checkers hold reads to: linearizable (the whole history must be linearizable,
+    /// whatever level reads were issued at), read-level (each read by its own level's promise),
+    /// or auto (read-level for bounded reads, linearizable otherwise).
+    #[arg(long, default_value = "auto")]
+    model: String,
+    /// Length of the run (workload + nemesis), e.g. 60s, 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    time: Duration,
+    /// Workload time after the final heal, with no faults, to see the cluster recover.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    recovery: Duration,
+    /// Operations per second, all clients together.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Client processes, each with one operation in flight; spread over the nodes round-robin
+    /// for their reads.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Keys in use at a time.
+    #[arg(long, default_value_t = 5)]
+    keys: usize,
+    /// Operations after which a key retires for a fresh one (keeps the checker fast).
+    #[arg(long, default_value_t = 200)]
+    ops_per_key: u64,
+    /// Deadline of one client call; a fault then yields an `info` operation, not a stall.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    op_timeout: Duration,
+    /// Seed of every random choice (faults, targets, operations): the same seed replays them.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory.
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// The geocache binary [default: `geocache` next to this executable, else the
+    /// `geocache-node-under-test` this crate builds there]
+    #[arg(long = "bin", env = "GEOCACHE_BIN")]
+    bin: Option<PathBuf>,
+    /// Raft heartbeat interval of the nodes (default: fitted to --latency; 150ms without).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    heartbeat: Option<Duration>,
+    /// Raft election timeout of the nodes (default: fitted to --latency; 1s without).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    election_timeout: Option<Duration>,
+    /// Time the checkers may spend; keys not decided by then are "unknown", never valid.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    check_budget: Duration,
+    /// RUST_LOG of the nodes (their logs go to DIR/nodes/node-N.log).
+    #[arg(long, default_value = "info,openraft=warn")]
+    node_log: String,
+    /// No progress line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// A parsed `--nemesis` value (a newtype, so clap does not treat it as a repeated flag).
+#[derive(Clone, Debug)]
+struct NemesisList(Vec<NemesisKind>);
+
+fn parse_nemesis(s: &str) -> Result<NemesisList, String> {
+    runner::parse_nemesis(s).map(NemesisList)
+}
+
+fn parse_latency(s: &str) -> Result<LatencyMatrix, String> {
+    LatencyMatrix::parse(s).map_err(|e| e.to_string())
+}
+
+/// `geocache` next to this executable (cargo builds both into target/<profile>/), or, if only
+/// this crate was built (`cargo run -p geocache-jepsen`), the identical
+/// `geocache-node-under-test` this crate builds beside it. If neither exists, the path of the
+/// first, so the error names what to build.
+fn default_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
+    let dir = exe.parent().ok_or("this executable has no directory")?;
+    let geocache = dir.join("geocache");
+    let twin = dir.join("geocache-node-under-test");
+    Ok(if !geocache.exists() && twin.exists() { twin } else { geocache })
+}
+
+fn test_config(args: TestArgs) -> Result<TestConfig, String> {
+    if args.nodes == 0 || args.nodes > 9 {
+        return Err("--nodes must be between 1 and 9".into());
+    }
+    if args.concurrency == 0 {
+        return Err("--concurrency must be at least 1".into());
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        return Err("--rate must be a positive number of operations per second".into());
+    }
+    if args.keys == 0 || args.ops_per_key == 0 {
+        return Err("--keys and --ops-per-key must be at least 1".into());
+    }
+    if args.op_timeout.is_zero() || args.fault_window.is_zero() {
+        return Err("--op-timeout and --fault-window must be positive".into());
+    }
+    let regions: Vec<String> =
+        args.regions.into_iter().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+    if regions.is_empty() {
+        return Err("--regions needs at least one region".into());
+    }
+    let model = CheckModel::parse(&args.model, args.read_consistency)?;
+    let bin = match args.bin {
+        Some(bin) => bin,
+        None => default_bin()?,
+    };
+    Ok(TestConfig {
+        bin,
+        out: args.out,
+        nodes: args.nodes,
+        regions,
+        latency: args.latency,
+        heartbeat: args.heartbeat,
+        election_timeout: args.election_timeout,
+        workload: args.workload,
+        register: RegisterConfig {
+            read_level: args.read_consistency,
+            rate: args.rate,
+            concurrency: args.concurrency,
+            keys: args.keys,
+            ops_per_key: args.ops_per_key,
+            timeout: args.op_timeout,
+            seed: args.seed,
+            ..RegisterConfig::default()
+        },
+        nemesis: NemesisConfig {
+            kinds: args.nemesis.0,
+            fault_window: args.fault_window,
+            heal_window: args.heal_window,
+            seed: args.seed,
+        },
+        time: args.time,
+        recovery: args.recovery,
+        check_budget: args.check_budget,
+        model,
+        seed: args.seed,
+        node_log_filter: args.node_log,
+        progress: !args.quiet,
+    })
+}
 
 fn main() {
-    eprintln!("geocache-jepsen: not implemented yet (see the fault-injection issue)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let Command::Test(args) = cli.command;
+    let config = match test_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("geocache-jepsen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geocache-jepsen: cannot start the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let outcome = runtime.block_on(runner::run(config));
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    std::process::exit(outcome.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let cli = Cli::try_parse_from(
+            "geocache-jepsen test --nodes 5 --nemesis partition,kill,pause --workload register \
+             --read-consistency bounded:250ms --time 60s --rate 200 --concurrency 10 --seed 7 --out runs/x \
+             --bin /bin/true"
+                .split_whitespace(),
+        )
+        .unwrap();
+        let Command::Test(args) = cli.command;
+        let config = test_config(args).unwrap();
+        assert_eq!(config.nemesis.kinds, vec![NemesisKind::Partition, NemesisKind::Kill, NemesisKind::Pause]);
+        assert_eq!(config.register.read_level, ReadLevel::Bounded(250));
+        assert_eq!(config.time, Duration::from_secs(60));
+        assert_eq!((config.seed, config.register.seed, config.nemesis.seed), (7, 7, 7));
+        assert_eq!(config.out, PathBuf::from("runs/x"));
+        assert_eq!(config.regions, vec!["us-east", "eu-west", "ap-south"]);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        assert!(Cli::try_parse_from(["geocache-jepsen", "test", "--nemesis", "chaos"]).is_err());
+        assert!(Cli::try_parse_from(["geocache-jepsen", "test", "--read-consistency", "fresh"]).is_err());
+        assert!(Cli::try_parse_from(["geocache-jepsen", "test", "--workload", "bank"]).is_err());
+        let cli = Cli::try_parse_from(["geocache-jepsen", "test", "--nodes", "0", "--bin", "/bin/true"]).unwrap();
+        let Command::Test(args) = cli.command;
+        assert!(test_config(args).unwrap_err().contains("--nodes"));
+    }
 }

@@ -1,2 +1,300 @@
 //! Checkers: each judges a recorded history on its own, without the cluster (one file each,
 //! each testable on hand-written histories).
+//!
+//! [`operation`] pairs invocations with completions; [`linearizable`] checks each key as a
+//! linearizable register (writes, compare-and-sets, linearizable reads); [`staleness`] checks
+//! bounded and stale reads against what was acknowledged before them. [`check_all`] runs them all
+//! and combines their verdicts into the [`CheckReport`] that goes into `results.json`.
+//!
+//! Invariants every checker keeps:
+//! * it trusts only the history: values clients sent and received, and times from the one test
+//!   clock. Nothing the system reports about itself (versions, bounds, node ids) is evidence;
+//! * `Fail` means the operation did not happen, `Info` (or no completion) that it may have
+//!   happened at any time after its invocation, or never; equal timestamps count as concurrent;
+//! * `valid` is said only when the check was exhaustive; a search that ran out of budget says
+//!   `unknown`, and an anomaly is reported with the operations that show it;
+//! * a history that breaks its own format is a harness bug: it makes the verdict `unknown`
+//!   (exit 2), never `invalid`, and is listed apart from the anomalies.
+
+pub mod linearizable;
+pub mod operation;
+pub mod staleness;
+#[cfg(test)]
+mod test_history;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use self::linearizable::{LinearizabilityAnomaly, LinearizabilityResult};
+use self::operation::{HistoryError, Operation};
+use self::staleness::StaleRead;
+use crate::history::{Event, EventKind, Op};
+
+/// A checker's verdict. Serializes as `true`, `false` or `"unknown"` (results.json's `valid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Valid,
+    Invalid,
+    Unknown,
+}
+
+impl Verdict {
+    /// Both verdicts together: invalid if either is, else unknown if either is, else valid.
+    pub fn and(self, other: Verdict) -> Verdict {
+        match (self, other) {
+            (Verdict::Invalid, _) | (_, Verdict::Invalid) => Verdict::Invalid,
+            (Verdict::Unknown, _) | (_, Verdict::Unknown) => Verdict::Unknown,
+            _ => Verdict::Valid,
+        }
+    }
+
+    /// The harness's exit code: 0 valid, 1 invalid, 2 unknown (as for a harness error).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Valid => 0,
+            Verdict::Invalid => 1,
+            Verdict::Unknown => 2,
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Valid => "valid",
+            Verdict::Invalid => "invalid",
+            Verdict::Unknown => "unknown",
+        })
+    }
+}
+
+impl Serialize for Verdict {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Verdict::Valid => s.serialize_bool(true),
+            Verdict::Invalid => s.serialize_bool(false),
+            Verdict::Unknown => s.serialize_str("unknown"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Verdict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Bool(bool),
+            Str(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::Bool(true) => Ok(Verdict::Valid),
+            Repr::Bool(false) => Ok(Verdict::Invalid),
+            Repr::Str(s) if s == "unknown" => Ok(Verdict::Unknown),
+            Repr::Str(s) => Err(serde::de::Error::custom(format!("expected true, false or \"unknown\", got {s:?}"))),
+        }
+    }
+}
+
+/// Everything the checkers found, as it goes into `results.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct CheckReport {
+    /// All checkers together (see [`Verdict::and`]); `unknown` if the history is malformed.
+    pub valid: Verdict,
+    pub linearizable: LinearizableSummary,
+    pub staleness: StalenessSummary,
+    /// Every anomaly, linearizability ones first (one per invalid key), then stale reads in key
+    /// and invocation order.
+    pub anomalies: Vec<Anomaly>,
+    pub op_counts: OpCounts,
+    /// Harness bugs: places where the history breaks its own format.
+    pub history_errors: Vec<HistoryError>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LinearizableSummary {
+    pub valid: Verdict,
+    pub keys: usize,
+    /// Operations judged over all keys.
+    pub ops: usize,
+    /// Keys whose search ran out of budget.
+    pub unknown_keys: Vec<String>,
+    pub invalid_keys: Vec<String>,
+    /// The slowest key's search, in ms.
+    pub slowest_key_ms: f64,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StalenessSummary {
+    pub valid: Verdict,
+    /// `Ok` bounded and stale reads judged.
+    pub reads: usize,
+}
+
+/// One anomaly, tagged with the checker that found it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "checker", rename_all = "lowercase")]
+pub enum Anomaly {
+    Linearizable(Box<LinearizabilityAnomaly>),
+    Staleness(Box<StaleRead>),
+}
+
+/// How many operations completed each way.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub ok: usize,
+    pub fail: usize,
+    /// Completed as indeterminate.
+    pub info: usize,
+    /// Never completed (as indeterminate as `info`).
+    pub pending: usize,
+}
+
+impl OutcomeCounts {
+    fn count(&mut self, op: &Operation) {
+        match (op.outcome, op.complete_index) {
+            (EventKind::Ok, _) => self.ok += 1,
+            (EventKind::Fail, _) => self.fail += 1,
+            (_, Some(_)) => self.info += 1,
+            (_, None) => self.pending += 1,
+        }
+    }
+}
+
+/// Operations by function and outcome.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpCounts {
+    pub total: OutcomeCounts,
+    pub read: OutcomeCounts,
+    pub write: OutcomeCounts,
+    pub cas: OutcomeCounts,
+}
+
+impl OpCounts {
+    pub fn of(ops: &[Operation]) -> Self {
+        let mut counts = OpCounts::default();
+        for op in ops {
+            counts.total.count(op);
+            match op.op {
+                Op::Read { .. } => counts.read.count(op),
+                Op::Write { .. } => counts.write.count(op),
+                Op::Cas { .. } => counts.cas.count(op),
+            }
+        }
+        counts
+    }
+}
+
+/// Runs every checker on `history`. `budget` bounds the linearizability search's wall-clock time
+/// (keys not decided by then are `unknown`); the other checkers are linear-ish and unbounded.
+pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
+    let (ops, history_errors) = operation::pair(history);
+
+    let started = Instant::now();
+    let lin = linearizable::check(&ops, budget);
+    let elapsed_ms = started.elapsed().as_micros() as f64 / 1e3;
+    let stale = staleness::check(&ops);
+
+    let mut anomalies = Vec::new();
+    let mut unknown_keys = Vec::new();
+    let mut invalid_keys = Vec::new();
+    for k in &lin.keys {
+        match &k.result {
+            LinearizabilityResult::Valid => {}
+            LinearizabilityResult::Invalid { anomaly, .. } => {
+                invalid_keys.push(k.key.clone());
+                anomalies.push(Anomaly::Linearizable(anomaly.clone()));
+            }
+            LinearizabilityResult::Unknown { .. } => unknown_keys.push(k.key.clone()),
+        }
+    }
+    anomalies.extend(stale.violations.iter().cloned().map(|v| Anomaly::Staleness(Box::new(v))));
+
+    let linearizable = LinearizableSummary {
+        valid: lin.result.verdict(),
+        keys: lin.keys.len(),
+        ops: lin.keys.iter().map(|k| k.ops).sum(),
+        unknown_keys,
+        invalid_keys,
+        slowest_key_ms: lin.keys.iter().map(|k| k.elapsed_us).max().unwrap_or(0) as f64 / 1e3,
+        elapsed_ms,
+    };
+    let staleness = StalenessSummary { valid: stale.valid, reads: stale.reads_checked };
+
+    let mut valid = linearizable.valid.and(staleness.valid);
+    if !history_errors.is_empty() {
+        // A broken record proves nothing either way about the system.
+        valid = Verdict::Unknown;
+    }
+    CheckReport { valid, linearizable, staleness, anomalies, op_counts: OpCounts::of(&ops), history_errors }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_history::H;
+    use super::*;
+    use crate::history::ReadLevel;
+
+    #[test]
+    fn verdict_serializes_as_results_json_expects() {
+        let json = serde_json::to_string(&[Verdict::Valid, Verdict::Invalid, Verdict::Unknown]).unwrap();
+        assert_eq!(json, r#"[true,false,"unknown"]"#);
+        let back: Vec<Verdict> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, vec![Verdict::Valid, Verdict::Invalid, Verdict::Unknown]);
+        assert!(serde_json::from_str::<Verdict>(r#""maybe""#).is_err());
+    }
+
+    #[test]
+    fn verdicts_combine_invalid_over_unknown_over_valid() {
+        use Verdict::*;
+        assert_eq!(Valid.and(Valid), Valid);
+        assert_eq!(Valid.and(Unknown), Unknown);
+        assert_eq!(Unknown.and(Invalid), Invalid);
+        assert_eq!(Invalid.and(Valid), Invalid);
+        assert_eq!([Valid, Invalid, Unknown].map(Verdict::exit_code), [0, 1, 2]);
+    }
+
+    #[test]
+    fn check_all_combines_checkers_and_counts_ops() {
+        let mut h = H::new();
+        h.w(1, 0, 10, "a", "a1");
+        h.r(2, 20, 30, "a", Some("a1"));
+        h.call(3, 0, 5, EventKind::Fail, H::write("b", "b0"));
+        h.w(1, 40, 50, "b", "b1");
+        h.w(1, 60, 70, "b", "b2");
+        h.call(2, 300, 310, EventKind::Ok, H::read_at("b", ReadLevel::Bounded(100), Some("b1")));
+        h.call(3, 320, 330, EventKind::Info, H::cas("b", Some("b2"), "b3"));
+        h.pending(4, 400, H::read("a"));
+        let report = check_all(&h.history(), Duration::from_secs(5));
+        assert_eq!(report.valid, Verdict::Invalid, "{report:#?}");
+        assert_eq!(report.linearizable.valid, Verdict::Valid);
+        assert_eq!(report.staleness.valid, Verdict::Invalid);
+        assert_eq!(report.anomalies.len(), 1);
+        assert_eq!(report.linearizable.keys, 2);
+        assert_eq!(report.op_counts.total, OutcomeCounts { ok: 5, fail: 1, info: 1, pending: 1 });
+        assert_eq!(report.op_counts.write, OutcomeCounts { ok: 3, fail: 1, info: 0, pending: 0 });
+        assert_eq!(report.op_counts.cas.info, 1);
+
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["valid"], serde_json::json!(false));
+        assert_eq!(json["anomalies"][0]["checker"], "staleness");
+        assert_eq!(json["anomalies"][0]["rule"], "stale");
+        let back: CheckReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+    }
+
+    #[test]
+    fn malformed_history_is_unknown_not_invalid() {
+        let mut h = H::new();
+        h.w(1, 0, 10, "k", "v1");
+        h.r(2, 20, 30, "k", Some("nobody wrote this"));
+        let mut events = h.history();
+        events.push(Event { index: 4, time_ns: 40, ..events[1].clone() }); // a second completion
+        let report = check_all(&events, Duration::from_secs(5));
+        assert_eq!(report.linearizable.valid, Verdict::Invalid);
+        assert_eq!(report.valid, Verdict::Unknown, "{report:#?}");
+        assert_eq!(report.history_errors.len(), 2, "{:?}", report.history_errors);
+    }
+}

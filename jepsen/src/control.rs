@@ -1,0 +1,581 @@
+//! Cluster control: real `geocache serve` processes on loopback, each behind the fault proxy.
+//!
+//! A [`Cluster`] owns N node processes (ids 1..=N, regions assigned in turn), one
+//! [`Netsim`] mesh that every node-to-node link crosses (each node is started with `--route`
+//! flags for its outgoing links), and each node's data dir and log under the run's output dir:
+//!
+//! ```text
+//! DIR/nodes/node-N/       data dir (sled: Raft log, vote, snapshots)
+//! DIR/nodes/node-N.log    the node's stderr, appended across restarts, with a harness line
+//!                         before each start
+//! ```
+//!
+//! What the harness may do to a node: `kill -9` it ([`Cluster::kill`]), restart it on the same
+//! port, data dir and flags ([`Cluster::restart`]), pause it with SIGSTOP and resume it with
+//! SIGCONT ([`Cluster::pause`], [`Cluster::resume`]); and to links, whatever [`Cluster::net`]
+//! offers (partitions, delays). Clients dial nodes directly, never through the proxy.
+//!
+//! Invariants:
+//! * Every process this module spawns is killed and reaped when the [`Cluster`] drops (even a
+//!   paused one: SIGKILL ends a stopped process). Each node also runs with `--exit-with-stdin`
+//!   and a stdin pipe this process holds, so nodes die with the harness even if it is killed.
+//! * A node's port, data dir and flags never change across restarts.
+//! * A node that exits without the harness killing it is recorded ([`Cluster::unexpected_exits`]):
+//!   that is a finding about the node, not a harness error.
+//!
+//! Later (extension points): membership changes (add/remove voters) go next to [`Cluster::init`];
+//! clock skew restarts a node with different `--clock-offset-ms` through [`NodeSpec::extra_args`].
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use geocache_node::netsim::{LatencyMatrix, Netsim};
+use geocache_node::types::NodeId;
+use geocache_proto as pb;
+use geocache_proto::admin_client::AdminClient;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+/// The regions nodes are labelled with, in turn, unless told otherwise.
+pub const DEFAULT_REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
+/// How long one admin call (status, init) may take. A paused node never answers, so every call
+/// needs a deadline.
+const ADMIN_CALL_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a (re)started node may take to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// The `geocache` binary.
+    pub bin: PathBuf,
+    /// The run's output dir; nodes live under `DIR/nodes/`.
+    pub dir: PathBuf,
+    /// Number of voters (ids 1..=nodes).
+    pub nodes: u64,
+    /// Region labels, assigned to nodes in turn by id.
+    pub regions: Vec<String>,
+    /// One-way delays between regions on every node-to-node link; `None`: no delay.
+    pub latency: Option<LatencyMatrix>,
+    /// Raft heartbeat; `None`: fitted to the latency (see [`raft_timing`]).
+    pub heartbeat: Option<Duration>,
+    /// Raft election timeout; `None`: fitted to the latency.
+    pub election_timeout: Option<Duration>,
+    /// `RUST_LOG` of the nodes.
+    pub node_log_filter: String,
+    /// More `geocache serve` flags for every node.
+    pub extra_args: Vec<String>,
+}
+
+/// Raft timing for a cluster whose slowest one-way link delay is `max_delay`:
+/// `(heartbeat, election timeout)`, the rule `geocache dev --wan-latency` uses. openraft 0.9
+/// times replication RPCs and a linearizable read's quorum round out after one heartbeat
+/// interval, so it must exceed the round trip with room to spare.
+pub fn raft_timing(max_delay: Duration) -> (Duration, Duration) {
+    let heartbeat = (4 * max_delay).max(Duration::from_millis(150));
+    let election = (5 * heartbeat).max(Duration::from_secs(1));
+    (heartbeat, election)
+}
+
+/// How one node is started; fixed for its life.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub addr: SocketAddr,
+    pub region: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Every `geocache serve` flag after `serve`, routes included.
+    pub args: Vec<String>,
+}
+
+impl NodeSpec {
+    pub fn member(&self) -> pb::Member {
+        pb::Member { id: self.id, addr: self.addr.to_string(), region: self.region.clone() }
+    }
+}
+
+/// What the harness has done to a node's process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessState {
+    Running,
+    /// Stopped with SIGSTOP.
+    Paused,
+    /// Killed by the harness (SIGKILL), not restarted yet.
+    Killed,
+    /// Exited on its own; see [`Cluster::unexpected_exits`].
+    Exited,
+}
+
+/// A node process that exited without the harness killing it.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnexpectedExit {
+    pub node: NodeId,
+    /// Seconds since the cluster was started.
+    pub at_s: f64,
+    /// The exit status, as the OS reports it (`exit status: 2`, `signal: 6 (SIGABRT)`).
+    pub status: String,
+    /// The last lines of its log.
+    pub log_tail: String,
+}
+
+struct NodeProc {
+    spec: NodeSpec,
+    state: ProcessState,
+    child: Option<Child>,
+    starts: u32,
+}
+
+/// A running cluster. Every method takes `&self` (the process table sits behind a mutex), so
+/// the nemesis, the workload and the runner can share it in an `Arc`.
+pub struct Cluster {
+    net: Netsim,
+    spec: ClusterSpec,
+    // A std mutex: held only to spawn or signal a process, never across an await.
+    nodes: Mutex<BTreeMap<NodeId, NodeProc>>,
+    exits: Mutex<Vec<UnexpectedExit>>,
+    started: Instant,
+}
+
+impl Cluster {
+    /// Starts every node behind a fresh proxy mesh, initialises them as one cluster with all
+    /// as voters, and waits until they agree on a leader. Must run inside a Tokio runtime
+    /// (the proxy's links are tasks). Every failure here is a harness error: the binary is
+    /// missing, a node would not start, or no leader was elected within `within`.
+    pub async fn start(spec: ClusterSpec, within: Duration) -> Result<Cluster> {
+        let cluster = Cluster::spawn_all(spec)?;
+        cluster.init(within).await?;
+        Ok(cluster)
+    }
+
+    /// Starts the processes (without initialising the cluster).
+    fn spawn_all(spec: ClusterSpec) -> Result<Cluster> {
+        if spec.nodes == 0 {
+            bail!("a cluster needs at least one node");
+        }
+        if spec.regions.is_empty() {
+            bail!("a cluster needs at least one region");
+        }
+        check_binary(&spec.bin)?;
+        let nodes_dir = spec.dir.join("nodes");
+        std::fs::create_dir_all(&nodes_dir).with_context(|| format!("create {}", nodes_dir.display()))?;
+
+        // Hold every node's port until the proxy has bound its own ports, so neither can take
+        // the other's; release them just before the nodes start.
+        let mut reserved = Vec::new();
+        let mut addrs = Vec::new();
+        for id in 1..=spec.nodes {
+            let listener = TcpListener::bind("127.0.0.1:0").context("reserve a loopback port")?;
+            addrs.push((id, listener.local_addr()?));
+            reserved.push(listener);
+        }
+        let net = Netsim::new();
+        net.add_mesh(&addrs).context("start the fault proxy")?;
+
+        let regions: BTreeMap<NodeId, String> = addrs
+            .iter()
+            .map(|(id, _)| (*id, spec.regions[((*id - 1) as usize) % spec.regions.len()].clone()))
+            .collect();
+        let mut max_delay = Duration::ZERO;
+        if let Some(matrix) = &spec.latency {
+            let used: Vec<&str> = spec.regions.iter().map(String::as_str).collect();
+            matrix.validate(&used).context("--latency")?;
+            net.apply_latency(matrix, &regions);
+            max_delay = matrix.max_delay(&used);
+        }
+        let (heartbeat, election) = raft_timing(max_delay);
+        let heartbeat = spec.heartbeat.unwrap_or(heartbeat);
+        let election = spec.election_timeout.unwrap_or(election);
+
+        let mut table = BTreeMap::new();
+        for (id, addr) in &addrs {
+            let mut args = vec![
+                "--id".to_string(),
+                id.to_string(),
+                "--region".into(),
+                regions[id].clone(),
+                "--listen".into(),
+                addr.to_string(),
+                "--data-dir".into(),
+                nodes_dir.join(format!("node-{id}")).display().to_string(),
+                "--heartbeat".into(),
+                format!("{}ms", heartbeat.as_millis()),
+                "--election-timeout".into(),
+                format!("{}ms", election.as_millis()),
+            ];
+            args.extend(net.route_args(*id));
+            args.extend(spec.extra_args.iter().cloned());
+            args.push("--exit-with-stdin".into());
+            let node = NodeSpec {
+                id: *id,
+                addr: *addr,
+                region: regions[id].clone(),
+                data_dir: nodes_dir.join(format!("node-{id}")),
+                log_path: nodes_dir.join(format!("node-{id}.log")),
+                args,
+            };
+            table.insert(*id, NodeProc { spec: node, state: ProcessState::Killed, child: None, starts: 0 });
+        }
+        drop(reserved);
+        let cluster = Cluster { net, spec, nodes: Mutex::new(table), exits: Mutex::default(), started: Instant::now() };
+        for id in cluster.ids() {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Initialises the cluster through node 1 with every node a voter, then waits for a leader
+    /// every node agrees on.
+    async fn init(&self, within: Duration) -> Result<NodeId> {
+        let deadline = Instant::now() + within;
+        let members: Vec<pb::Member> = self.specs().iter().map(NodeSpec::member).collect();
+        for id in self.ids() {
+            self.wait_until_listening(id, deadline.saturating_duration_since(Instant::now())).await?;
+        }
+        let mut admin = self.admin(1).await?;
+        let mut request = tonic::Request::new(pb::InitRequest { members });
+        request.set_timeout(Duration::from_secs(5));
+        admin.init(request).await.map_err(|s| anyhow!("init through node 1 failed: {}", s.message()))?;
+        self.wait_for_leader(deadline.saturating_duration_since(Instant::now())).await.context("after init")
+    }
+
+    /// The proxy every node-to-node link crosses: partitions and delays go through it.
+    pub fn net(&self) -> &Netsim {
+        &self.net
+    }
+
+    /// Node ids, in order.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.lock().keys().copied().collect()
+    }
+
+    /// How every node is started, by id.
+    pub fn specs(&self) -> Vec<NodeSpec> {
+        self.lock().values().map(|n| n.spec.clone()).collect()
+    }
+
+    /// Node `id`'s client address.
+    pub fn addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.lock().get(&id).map(|n| n.spec.addr)
+    }
+
+    /// Every node's client address, by id.
+    pub fn endpoints(&self) -> Vec<(NodeId, String)> {
+        self.lock().values().map(|n| (n.spec.id, n.spec.addr.to_string())).collect()
+    }
+
+    /// What the harness has done to node `id`.
+    pub fn state(&self, id: NodeId) -> Option<ProcessState> {
+        self.lock().get(&id).map(|n| n.state)
+    }
+
+    /// The output dir's `nodes/` dir.
+    pub fn nodes_dir(&self) -> PathBuf {
+        self.spec.dir.join("nodes")
+    }
+
+    /// `kill -9` node `id` and reap it. Killing a paused node works too (SIGKILL ends a stopped
+    /// process).
+    pub fn kill(&self, id: NodeId) -> Result<()> {
+        let mut nodes = self.lock();
+        let node = nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let mut child = node.child.take().ok_or_else(|| anyhow!("node {id} is not running ({:?})", node.state))?;
+        child.kill().with_context(|| format!("kill -9 node {id}"))?; // SIGKILL on unix
+        child.wait().with_context(|| format!("reap node {id}"))?;
+        node.state = ProcessState::Killed;
+        Ok(())
+    }
+
+    /// Restarts a killed (or exited) node on its port, data dir and flags, and waits until it
+    /// accepts connections. It rejoins with the membership on its disk.
+    pub async fn restart(&self, id: NodeId) -> Result<()> {
+        self.spawn(id)?;
+        self.wait_until_listening(id, START_TIMEOUT).await
+    }
+
+    /// Stops node `id` with SIGSTOP: it keeps its sockets but answers nothing.
+    pub fn pause(&self, id: NodeId) -> Result<()> {
+        self.signal(id, "STOP", ProcessState::Running, ProcessState::Paused)
+    }
+
+    /// Resumes a paused node with SIGCONT.
+    pub fn resume(&self, id: NodeId) -> Result<()> {
+        self.signal(id, "CONT", ProcessState::Paused, ProcessState::Running)
+    }
+
+    /// Undoes every fault: heals every link, resumes every paused node and restarts every
+    /// killed one (a node that exited on its own is restarted too, so the run can go on; its
+    /// exit stays recorded). Errors only if a node cannot be brought back.
+    pub async fn heal_all(&self) -> Result<()> {
+        self.net.heal();
+        let mut to_restart = Vec::new();
+        for id in self.ids() {
+            match self.state(id) {
+                Some(ProcessState::Paused) => self.resume(id)?,
+                Some(ProcessState::Killed | ProcessState::Exited) => to_restart.push(id),
+                _ => {}
+            }
+        }
+        for id in to_restart {
+            self.restart(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Notes every node that exited without the harness killing it (see
+    /// [`Cluster::unexpected_exits`]); returns the ones found now. Cheap; call it often.
+    pub fn poll_exits(&self) -> Vec<UnexpectedExit> {
+        let mut found = Vec::new();
+        let mut nodes = self.lock();
+        for node in nodes.values_mut() {
+            let Some(child) = node.child.as_mut() else { continue };
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                node.state = ProcessState::Exited;
+                found.push(UnexpectedExit {
+                    node: node.spec.id,
+                    at_s: self.started.elapsed().as_secs_f64(),
+                    status: describe_exit(status),
+                    log_tail: log_tail(&node.spec.log_path, 20),
+                });
+            }
+        }
+        drop(nodes);
+        self.exits.lock().unwrap_or_else(|e| e.into_inner()).extend(found.iter().cloned());
+        found
+    }
+
+    /// Every unexpected exit seen so far.
+    pub fn unexpected_exits(&self) -> Vec<UnexpectedExit> {
+        self.poll_exits();
+        self.exits.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Node `id`'s view of itself (admin `Status`, local only), or `None` if it does not answer
+    /// within a short deadline (down, paused, or overloaded).
+    pub async fn local_status(&self, id: NodeId) -> Option<pb::StatusResponse> {
+        let mut admin = self.admin(id).await.ok()?;
+        let mut request = tonic::Request::new(pb::StatusRequest { local_only: true });
+        request.set_timeout(ADMIN_CALL_TIMEOUT);
+        admin.status(request).await.ok().map(|r| r.into_inner())
+    }
+
+    /// The leader as the running nodes see it: the one named in the highest term any of them
+    /// reports, or `None` if none answers or none knows a leader.
+    pub async fn leader(&self) -> Option<NodeId> {
+        let mut best: Option<(u64, NodeId)> = None;
+        for id in self.ids() {
+            if self.state(id) != Some(ProcessState::Running) {
+                continue;
+            }
+            if let Some(status) = self.local_status(id).await {
+                if let Some(leader) = status.leader_id {
+                    if best.is_none_or(|(term, _)| status.term > term) {
+                        best = Some((status.term, leader));
+                    }
+                }
+            }
+        }
+        best.map(|(_, leader)| leader)
+    }
+
+    /// Waits until every running node answers and names the same leader, and that leader is
+    /// running. Errors after `within` (a liveness finding if the cluster was healthy).
+    pub async fn wait_for_leader(&self, within: Duration) -> Result<NodeId> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(leader) = self.agreed_leader().await {
+                return Ok(leader);
+            }
+            if Instant::now() >= deadline {
+                bail!("the nodes did not agree on a leader within {within:?}; see {}", self.nodes_dir().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn agreed_leader(&self) -> Option<NodeId> {
+        let mut leader = None;
+        for id in self.ids() {
+            if self.state(id) != Some(ProcessState::Running) {
+                continue;
+            }
+            let l = self.local_status(id).await?.leader_id?;
+            if leader.is_some_and(|x| x != l) {
+                return None;
+            }
+            leader = Some(l);
+        }
+        let leader = leader?;
+        (self.state(leader) == Some(ProcessState::Running)).then_some(leader)
+    }
+
+    /// Waits until node `id` accepts gRPC connections; fails early, with its log tail, if the
+    /// process exits.
+    async fn wait_until_listening(&self, id: NodeId, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.admin(id).await.is_ok() {
+                return Ok(());
+            }
+            if let Some(exit) = self.poll_exits().into_iter().find(|e| e.node == id) {
+                bail!("node {id} exited while starting ({}); its log ends:\n{}", exit.status, exit.log_tail);
+            }
+            if Instant::now() >= deadline {
+                bail!("node {id} did not accept connections within {within:?}; see its log");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// An admin client to node `id`, with a short connect timeout.
+    async fn admin(&self, id: NodeId) -> Result<AdminClient<Channel>> {
+        let addr = self.addr(id).ok_or_else(|| anyhow!("no node {id}"))?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(ADMIN_CALL_TIMEOUT)
+            .timeout(ADMIN_CALL_TIMEOUT)
+            .connect()
+            .await?;
+        Ok(AdminClient::new(channel))
+    }
+
+    /// Starts node `id`'s process (which must not be running).
+    fn spawn(&self, id: NodeId) -> Result<()> {
+        let mut nodes = self.lock();
+        let node = nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.spec.log_path)
+            .with_context(|| format!("open {}", node.spec.log_path.display()))?;
+        let verb = if node.starts == 0 { "starting" } else { "restarting" };
+        writeln!(
+            log,
+            "=== geocache-jepsen: {verb} node {id} at {} (cluster t={:.3}s): {} serve {}",
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+            self.started.elapsed().as_secs_f64(),
+            self.spec.bin.display(),
+            node.spec.args.join(" ")
+        )?;
+        let child = Command::new(&self.spec.bin)
+            .arg("serve")
+            .args(&node.spec.args)
+            // Kept open by this process: when it goes, the node goes (`--exit-with-stdin`).
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_LOG", &self.spec.node_log_filter)
+            // Plain text logs: they go to a file, not a terminal.
+            .env("NO_COLOR", "1")
+            .spawn()
+            .with_context(|| format!("start node {id} ({})", self.spec.bin.display()))?;
+        node.child = Some(child);
+        node.state = ProcessState::Running;
+        node.starts += 1;
+        Ok(())
+    }
+
+    fn signal(&self, id: NodeId, signal: &str, from: ProcessState, to: ProcessState) -> Result<()> {
+        let mut nodes = self.lock();
+        let node = nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+        if node.state != from {
+            bail!("cannot send SIG{signal} to node {id}: it is {:?}, not {from:?}", node.state);
+        }
+        let pid = node.child.as_ref().map(Child::id).ok_or_else(|| anyhow!("node {id} has no process"))?;
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .with_context(|| format!("run kill -{signal} {pid}"))?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} (node {id}) failed: {status}");
+        }
+        node.state = to;
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<NodeId, NodeProc>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in self.lock().values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        self.net.shutdown();
+    }
+}
+
+/// Fails with a helpful message when `bin` is not an executable file.
+fn check_binary(bin: &Path) -> Result<()> {
+    let meta = std::fs::metadata(bin).map_err(|e| {
+        anyhow!(
+            "cannot use the geocache binary {}: {e}. Build it (cargo build -p geocache-node) or pass --bin PATH / \
+             GEOCACHE_BIN",
+            bin.display()
+        )
+    })?;
+    if !meta.is_file() {
+        bail!("the geocache binary {} is not a file", bin.display());
+    }
+    Ok(())
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// The last `lines` lines of the file at `path` (empty if unreadable).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raft_timing_fits_the_round_trip() {
+        let ms = Duration::from_millis;
+        assert_eq!(raft_timing(Duration::ZERO), (ms(150), Duration::from_secs(1)));
+        assert_eq!(raft_timing(ms(80)), (ms(320), ms(1600)));
+    }
+
+    #[test]
+    fn a_missing_binary_is_named() {
+        let err = check_binary(Path::new("/nonexistent/geocache")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/geocache") && err.contains("--bin"), "{err}");
+    }
+
+    #[test]
+    fn log_tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        assert_eq!(log_tail(&path, 2), "b\nc");
+        assert_eq!(log_tail(&path, 10), "a\nb\nc");
+        assert_eq!(log_tail(&dir.path().join("none"), 3), "");
+    }
+}

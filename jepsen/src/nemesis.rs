@@ -1,0 +1,482 @@
+//! The nemesis: faults injected into a running [`Cluster`] on a schedule, from this process only.
+//!
+//! The schedule alternates a healthy window and a fault window (`heal_window`, then
+//! `fault_window`, then `heal_window`, ...), starting healthy. The fault windows go in rounds:
+//! each round uses every configured [`NemesisKind`] once, in an order shuffled by an [`StdRng`]
+//! seeded with the test's seed, so even a short test sees every kind. At the start of each fault
+//! window the nemesis picks the fault's shape and targets at random (same generator), injects
+//! the [`Fault`], and undoes it at the window's end. Each
+//! window is recorded ([`FaultWindow`]) for the report. When the test stops, any fault in force
+//! is undone at once and then everything is healed regardless ([`Cluster::heal_all`]): every
+//! link up, every paused node resumed, every killed node restarted.
+//!
+//! The kinds:
+//! * `partition`: blackholes links through the fault proxy (connections stall, as in a real
+//!   partition; see `geocache_node::netsim`), in one of three shapes ([`PartitionShape`]):
+//!   random halves, one node isolated, or the current leader in a minority.
+//! * `kill`: `kill -9` a random minority of the nodes (1 to (n-1)/2); restarted on the same
+//!   data dir at the window's end.
+//! * `pause`: SIGSTOP one random node; SIGCONT at the window's end.
+//!
+//! Replaying a seed replays the choices of kind, shape and targets, except where a choice
+//! depends on the cluster's state at the time (the leader-minority shape's leader, and which
+//! nodes are up to be killed or paused).
+//!
+//! Later (extension points): the `clock`, `crash-points` and `membership` nemeses are new
+//! [`NemesisKind`] variants with a [`Fault`] variant each (plan, inject, heal); `all` expands to
+//! every kind.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use geocache_node::types::NodeId;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::control::{Cluster, ProcessState};
+
+/// A kind of fault the nemesis can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NemesisKind {
+    Partition,
+    Kill,
+    Pause,
+}
+
+impl NemesisKind {
+    pub const ALL: [NemesisKind; 3] = [NemesisKind::Partition, NemesisKind::Kill, NemesisKind::Pause];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NemesisKind::Partition => "partition",
+            NemesisKind::Kill => "kill",
+            NemesisKind::Pause => "pause",
+        }
+    }
+
+    /// Parses a comma-separated list: `partition,kill`, `all` (every kind) or `none`.
+    pub fn parse_list(spec: &str) -> Result<Vec<NemesisKind>, String> {
+        let mut kinds: Vec<NemesisKind> = Vec::new();
+        for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let named = match item {
+                "none" => vec![],
+                "all" => NemesisKind::ALL.to_vec(),
+                other => vec![other.parse()?],
+            };
+            for kind in named {
+                if !kinds.contains(&kind) {
+                    kinds.push(kind);
+                }
+            }
+        }
+        Ok(kinds)
+    }
+}
+
+impl FromStr for NemesisKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<NemesisKind, String> {
+        NemesisKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = NemesisKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown nemesis {s:?}; known: {}, all, none", names.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for NemesisKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a partition splits the nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PartitionShape {
+    /// The nodes shuffled and cut in two: floor(n/2) against the rest.
+    RandomHalves,
+    /// One random node alone against the rest.
+    IsolateOne,
+    /// The current leader plus random others, (n-1)/2 in all, against the majority: forces an
+    /// election, and leaves a deposed leader serving on the minority side.
+    LeaderMinority,
+}
+
+impl PartitionShape {
+    const ALL: [PartitionShape; 3] =
+        [PartitionShape::RandomHalves, PartitionShape::IsolateOne, PartitionShape::LeaderMinority];
+
+    fn name(self) -> &'static str {
+        match self {
+            PartitionShape::RandomHalves => "random-halves",
+            PartitionShape::IsolateOne => "isolate-one",
+            PartitionShape::LeaderMinority => "leader-minority",
+        }
+    }
+}
+
+/// One fault, with its targets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Links between groups blackholed; links inside a group up.
+    Partition { shape: PartitionShape, groups: Vec<Vec<NodeId>> },
+    /// These nodes killed with SIGKILL.
+    Kill { nodes: Vec<NodeId> },
+    /// This node stopped with SIGSTOP.
+    Pause { node: NodeId },
+}
+
+impl Fault {
+    pub fn kind(&self) -> NemesisKind {
+        match self {
+            Fault::Partition { .. } => NemesisKind::Partition,
+            Fault::Kill { .. } => NemesisKind::Kill,
+            Fault::Pause { .. } => NemesisKind::Pause,
+        }
+    }
+
+    /// The nodes the fault cuts off: the smaller side of a partition, the killed or paused nodes.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            Fault::Partition { groups, .. } => groups.iter().min_by_key(|g| g.len()).cloned().unwrap_or_default(),
+            Fault::Kill { nodes } => nodes.clone(),
+            Fault::Pause { node } => vec![*node],
+        }
+    }
+
+    /// Applies the fault.
+    pub fn inject(&self, cluster: &Cluster) -> Result<()> {
+        match self {
+            Fault::Partition { groups, .. } => cluster.net().partition(groups),
+            Fault::Kill { nodes } => {
+                for id in nodes {
+                    cluster.kill(*id)?;
+                }
+            }
+            Fault::Pause { node } => cluster.pause(*node)?,
+        }
+        Ok(())
+    }
+
+    /// Undoes the fault: heals the links, restarts the killed nodes (waiting until they accept
+    /// connections), resumes the paused node.
+    pub async fn heal(&self, cluster: &Cluster) -> Result<()> {
+        match self {
+            Fault::Partition { .. } => cluster.net().heal(),
+            Fault::Kill { nodes } => {
+                for id in nodes {
+                    cluster.restart(*id).await?;
+                }
+            }
+            Fault::Pause { node } => cluster.resume(*node)?,
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |nodes: &[NodeId]| nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+        match self {
+            Fault::Partition { shape, groups } => {
+                let sides: Vec<String> = groups.iter().map(|g| format!("[{}]", list(g))).collect();
+                write!(f, "partition {} {}", shape.name(), sides.join(" | "))
+            }
+            Fault::Kill { nodes } => write!(f, "kill -9 [{}]", list(nodes)),
+            Fault::Pause { node } => write!(f, "pause [{node}]"),
+        }
+    }
+}
+
+/// A fault as it happened, for the report. Times are on the history's clock.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultWindow {
+    pub nemesis: NemesisKind,
+    /// e.g. `partition isolate-one [2] | [1,3]`, `kill -9 [4]`.
+    pub fault: String,
+    /// The nodes cut off (see [`Fault::nodes`]).
+    pub nodes: Vec<NodeId>,
+    /// For a partition, its sides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<Vec<NodeId>>>,
+    /// When the fault took effect, ns since the test started.
+    pub start_ns: u64,
+    /// When it was undone (for a kill: when the restarted nodes accepted connections again);
+    /// `None` if the harness failed before.
+    pub end_ns: Option<u64>,
+}
+
+impl FaultWindow {
+    /// Whether `time_ns` falls inside the window.
+    pub fn contains(&self, time_ns: u64) -> bool {
+        time_ns >= self.start_ns && self.end_ns.is_none_or(|end| time_ns < end)
+    }
+}
+
+/// The nemesis's settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct NemesisConfig {
+    /// Kinds to choose from; empty: no faults at all.
+    pub kinds: Vec<NemesisKind>,
+    /// How long each fault lasts.
+    #[serde(serialize_with = "crate::report::human_duration")]
+    pub fault_window: Duration,
+    /// How long the cluster stays healthy between faults (and before the first).
+    #[serde(serialize_with = "crate::report::human_duration")]
+    pub heal_window: Duration,
+    pub seed: u64,
+}
+
+/// The fault in force right now, shared with the progress line.
+pub type CurrentFault = Arc<Mutex<Option<String>>>;
+
+/// What a nemesis run leaves: the windows, and the harness error that ended it early, if any.
+pub struct NemesisOutcome {
+    pub windows: Vec<FaultWindow>,
+    pub error: Option<anyhow::Error>,
+}
+
+/// Runs the schedule against `cluster` until `stop` turns true, then heals everything.
+/// `start` is the history's clock. A failure to inject or undo a fault (a node that cannot be
+/// restarted, a signal that cannot be sent) ends the schedule early as a harness error.
+pub async fn run(
+    config: NemesisConfig,
+    cluster: Arc<Cluster>,
+    start: Instant,
+    current: CurrentFault,
+    mut stop: watch::Receiver<bool>,
+) -> NemesisOutcome {
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x6E65_6D65_7369_7321); // "nemesis!"
+    let mut windows = Vec::new();
+    let now_ns = || u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let set_current = |text: Option<String>| *current.lock().unwrap_or_else(|e| e.into_inner()) = text;
+    let mut error = None;
+    // The kinds still to come in this round: each round injects every kind once, in a shuffled
+    // order, so even a short test sees each of them.
+    let mut round: Vec<NemesisKind> = Vec::new();
+    if !config.kinds.is_empty() {
+        loop {
+            if sleep_or_stop(config.heal_window, &mut stop).await {
+                break;
+            }
+            if round.is_empty() {
+                round = config.kinds.clone();
+                round.shuffle(&mut rng);
+                round.reverse(); // popped from the back
+            }
+            let kind = round.pop().expect("refilled above");
+            let Some(fault) = plan(kind, &cluster, &mut rng).await else {
+                tracing::warn!("no target for the {kind} nemesis now; skipping a window");
+                continue;
+            };
+            if let Err(e) = fault.inject(&cluster) {
+                error = Some(e.context(format!("injecting {fault}")));
+                break;
+            }
+            let groups = match &fault {
+                Fault::Partition { groups, .. } => Some(groups.clone()),
+                _ => None,
+            };
+            windows.push(FaultWindow {
+                nemesis: kind,
+                fault: fault.to_string(),
+                nodes: fault.nodes(),
+                groups,
+                start_ns: now_ns(),
+                end_ns: None,
+            });
+            set_current(Some(fault.to_string()));
+            let stopped = sleep_or_stop(config.fault_window, &mut stop).await;
+            if let Err(e) = fault.heal(&cluster).await {
+                error = Some(e.context(format!("undoing {fault}")));
+                break;
+            }
+            if let Some(w) = windows.last_mut() {
+                w.end_ns = Some(now_ns());
+            }
+            set_current(None);
+            if stopped {
+                break;
+            }
+        }
+    }
+    // Whatever happened above, leave every node up and every link healed.
+    if let Err(e) = cluster.heal_all().await {
+        let e = e.context("the final heal");
+        error = Some(match error {
+            Some(first) => first.context(format!("{e:#}")),
+            None => e,
+        });
+    }
+    set_current(None);
+    NemesisOutcome { windows, error }
+}
+
+/// Sleeps `d`; returns early with `true` if `stop` turns true.
+async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    // A dropped sender counts as a stop too.
+    let stopped = async {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = stopped => true,
+    }
+}
+
+/// Picks targets for a fault of `kind`, or `None` if there is nothing to hit (e.g. every node
+/// is down already).
+async fn plan(kind: NemesisKind, cluster: &Cluster, rng: &mut StdRng) -> Option<Fault> {
+    let ids = cluster.ids();
+    let running: Vec<NodeId> =
+        ids.iter().copied().filter(|id| cluster.state(*id) == Some(ProcessState::Running)).collect();
+    match kind {
+        NemesisKind::Partition => {
+            let shape = *PartitionShape::ALL.choose(rng).expect("non-empty");
+            let leader = match shape {
+                PartitionShape::LeaderMinority => cluster.leader().await,
+                _ => None,
+            };
+            partition(shape, &ids, leader, rng).map(|groups| Fault::Partition { shape, groups })
+        }
+        NemesisKind::Kill => {
+            let most = minority(ids.len()).min(running.len());
+            if most == 0 {
+                return None;
+            }
+            let count = rng.gen_range(1..=most);
+            let mut nodes: Vec<NodeId> = running.choose_multiple(rng, count).copied().collect();
+            nodes.sort_unstable();
+            Some(Fault::Kill { nodes })
+        }
+        NemesisKind::Pause => running.choose(rng).map(|node| Fault::Pause { node: *node }),
+    }
+}
+
+/// The largest minority of `n` nodes, at least 1.
+fn minority(n: usize) -> usize {
+    ((n.saturating_sub(1)) / 2).max(1)
+}
+
+/// The sides of a partition of `ids` shaped `shape` (the leader, if known, for
+/// [`PartitionShape::LeaderMinority`]; without one, a random minority). `None` for a single
+/// node: nothing to cut.
+fn partition(
+    shape: PartitionShape,
+    ids: &[NodeId],
+    leader: Option<NodeId>,
+    rng: &mut StdRng,
+) -> Option<Vec<Vec<NodeId>>> {
+    if ids.len() < 2 {
+        return None;
+    }
+    let mut shuffled = ids.to_vec();
+    shuffled.shuffle(rng);
+    let cut = match shape {
+        PartitionShape::RandomHalves => ids.len() / 2,
+        PartitionShape::IsolateOne => 1,
+        PartitionShape::LeaderMinority => {
+            if let Some(leader) = leader.filter(|l| ids.contains(l)) {
+                shuffled.retain(|id| *id != leader);
+                shuffled.insert(0, leader);
+            }
+            minority(ids.len())
+        }
+    };
+    let (small, large) = shuffled.split_at(cut);
+    let mut groups = vec![small.to_vec(), large.to_vec()];
+    for g in &mut groups {
+        g.sort_unstable();
+    }
+    Some(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nemesis_lists_parse() {
+        use NemesisKind::*;
+        assert_eq!(NemesisKind::parse_list("partition,kill,pause").unwrap(), vec![Partition, Kill, Pause]);
+        assert_eq!(NemesisKind::parse_list("all").unwrap(), vec![Partition, Kill, Pause]);
+        assert_eq!(NemesisKind::parse_list("kill, kill,all").unwrap(), vec![Kill, Partition, Pause]);
+        assert_eq!(NemesisKind::parse_list("none").unwrap(), vec![]);
+        let err = NemesisKind::parse_list("partition,clock-skew").unwrap_err();
+        assert!(err.contains("clock-skew") && err.contains("partition, kill, pause"), "{err}");
+    }
+
+    #[test]
+    fn partitions_have_the_promised_shapes() {
+        let ids = [1, 2, 3, 4, 5];
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..50 {
+            let halves = partition(PartitionShape::RandomHalves, &ids, None, &mut rng).unwrap();
+            assert_eq!((halves[0].len(), halves[1].len()), (2, 3));
+            let one = partition(PartitionShape::IsolateOne, &ids, None, &mut rng).unwrap();
+            assert_eq!((one[0].len(), one[1].len()), (1, 4));
+            let lm = partition(PartitionShape::LeaderMinority, &ids, Some(4), &mut rng).unwrap();
+            assert_eq!(lm[0].len(), 2);
+            assert!(lm[0].contains(&4), "{lm:?}");
+            for groups in [halves, one, lm] {
+                let mut all: Vec<NodeId> = groups.concat();
+                all.sort_unstable();
+                assert_eq!(all, ids);
+            }
+        }
+        // Three nodes: every shape cuts one node off.
+        for shape in PartitionShape::ALL {
+            let g = partition(shape, &[1, 2, 3], Some(2), &mut rng).unwrap();
+            assert_eq!(g[0].len(), 1, "{shape:?}: {g:?}");
+        }
+        assert_eq!(partition(PartitionShape::IsolateOne, &[1], None, &mut rng), None);
+    }
+
+    #[test]
+    fn the_same_seed_plans_the_same_partitions() {
+        let plan = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..10)
+                .map(|_| partition(PartitionShape::RandomHalves, &[1, 2, 3, 4, 5], None, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(plan(7), plan(7));
+        assert_ne!(plan(7), plan(8));
+    }
+
+    #[test]
+    fn faults_describe_themselves() {
+        let f = Fault::Partition { shape: PartitionShape::IsolateOne, groups: vec![vec![2], vec![1, 3]] };
+        assert_eq!(f.to_string(), "partition isolate-one [2] | [1,3]");
+        assert_eq!(f.nodes(), vec![2]);
+        assert_eq!(Fault::Kill { nodes: vec![1, 4] }.to_string(), "kill -9 [1,4]");
+        assert_eq!(Fault::Pause { node: 3 }.nodes(), vec![3]);
+        assert_eq!(minority(3), 1);
+        assert_eq!(minority(5), 2);
+        assert_eq!(minority(1), 1);
+    }
+
+    #[test]
+    fn windows_contain_their_span() {
+        let w = FaultWindow {
+            nemesis: NemesisKind::Pause,
+            fault: "pause [1]".into(),
+            nodes: vec![1],
+            groups: None,
+            start_ns: 10,
+            end_ns: Some(20),
+        };
+        assert!(!w.contains(9) && w.contains(10) && w.contains(19) && !w.contains(20));
+    }
+}

@@ -1,0 +1,454 @@
+//! Workloads: what the clients do during a test, and the [`Recorder`] that turns it into a
+//! [`history`](crate::history).
+//!
+//! The **register** workload ([`run_register`]) treats each key as a register. `concurrency`
+//! worker processes each run one operation at a time, paced so that together they invoke about
+//! `rate` operations per second. Each operation is chosen at random (a per-worker [`StdRng`]
+//! seeded from the test's seed) among:
+//!
+//! * **read**: `get_with` at the configured level, sent to the worker's *home* replica only (a
+//!   client with that one endpoint and discovery off), so a replica cut off by a partition
+//!   really answers the reads it can: what a stale read level permits is then visible;
+//! * **write**: `set` of a value unique in the whole test (`p3-17`: process 3's 17th write);
+//! * **cas**: a linearizable read (recorded as a read op of its own), then, if it answered,
+//!   `set_with` on condition `IfVersion(version read)` (`IfAbsent` if the key was absent),
+//!   recorded as `Cas { from: value read, to: new value }`. Because every value is written once,
+//!   the key held `from` at the moment the write applied exactly when it still had the version
+//!   read, so the condition is the CAS. Applied: `ok`; condition failed: `fail`.
+//!
+//! Writes and cas go through a second client per worker that knows every node and follows the
+//! leader. Workers are spread over the nodes round-robin for their home replicas.
+//!
+//! Every call has a deadline (`timeout`, default 1 s), so a fault yields an indeterminate
+//! operation instead of a stalled worker. An error whose outcome is unknown
+//! ([`geocache_client::Error::outcome_known`] false: a timeout, a broken connection) is recorded
+//! as `info`, never `fail`; after an `info` the worker continues as a new process (id + the
+//! number of workers), as in Jepsen, because the old operation may still take effect later.
+//!
+//! Keys are `k0`, `k1`, ...: `keys` of them are in use at a time; a key retires once it has
+//! seen `ops_per_key` operations and a fresh one takes its place, so each key's history stays
+//! small enough for the linearizability checker.
+//!
+//! Later (extension points): a cache workload (set with TTL, get, delete) is another `run_*`
+//! function beside [`run_register`], recording into the same [`Recorder`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use geocache_client::{Client, Condition, ReadOptions, SetOptions};
+use geocache_node::types::NodeId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::history::{Event, EventKind, Op, Process, ReadLevel};
+
+/// Records a history as it happens: one clock (an [`Instant`] taken when the test started),
+/// indices in order, and running counts for the progress line.
+///
+/// Each event is stamped and numbered under one lock, so `time_ns` never decreases along the
+/// history and `index` is the position.
+pub struct Recorder {
+    start: Instant,
+    events: Mutex<Vec<Event>>,
+    counts: [AtomicU64; 4],
+}
+
+/// How many events of each kind were recorded so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub invoked: u64,
+    pub ok: u64,
+    pub fail: u64,
+    pub info: u64,
+}
+
+impl Recorder {
+    /// An empty history whose clock starts at `start`.
+    pub fn new(start: Instant) -> Recorder {
+        Recorder { start, events: Mutex::default(), counts: Default::default() }
+    }
+
+    /// The test's clock: nanoseconds since `start`.
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// When the test started.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Records that `process` invokes `op`.
+    pub fn invoke(&self, process: Process, op: &Op) {
+        self.push(process, EventKind::Invoke, op.clone(), None);
+    }
+
+    /// Records the completion of `process`'s operation.
+    pub fn complete(&self, process: Process, kind: EventKind, op: Op, error: Option<String>) {
+        debug_assert!(kind != EventKind::Invoke);
+        self.push(process, kind, op, error);
+    }
+
+    /// Counts so far.
+    pub fn counts(&self) -> Counts {
+        let c = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        Counts { invoked: c(0), ok: c(1), fail: c(2), info: c(3) }
+    }
+
+    /// A copy of the history so far.
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().clone()
+    }
+
+    fn push(&self, process: Process, kind: EventKind, op: Op, error: Option<String>) {
+        let slot = match kind {
+            EventKind::Invoke => 0,
+            EventKind::Ok => 1,
+            EventKind::Fail => 2,
+            EventKind::Info => 3,
+        };
+        let mut events = self.lock();
+        let event = Event { index: events.len() as u64, time_ns: self.now_ns(), process, kind, op, error };
+        events.push(event);
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The register workload's settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegisterConfig {
+    /// Level of the reads the workload chooses (a cas's own read is always linearizable).
+    pub read_level: ReadLevel,
+    /// Operations invoked per second, all workers together.
+    pub rate: f64,
+    /// Worker processes, each with one operation in flight at a time.
+    pub concurrency: usize,
+    /// Keys in use at a time.
+    pub keys: usize,
+    /// Operations after which a key retires for a fresh one.
+    pub ops_per_key: u64,
+    /// Deadline of one client call.
+    #[serde(serialize_with = "crate::report::human_duration")]
+    pub timeout: Duration,
+    /// Relative weights of read, write and cas.
+    pub mix: [u32; 3],
+    /// Seed of the operation choices.
+    pub seed: u64,
+}
+
+impl Default for RegisterConfig {
+    fn default() -> RegisterConfig {
+        RegisterConfig {
+            read_level: ReadLevel::Linearizable,
+            rate: 100.0,
+            concurrency: 5,
+            keys: 5,
+            ops_per_key: 200,
+            timeout: Duration::from_secs(1),
+            mix: [2, 1, 1],
+            seed: 0,
+        }
+    }
+}
+
+/// The keys in use, and how many operations each has seen.
+struct KeySpace {
+    active: Vec<(u64, u64)>,
+    next: u64,
+    per_key: u64,
+}
+
+impl KeySpace {
+    fn new(keys: usize, per_key: u64) -> KeySpace {
+        let keys = keys.max(1) as u64;
+        KeySpace { active: (0..keys).map(|k| (k, 0)).collect(), next: keys, per_key: per_key.max(1) }
+    }
+
+    /// A key for an operation that records `cost` operations (a cas records two: its read and
+    /// itself); retires the key once it has seen `per_key` operations.
+    fn pick(&mut self, rng: &mut StdRng, cost: u64) -> String {
+        let slot = rng.gen_range(0..self.active.len());
+        let (key, used) = &mut self.active[slot];
+        let name = format!("k{key}");
+        *used += cost;
+        if *used >= self.per_key {
+            self.active[slot] = (self.next, 0);
+            self.next += 1;
+        }
+        name
+    }
+}
+
+/// One kind of register operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    Read,
+    Write,
+    Cas,
+}
+
+fn choose(rng: &mut StdRng, mix: [u32; 3]) -> Choice {
+    let total: u32 = mix.iter().sum();
+    if total == 0 {
+        return Choice::Read;
+    }
+    let roll = rng.gen_range(0..total);
+    if roll < mix[0] {
+        Choice::Read
+    } else if roll < mix[0] + mix[1] {
+        Choice::Write
+    } else {
+        Choice::Cas
+    }
+}
+
+fn read_options(level: ReadLevel) -> ReadOptions {
+    match level {
+        ReadLevel::Linearizable => ReadOptions::linearizable(),
+        ReadLevel::Bounded(ms) => ReadOptions::bounded(Duration::from_millis(ms.max(1))),
+        ReadLevel::Stale => ReadOptions::stale(),
+    }
+}
+
+/// How an error completes an operation: `fail` only if it certainly did not happen.
+fn error_kind(e: &geocache_client::Error) -> EventKind {
+    if e.outcome_known() {
+        EventKind::Fail
+    } else {
+        EventKind::Info
+    }
+}
+
+/// One worker: its process id (which changes after an `info`), its clients and its choices.
+struct Worker {
+    process: Process,
+    concurrency: u64,
+    writes: u64,
+    /// Pinned to the home replica: reads at the configured level.
+    home: Client,
+    /// Every node, follows the leader: writes, cas and the cas's read.
+    any: Client,
+    rng: StdRng,
+    recorder: Arc<Recorder>,
+    keys: Arc<Mutex<KeySpace>>,
+    config: RegisterConfig,
+}
+
+impl Worker {
+    async fn run_one(&mut self) {
+        let choice = choose(&mut self.rng, self.config.mix);
+        let cost = if choice == Choice::Cas { 2 } else { 1 };
+        let key = self.keys.lock().unwrap_or_else(|e| e.into_inner()).pick(&mut self.rng, cost);
+        match choice {
+            Choice::Read => {
+                let level = self.config.read_level;
+                let home = self.home.clone();
+                self.read(&home, key, level).await;
+            }
+            Choice::Write => self.write(key).await,
+            Choice::Cas => self.cas(key).await,
+        }
+    }
+
+    /// A read through `client`; returns the value and version read if it succeeded
+    /// (`Some(None)`: the key was absent).
+    async fn read(&mut self, client: &Client, key: String, level: ReadLevel) -> Option<Option<(String, u64)>> {
+        let op = Op::Read { key: key.clone(), level, value: None };
+        self.recorder.invoke(self.process, &op);
+        match client.get_with(key.clone(), read_options(level)).await {
+            Ok(entry) => {
+                let read = entry.map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.version));
+                let value = read.as_ref().map(|(v, _)| v.clone());
+                self.recorder.complete(self.process, EventKind::Ok, Op::Read { key, level, value }, None);
+                Some(read)
+            }
+            Err(e) => {
+                self.fail(error_kind(&e), op, e.to_string());
+                None
+            }
+        }
+    }
+
+    async fn write(&mut self, key: String) {
+        let value = self.next_value();
+        let op = Op::Write { key: key.clone(), value: value.clone() };
+        self.recorder.invoke(self.process, &op);
+        match self.any.set(key, value).await {
+            Ok(w) if w.applied => self.recorder.complete(self.process, EventKind::Ok, op, None),
+            // An unconditional write always applies; if the node says otherwise, it did not.
+            Ok(w) => self.fail(EventKind::Fail, op, format!("not applied: {w:?}")),
+            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+        }
+    }
+
+    async fn cas(&mut self, key: String) {
+        let any = self.any.clone();
+        let Some(read) = self.read(&any, key.clone(), ReadLevel::Linearizable).await else {
+            return; // nothing to compare with
+        };
+        let to = self.next_value();
+        let (from, condition) = match read {
+            Some((value, version)) => (Some(value), Condition::IfVersion(version)),
+            None => (None, Condition::IfAbsent),
+        };
+        let op = Op::Cas { key: key.clone(), from, to: to.clone() };
+        self.recorder.invoke(self.process, &op);
+        match self.any.set_with(key, to, SetOptions::new().with_condition(condition)).await {
+            Ok(w) if w.applied => self.recorder.complete(self.process, EventKind::Ok, op, None),
+            Ok(_) => self.fail(EventKind::Fail, op, "condition did not hold".into()),
+            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, kind: EventKind, op: Op, error: String) {
+        self.recorder.complete(self.process, kind, op, Some(error));
+        if kind == EventKind::Info {
+            // The operation may still take effect: this process stays "in flight" forever.
+            self.process += self.concurrency;
+        }
+    }
+
+    /// A value no other write in the test uses.
+    fn next_value(&mut self) -> String {
+        self.writes += 1;
+        format!("p{}-{}", self.process, self.writes)
+    }
+}
+
+/// Runs the register workload against the nodes at `endpoints` (`(id, address)`) until `stop`
+/// turns true, recording into `recorder`. Every worker finishes the operation it has in flight
+/// (each call is bounded by the configured timeout) before this returns. Errors only if a
+/// client cannot be built (bad configuration): a harness error.
+pub async fn run_register(
+    config: RegisterConfig,
+    endpoints: Vec<(NodeId, String)>,
+    recorder: Arc<Recorder>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    anyhow::ensure!(!endpoints.is_empty(), "no nodes to run the workload against");
+    anyhow::ensure!(config.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(config.rate > 0.0 && config.rate.is_finite(), "--rate must be positive");
+    let all: Vec<String> = endpoints.iter().map(|(_, a)| a.clone()).collect();
+    let keys = Arc::new(Mutex::new(KeySpace::new(config.keys, config.ops_per_key)));
+    // Each worker invokes every `period`, so all together invoke `rate` per second.
+    let period = Duration::from_secs_f64(config.concurrency as f64 / config.rate);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..config.concurrency {
+        let (_, home_addr) = &endpoints[w % endpoints.len()];
+        let home = Client::builder()
+            .endpoints([home_addr.clone()])
+            .discovery(false)
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .build()
+            .await
+            .context("build a worker's home client")?;
+        let any = Client::builder()
+            .endpoints(all.clone())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout / 2)
+            .attempt_timeout(config.timeout / 2)
+            .build()
+            .await
+            .context("build a worker's cluster client")?;
+        let mut worker = Worker {
+            process: w as Process,
+            concurrency: config.concurrency as u64,
+            writes: 0,
+            home,
+            any,
+            rng: StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(w as u64)),
+            recorder: recorder.clone(),
+            keys: keys.clone(),
+            config: config.clone(),
+        };
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            // Spread the workers' first invocations over one period.
+            let offset = period.mul_f64(worker.rng.gen_range(0.0..1.0));
+            let mut next = tokio::time::Instant::now() + offset;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                if *stop.borrow() {
+                    break;
+                }
+                worker.run_one().await;
+                // Paced, without bursts to catch up after a slow operation.
+                next = (next + period).max(tokio::time::Instant::now());
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.context("a workload worker panicked")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_retire_after_their_share_of_operations() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut keys = KeySpace::new(2, 3);
+        let mut seen = std::collections::BTreeMap::<String, u64>::new();
+        for _ in 0..30 {
+            *seen.entry(keys.pick(&mut rng, 1)).or_default() += 1;
+        }
+        assert!(seen.values().all(|n| *n <= 3), "{seen:?}");
+        // Retired keys saw exactly 3; only the two still in use may have seen fewer.
+        assert!(seen.values().filter(|n| **n < 3).count() <= 2, "{seen:?}");
+        assert!(seen.len() >= 10, "{seen:?}");
+        // A cas counts twice.
+        let mut keys = KeySpace::new(1, 3);
+        assert_eq!(keys.pick(&mut rng, 2), "k0");
+        assert_eq!(keys.pick(&mut rng, 2), "k0");
+        assert_eq!(keys.pick(&mut rng, 2), "k1");
+    }
+
+    #[test]
+    fn the_mix_is_respected_and_seeded() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let picks: Vec<Choice> = (0..1000).map(|_| choose(&mut rng, [2, 1, 1])).collect();
+        let reads = picks.iter().filter(|c| **c == Choice::Read).count();
+        assert!((400..600).contains(&reads), "{reads} reads of 1000");
+        let mut again = StdRng::seed_from_u64(7);
+        let replay: Vec<Choice> = (0..1000).map(|_| choose(&mut again, [2, 1, 1])).collect();
+        assert_eq!(picks, replay);
+        assert!((0..100).all(|_| choose(&mut rng, [0, 0, 1]) == Choice::Cas));
+    }
+
+    #[test]
+    fn the_recorder_numbers_and_counts_events() {
+        let recorder = Recorder::new(Instant::now());
+        let op = Op::Write { key: "k".into(), value: "v".into() };
+        recorder.invoke(3, &op);
+        recorder.complete(3, EventKind::Info, op.clone(), Some("timeout".into()));
+        recorder.invoke(8, &op);
+        recorder.complete(8, EventKind::Ok, op, None);
+        let events = recorder.events();
+        assert_eq!(events.iter().map(|e| e.index).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert!(events.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
+        assert_eq!(recorder.counts(), Counts { invoked: 2, ok: 1, fail: 0, info: 1 });
+    }
+
+    #[test]
+    fn only_unknown_outcomes_are_info() {
+        assert_eq!(error_kind(&geocache_client::Error::Timeout("t".into())), EventKind::Info);
+        assert_eq!(error_kind(&geocache_client::Error::Transport("t".into())), EventKind::Info);
+        let unavailable = geocache_client::Error::Unavailable { message: "no quorum".into(), leader: None };
+        assert_eq!(error_kind(&unavailable), EventKind::Fail);
+    }
+}
