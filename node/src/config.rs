@@ -125,6 +125,8 @@ impl Config {
             // message limit.
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            // Elections are started by `election` after a pre-vote, never by openraft's timer.
+            enable_elect: false,
             // Keep some log behind a snapshot so a briefly lagging follower catches up from the
             // log rather than a whole snapshot.
             max_in_snapshot_log_to_keep: self.snapshot_every.min(1000),

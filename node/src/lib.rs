@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod election;
 pub mod error;
 pub mod netsim;
 pub mod network;

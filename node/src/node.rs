@@ -12,6 +12,7 @@ use openraft::ServerState;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::election::LeaderContact;
 use crate::error::{Error, Result};
 use crate::network::PeerChannels;
 use crate::read::batch::ReadIndexBatcher;
@@ -37,6 +38,7 @@ struct Inner {
     identity: ClusterIdentity,
     staleness: StalenessTracker,
     read_batcher: ReadIndexBatcher,
+    leader_contact: LeaderContact,
 }
 
 impl Node {
@@ -51,14 +53,31 @@ impl Node {
         let recency = RecencyNotes::default();
         let staleness = StalenessTracker::default();
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.id);
+        let leader_contact = LeaderContact::default();
         Node {
-            inner: Arc::new(Inner { config, raft, reader, peers, clock, recency, identity, staleness, read_batcher }),
+            inner: Arc::new(Inner {
+                config,
+                raft,
+                reader,
+                peers,
+                clock,
+                recency,
+                identity,
+                staleness,
+                read_batcher,
+                leader_contact,
+            }),
         }
     }
 
     /// This replica's staleness bound, kept fresh by the probe.
     pub fn staleness(&self) -> &StalenessTracker {
         &self.inner.staleness
+    }
+
+    /// When this node last saw the leader or the term change (for pre-votes).
+    pub fn leader_contact(&self) -> &LeaderContact {
+        &self.inner.leader_contact
     }
 
     /// Shares the leader's read-index quorum rounds between concurrent requests.

@@ -8,15 +8,17 @@ use tonic::{Request, Response, Status};
 use super::{decode, encode};
 use crate::error::Error;
 use crate::node::Node;
+use crate::store::LogTail;
 
 /// Serves `geocache.v1.Raft` for one node.
 pub struct RaftService {
     node: Node,
+    tail: LogTail,
 }
 
 impl RaftService {
-    pub fn new(node: Node) -> RaftService {
-        RaftService { node }
+    pub fn new(node: Node, tail: LogTail) -> RaftService {
+        RaftService { node, tail }
     }
 }
 
@@ -56,7 +58,13 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.admit(&request).await?;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
-        payload(&self.node.raft().append_entries(req).await)
+        let reply = self.node.raft().append_entries(req).await;
+        // Accepted from the current leader (anything but a higher vote): that is contact, for
+        // the pre-vote. Only liveness depends on it, never what a read may return.
+        if matches!(&reply, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_))) {
+            self.node.leader_contact().note_contact();
+        }
+        payload(&reply)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -74,6 +82,14 @@ impl RaftRpc for RaftService {
     async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
         let confirmed = crate::read::leader_read_index(&self.node).await?;
         Ok(Response::new(ReadIndexResponse { index: confirmed.index, leader_id: self.node.id(), term: confirmed.term }))
+    }
+
+    async fn pre_vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request).await?;
+        let req: crate::election::PreVoteRequest = decode(&request.into_inner().data).map_err(bad_payload)?;
+        let answer = crate::election::judge(&self.node, &self.tail, &req)?;
+        tracing::debug!(candidate = req.candidate, granted = answer.granted, reason = %answer.reason, "pre-vote");
+        payload(&answer)
     }
 
     async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {

@@ -61,7 +61,35 @@ pub struct LogReader {
     log: sled::Tree,
 }
 
+/// Reads the id of the last entry in the log, for the pre-vote check (openraft 0.9 does not
+/// expose it). Cheap to clone.
+#[derive(Clone)]
+pub struct LogTail {
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogTail {
+    /// The id of the last entry the log has had: its last entry, or when everything was purged
+    /// behind a snapshot, the last purged one.
+    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        if let Some((_, bytes)) = self.log.last().map_err(|e| read_logs(&e))? {
+            let entry: Entry = decode(&bytes).map_err(|e| read_logs(&e))?;
+            return Ok(Some(entry.log_id));
+        }
+        match self.meta.get(keys::LAST_PURGED).map_err(|e| read_logs(&e))? {
+            Some(bytes) => Ok(Some(decode(&bytes).map_err(|e| read_logs(&e))?)),
+            None => Ok(None),
+        }
+    }
+}
+
 impl LogStore {
+    /// A handle that reads the last log id, usable after the store moved into openraft.
+    pub fn tail(&self) -> LogTail {
+        LogTail { log: self.log.clone(), meta: self.meta.clone() }
+    }
+
     /// Wraps the opened trees and spawns the flusher on `runtime`. The flusher exits when the
     /// store is dropped, after completing the callbacks already queued.
     pub(super) fn new(db: sled::Db, log: sled::Tree, meta: sled::Tree, runtime: &tokio::runtime::Handle) -> Self {

@@ -53,7 +53,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use log_store::{FlushStats, LogReader, LogStore};
+pub use log_store::{FlushStats, LogReader, LogStore, LogTail};
 pub use state_machine_store::{CacheReader, SnapshotBuilder, StateMachineStore};
 
 use crate::error::{Error, Result};
