@@ -120,7 +120,11 @@ impl Config {
             cluster_name: "geocache".to_string(),
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
             election_timeout_min: self.election_timeout.as_millis() as u64,
-            election_timeout_max: self.election_timeout.as_millis() as u64 * 2,
+            // openraft's own election timer is off (see `election`); what remains of these is the
+            // leader lease (= election_timeout_max): a voter refuses votes for that long after
+            // hearing from its leader. Keep it at one election timeout, the same quiet period
+            // after which the pre-vote lets an election start, so the first election can win.
+            election_timeout_max: self.election_timeout.as_millis() as u64 + 1,
             // Entries can carry values up to 4 MiB: keep one AppendEntries well under the gRPC
             // message limit.
             max_payload_entries: 64,

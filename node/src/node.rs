@@ -147,11 +147,13 @@ impl Node {
     }
 
     /// Fails with `Unavailable` when this node has had no confirmed contact with a leader for
-    /// longer than an election could take (its staleness bound says so): it is most likely on
+    /// longer than a failover takes (its staleness bound says so): it is most likely on
     /// the minority side of a partition, and a write forwarded from here would only hang.
     /// A node that has not completed its first probe yet is given the benefit of the doubt.
     pub fn ensure_leader_reachable(&self) -> Result<()> {
-        let patience = self.inner.config.election_timeout * 2;
+        // A normal failover (pre-vote after one to two election timeouts, then the vote) ends
+        // well within three.
+        let patience = self.inner.config.election_timeout * 3;
         match self.staleness().bound() {
             Some(bound) if bound > patience => Err(Error::Unavailable(format!(
                 "cannot reach the leader: no confirmed contact for {:.1}s (is this node partitioned?)",

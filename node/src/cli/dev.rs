@@ -121,7 +121,10 @@ async fn start(args: DevArgs) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the geocache binary: {e}"))?;
     // A temp dir is removed when `_temp` drops at the end of this function.
     let (_temp, root): (Option<tempfile::TempDir>, PathBuf) = match &args.data_dir {
-        Some(dir) => (None, dir.clone()),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create --data-dir {}: {e}", dir.display()))?;
+            (None, dir.clone())
+        }
         None => {
             let t = tempfile::Builder::new().prefix("geocache-dev-").tempdir().map_err(|e| e.to_string())?;
             let path = t.path().to_path_buf();
