@@ -21,7 +21,14 @@
 //!   and a stdin pipe this process holds, so nodes die with the harness even if it is killed.
 //! * A node's port, data dir and flags never change across restarts.
 //! * A node that exits without the harness killing it is recorded ([`Cluster::unexpected_exits`]):
-//!   that is a finding about the node, not a harness error.
+//!   that is a finding about the node, not a harness error. The exception is a node the harness
+//!   *armed* ([`Cluster::restart_with_env`] with `FAILPOINTS`) that then dies at one of the armed
+//!   fault points (its log shows the fault point's panic): that death was asked for, and is
+//!   recorded apart ([`Cluster::fault_point_exits`]).
+//! * Environment: every node gets [`ClusterSpec::env`], then its own [`ClusterSpec::node_env`]
+//!   (both on every start, restarts included), then, for one start only, what
+//!   [`Cluster::restart_with_env`] adds. `FAILPOINTS` values are joined with `;`, other
+//!   variables are overridden by the later source.
 //!
 //! Later (extension points): membership changes (add/remove voters) go next to [`Cluster::init`];
 //! clock skew restarts a node with different `--clock-offset-ms` through [`NodeSpec::extra_args`].
@@ -71,6 +78,10 @@ pub struct ClusterSpec {
     pub node_log_filter: String,
     /// More `geocache serve` flags for every node.
     pub extra_args: Vec<String>,
+    /// Environment of every node, on every start (e.g. `FAILPOINTS`).
+    pub env: Vec<(String, String)>,
+    /// Environment of one node, on every start, after [`ClusterSpec::env`].
+    pub node_env: BTreeMap<NodeId, Vec<(String, String)>>,
 }
 
 /// Raft timing for a cluster whose slowest one-way link delay is `max_delay`:
@@ -126,11 +137,28 @@ pub struct UnexpectedExit {
     pub log_tail: String,
 }
 
+/// A node that the harness armed with fault points and that died at one of them.
+#[derive(Clone, Debug, Serialize)]
+pub struct FaultPointExit {
+    pub node: NodeId,
+    /// Seconds since the cluster was started.
+    pub at_s: f64,
+    /// The `FAILPOINTS` it was armed with for that start.
+    pub failpoints: String,
+    /// The fault point whose panic its log shows.
+    pub point: String,
+    pub status: String,
+}
+
 struct NodeProc {
     spec: NodeSpec,
     state: ProcessState,
     child: Option<Child>,
     starts: u32,
+    /// The `FAILPOINTS` this start was armed with by [`Cluster::restart_with_env`], if any.
+    armed: Option<String>,
+    /// This start ended at one of the armed fault points.
+    died_at_point: bool,
 }
 
 /// A running cluster. Every method takes `&self` (the process table sits behind a mutex), so
@@ -141,6 +169,7 @@ pub struct Cluster {
     // A std mutex: held only to spawn or signal a process, never across an await.
     nodes: Mutex<BTreeMap<NodeId, NodeProc>>,
     exits: Mutex<Vec<UnexpectedExit>>,
+    fault_point_exits: Mutex<Vec<FaultPointExit>>,
     started: Instant,
 }
 
@@ -221,12 +250,29 @@ impl Cluster {
                 log_path: nodes_dir.join(format!("node-{id}.log")),
                 args,
             };
-            table.insert(*id, NodeProc { spec: node, state: ProcessState::Killed, child: None, starts: 0 });
+            table.insert(
+                *id,
+                NodeProc {
+                    spec: node,
+                    state: ProcessState::Killed,
+                    child: None,
+                    starts: 0,
+                    armed: None,
+                    died_at_point: false,
+                },
+            );
         }
         drop(reserved);
-        let cluster = Cluster { net, spec, nodes: Mutex::new(table), exits: Mutex::default(), started: Instant::now() };
+        let cluster = Cluster {
+            net,
+            spec,
+            nodes: Mutex::new(table),
+            exits: Mutex::default(),
+            fault_point_exits: Mutex::default(),
+            started: Instant::now(),
+        };
         for id in cluster.ids() {
-            cluster.spawn(id)?;
+            cluster.spawn(id, &[])?;
         }
         Ok(cluster)
     }
@@ -296,8 +342,34 @@ impl Cluster {
     /// Restarts a killed (or exited) node on its port, data dir and flags, and waits until it
     /// accepts connections. It rejoins with the membership on its disk.
     pub async fn restart(&self, id: NodeId) -> Result<()> {
-        self.spawn(id)?;
+        self.spawn(id, &[])?;
         self.wait_until_listening(id, START_TIMEOUT).await
+    }
+
+    /// Restarts a killed (or exited) node like [`Cluster::restart`], with `env` added to its
+    /// environment for this start only. With `FAILPOINTS` in `env` the node is *armed*: if it
+    /// then dies at one of those fault points, that is recorded in
+    /// [`Cluster::fault_point_exits`], not as an unexpected exit, and dying at it while still
+    /// starting is not an error either.
+    pub async fn restart_with_env(&self, id: NodeId, env: &[(&str, &str)]) -> Result<()> {
+        self.spawn(id, env)?;
+        match self.wait_until_listening(id, START_TIMEOUT).await {
+            Err(_) if self.died_at_fault_point(id) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Whether node `id` has died at a fault point it was armed with, and not been restarted
+    /// since. Polls for exits first.
+    pub fn died_at_fault_point(&self, id: NodeId) -> bool {
+        self.poll_exits();
+        self.lock().get(&id).is_some_and(|n| n.state == ProcessState::Exited && n.died_at_point)
+    }
+
+    /// Every death at an armed fault point so far.
+    pub fn fault_point_exits(&self) -> Vec<FaultPointExit> {
+        self.poll_exits();
+        self.fault_point_exits.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops node `id` with SIGSTOP: it keeps its sockets but answers nothing.
@@ -315,6 +387,7 @@ impl Cluster {
     /// exit stays recorded). Errors only if a node cannot be brought back.
     pub async fn heal_all(&self) -> Result<()> {
         self.net.heal();
+        self.poll_exits();
         let mut to_restart = Vec::new();
         for id in self.ids() {
             match self.state(id) {
@@ -333,12 +406,27 @@ impl Cluster {
     /// [`Cluster::unexpected_exits`]); returns the ones found now. Cheap; call it often.
     pub fn poll_exits(&self) -> Vec<UnexpectedExit> {
         let mut found = Vec::new();
+        let mut at_points = Vec::new();
         let mut nodes = self.lock();
         for node in nodes.values_mut() {
             let Some(child) = node.child.as_mut() else { continue };
             if let Ok(Some(status)) = child.try_wait() {
                 node.child = None;
                 node.state = ProcessState::Exited;
+                // This start's part of the log (a panic's backtrace can be long).
+                let log = std::fs::read_to_string(&node.spec.log_path).unwrap_or_default();
+                let this_start = log.rfind("=== geocache-jepsen: ").map_or(&log[..], |at| &log[at..]);
+                if let Some(point) = node.armed.as_deref().and_then(|armed| fault_point_panic(armed, this_start)) {
+                    node.died_at_point = true;
+                    at_points.push(FaultPointExit {
+                        node: node.spec.id,
+                        at_s: self.started.elapsed().as_secs_f64(),
+                        failpoints: node.armed.clone().unwrap_or_default(),
+                        point,
+                        status: describe_exit(status),
+                    });
+                    continue;
+                }
                 found.push(UnexpectedExit {
                     node: node.spec.id,
                     at_s: self.started.elapsed().as_secs_f64(),
@@ -349,6 +437,7 @@ impl Cluster {
         }
         drop(nodes);
         self.exits.lock().unwrap_or_else(|e| e.into_inner()).extend(found.iter().cloned());
+        self.fault_point_exits.lock().unwrap_or_else(|e| e.into_inner()).extend(at_points);
         found
     }
 
@@ -446,8 +535,9 @@ impl Cluster {
         Ok(AdminClient::new(channel))
     }
 
-    /// Starts node `id`'s process (which must not be running).
-    fn spawn(&self, id: NodeId) -> Result<()> {
+    /// Starts node `id`'s process (which must not be running), with `extra` added to its
+    /// environment for this start (armed if it sets `FAILPOINTS`).
+    fn spawn(&self, id: NodeId, extra: &[(&str, &str)]) -> Result<()> {
         let mut nodes = self.lock();
         let node = nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
         if node.child.is_some() {
@@ -459,11 +549,18 @@ impl Cluster {
             .open(&node.spec.log_path)
             .with_context(|| format!("open {}", node.spec.log_path.display()))?;
         let verb = if node.starts == 0 { "starting" } else { "restarting" };
+        let extra: Vec<(String, String)> = extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = merge_env(
+            [&self.spec.env[..], self.spec.node_env.get(&id).map_or(&[][..], Vec::as_slice), &extra[..]].concat(),
+        );
+        let armed = extra.iter().find(|(k, _)| k == "FAILPOINTS").map(|(_, v)| v.clone());
+        let env_text: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         writeln!(
             log,
-            "=== geocache-jepsen: {verb} node {id} at {} (cluster t={:.3}s): {} serve {}",
+            "=== geocache-jepsen: {verb} node {id} at {} (cluster t={:.3}s): {}{} serve {}",
             humantime::format_rfc3339_millis(std::time::SystemTime::now()),
             self.started.elapsed().as_secs_f64(),
+            env_text.concat(),
             self.spec.bin.display(),
             node.spec.args.join(" ")
         )?;
@@ -477,11 +574,14 @@ impl Cluster {
             .env("RUST_LOG", &self.spec.node_log_filter)
             // Plain text logs: they go to a file, not a terminal.
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .spawn()
             .with_context(|| format!("start node {id} ({})", self.spec.bin.display()))?;
         node.child = Some(child);
         node.state = ProcessState::Running;
         node.starts += 1;
+        node.armed = armed;
+        node.died_at_point = false;
         Ok(())
     }
 
@@ -545,6 +645,30 @@ fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
+/// Merges environment entries in order: a later `FAILPOINTS` is appended to an earlier one
+/// (`a=return;b=1*panic`), any other variable is overridden. Keeps first-seen order.
+fn merge_env(entries: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in entries {
+        match out.iter_mut().find(|(key, _)| *key == k) {
+            Some((_, old)) if k == "FAILPOINTS" && !old.is_empty() && !v.is_empty() => *old = format!("{old};{v}"),
+            Some((_, old)) => *old = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
+}
+
+/// The fault point of `armed` (a `FAILPOINTS` value, `name=action;...`) whose panic the log
+/// text shows (the `fail` crate panics with `failpoint NAME panic`), if any.
+pub fn fault_point_panic(armed: &str, log: &str) -> Option<String> {
+    armed
+        .split(';')
+        .filter_map(|item| item.split_once('=').map(|(name, _)| name.trim()))
+        .find(|name| !name.is_empty() && log.contains(&format!("failpoint {name} panic")))
+        .map(str::to_string)
+}
+
 /// The last `lines` lines of the file at `path` (empty if unreadable).
 pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -567,6 +691,30 @@ mod tests {
     fn a_missing_binary_is_named() {
         let err = check_binary(Path::new("/nonexistent/geocache")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/geocache") && err.contains("--bin"), "{err}");
+    }
+
+    #[test]
+    fn env_merges_failpoints_and_overrides_the_rest() {
+        let e = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let merged = merge_env(vec![
+            e("FAILPOINTS", "read-skip-read-index=return"),
+            e("A", "1"),
+            e("FAILPOINTS", "apply-after=1*panic"),
+            e("A", "2"),
+        ]);
+        assert_eq!(merged, vec![e("FAILPOINTS", "read-skip-read-index=return;apply-after=1*panic"), e("A", "2")]);
+    }
+
+    #[test]
+    fn fault_point_panics_are_recognised() {
+        let log = "thread 'tokio-runtime-worker' panicked at node/src/store/log_store.rs:180:17:\nfailpoint log-flush-after panic";
+        assert_eq!(fault_point_panic("log-flush-after=3%1*panic", log).as_deref(), Some("log-flush-after"));
+        assert_eq!(
+            fault_point_panic("read-skip-read-index=return;log-flush-after=1*panic", log).as_deref(),
+            Some("log-flush-after")
+        );
+        assert_eq!(fault_point_panic("apply-after=1*panic", log), None);
+        assert_eq!(fault_point_panic("apply-after=1*panic", "segfault"), None);
     }
 
     #[test]

@@ -50,7 +50,10 @@ struct TestArgs {
     /// Raft timing is stretched to fit unless --heartbeat/--election-timeout say otherwise.
     #[arg(long, value_parser = parse_latency)]
     latency: Option<LatencyMatrix>,
-    /// Faults to inject, comma-separated: partition, kill, pause; `all`; or `none`.
+    /// Faults to inject, comma-separated: partition, kill, pause, crash-points; `all`; or `none`.
+    /// crash-points needs a node binary built with the `fault-points` feature of geocache-node
+    /// (the harness's own geocache-node-under-test is); it also makes the nodes snapshot every
+    /// 200 entries so the snapshot and purge points are reached.
     #[arg(long, default_value = "partition,kill,pause", value_parser = parse_nemesis)]
     nemesis: NemesisList,
     /// How long each fault lasts.
@@ -114,9 +117,48 @@ struct TestArgs {
     /// RUST_LOG of the nodes (their logs go to DIR/nodes/node-N.log).
     #[arg(long, default_value = "info,openraft=warn")]
     node_log: String,
+    /// For testing the harness itself: FAILPOINTS of a node for the whole run, as ID=SPEC or
+    /// all=SPEC (repeatable), e.g. `all=read-skip-read-index=return` makes every follower skip
+    /// the read index of linearizable reads (a deliberately broken node the checker must catch).
+    /// Needs a node binary with the `fault-points` feature.
+    #[arg(long = "node-failpoints", value_name = "ID=SPEC")]
+    node_failpoints: Vec<String>,
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+}
+
+/// `--node-failpoints` values, by node: `ID=SPEC` or `all=SPEC`; several for one node are
+/// joined with `;`.
+fn parse_node_failpoints(
+    items: &[String],
+    nodes: u64,
+) -> Result<std::collections::BTreeMap<geocache_node::types::NodeId, String>, String> {
+    let mut out = std::collections::BTreeMap::<geocache_node::types::NodeId, String>::new();
+    for item in items {
+        let (who, spec) = item
+            .split_once('=')
+            .filter(|(_, spec)| spec.contains('='))
+            .ok_or_else(|| format!("--node-failpoints {item:?}: expected ID=NAME=ACTION or all=NAME=ACTION"))?;
+        let ids: Vec<u64> = match who.trim() {
+            "all" => (1..=nodes).collect(),
+            id => {
+                let id: u64 = id.parse().map_err(|_| format!("--node-failpoints {item:?}: {id:?} is not a node id"))?;
+                if !(1..=nodes).contains(&id) {
+                    return Err(format!("--node-failpoints {item:?}: no node {id} (ids are 1..={nodes})"));
+                }
+                vec![id]
+            }
+        };
+        for id in ids {
+            let entry = out.entry(id).or_default();
+            if !entry.is_empty() {
+                entry.push(';');
+            }
+            entry.push_str(spec.trim());
+        }
+    }
+    Ok(out)
 }
 
 /// A parsed `--nemesis` value (a newtype, so clap does not treat it as a repeated flag).
@@ -165,6 +207,7 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
         return Err("--regions needs at least one region".into());
     }
     let model = CheckModel::parse(&args.model, args.read_consistency)?;
+    let node_failpoints = parse_node_failpoints(&args.node_failpoints, args.nodes)?;
     let bin = match args.bin {
         Some(bin) => bin,
         None => default_bin()?,
@@ -200,6 +243,7 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
         model,
         seed: args.seed,
         node_log_filter: args.node_log,
+        node_failpoints,
         progress: !args.quiet,
     })
 }
@@ -256,6 +300,19 @@ mod tests {
         assert_eq!((config.seed, config.register.seed, config.nemesis.seed), (7, 7, 7));
         assert_eq!(config.out, PathBuf::from("runs/x"));
         assert_eq!(config.regions, vec!["us-east", "eu-west", "ap-south"]);
+    }
+
+    #[test]
+    fn node_failpoints_parse() {
+        let items = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let m =
+            parse_node_failpoints(&items(&["all=read-skip-read-index=return", "2=apply-after=1*panic"]), 3).unwrap();
+        assert_eq!(m[&1], "read-skip-read-index=return");
+        assert_eq!(m[&2], "read-skip-read-index=return;apply-after=1*panic");
+        assert_eq!(m.len(), 3);
+        assert!(parse_node_failpoints(&items(&["4=apply-after=panic"]), 3).unwrap_err().contains("no node 4"));
+        assert!(parse_node_failpoints(&items(&["2=apply-after"]), 3).is_err());
+        assert!(parse_node_failpoints(&items(&["x=a=b"]), 3).is_err());
     }
 
     #[test]

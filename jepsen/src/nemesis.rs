@@ -17,12 +17,23 @@
 //! * `kill`: `kill -9` a random minority of the nodes (1 to (n-1)/2); restarted on the same
 //!   data dir at the window's end.
 //! * `pause`: SIGSTOP one random node; SIGCONT at the window's end.
+//! * `crash-points`: one random node is restarted *armed* with one fault point of the node
+//!   (the `fault-points` feature of `geocache-node`; [`CRASH_POINTS`]), `FAILPOINTS=POINT=ACTION`,
+//!   so it aborts at that step; at the window's end it is restarted unarmed on its data dir
+//!   (killed first if it never got there). Points that fire on every write (log flush, apply)
+//!   panic with a small probability, so the node dies soon but not at its first write; the
+//!   others panic the first time they are reached, and the nemesis makes sure they are: a
+//!   vote-save point gets an election (the leader, or the armed node if it leads, is restarted),
+//!   a snapshot-install point gets a node that lagged (it stays down for half the window first
+//!   so the log it missed is purged behind a snapshot; the runner makes the nodes snapshot
+//!   every few hundred entries when this nemesis is on). Each window records the point and
+//!   whether the node died at it ([`FaultWindow::fault_point`], [`FaultWindow::died`]).
 //!
 //! Replaying a seed replays the choices of kind, shape and targets, except where a choice
 //! depends on the cluster's state at the time (the leader-minority shape's leader, and which
 //! nodes are up to be killed or paused).
 //!
-//! Later (extension points): the `clock`, `crash-points` and `membership` nemeses are new
+//! Later (extension points): the `clock` and `membership` nemeses are new
 //! [`NemesisKind`] variants with a [`Fault`] variant each (plan, inject, heal); `all` expands to
 //! every kind.
 
@@ -48,16 +59,19 @@ pub enum NemesisKind {
     Partition,
     Kill,
     Pause,
+    CrashPoints,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 3] = [NemesisKind::Partition, NemesisKind::Kill, NemesisKind::Pause];
+    pub const ALL: [NemesisKind; 4] =
+        [NemesisKind::Partition, NemesisKind::Kill, NemesisKind::Pause, NemesisKind::CrashPoints];
 
     pub fn name(self) -> &'static str {
         match self {
             NemesisKind::Partition => "partition",
             NemesisKind::Kill => "kill",
             NemesisKind::Pause => "pause",
+            NemesisKind::CrashPoints => "crash-points",
         }
     }
 
@@ -123,6 +137,22 @@ impl PartitionShape {
     }
 }
 
+/// The node's fault points the `crash-points` nemesis arms, with the `fail` action each gets:
+/// `1*panic` (the first time the step is reached) or, for steps on every write, a small chance
+/// per pass, at most once.
+pub const CRASH_POINTS: [(&str, &str); 10] = [
+    ("log-flush-before", "3%1*panic"),
+    ("log-flush-after", "3%1*panic"),
+    ("apply-after", "3%1*panic"),
+    ("vote-save-before", "1*panic"),
+    ("vote-save-after", "1*panic"),
+    ("purge-mid", "1*panic"),
+    ("snapshot-build-before-persist", "1*panic"),
+    ("snapshot-build-after-persist", "1*panic"),
+    ("snapshot-install-before-persist", "1*panic"),
+    ("snapshot-install-mid", "1*panic"),
+];
+
 /// One fault, with its targets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -132,6 +162,8 @@ pub enum Fault {
     Kill { nodes: Vec<NodeId> },
     /// This node stopped with SIGSTOP.
     Pause { node: NodeId },
+    /// This node restarted with `FAILPOINTS=point=action`.
+    CrashPoint { node: NodeId, point: &'static str, action: &'static str },
 }
 
 impl Fault {
@@ -140,6 +172,7 @@ impl Fault {
             Fault::Partition { .. } => NemesisKind::Partition,
             Fault::Kill { .. } => NemesisKind::Kill,
             Fault::Pause { .. } => NemesisKind::Pause,
+            Fault::CrashPoint { .. } => NemesisKind::CrashPoints,
         }
     }
 
@@ -148,12 +181,13 @@ impl Fault {
         match self {
             Fault::Partition { groups, .. } => groups.iter().min_by_key(|g| g.len()).cloned().unwrap_or_default(),
             Fault::Kill { nodes } => nodes.clone(),
-            Fault::Pause { node } => vec![*node],
+            Fault::Pause { node } | Fault::CrashPoint { node, .. } => vec![*node],
         }
     }
 
-    /// Applies the fault.
-    pub fn inject(&self, cluster: &Cluster) -> Result<()> {
+    /// Applies the fault. `window` is how long it will last (a snapshot-install crash point
+    /// keeps its node down for half of it first).
+    pub async fn inject(&self, cluster: &Cluster, window: Duration) -> Result<()> {
         match self {
             Fault::Partition { groups, .. } => cluster.net().partition(groups),
             Fault::Kill { nodes } => {
@@ -162,6 +196,29 @@ impl Fault {
                 }
             }
             Fault::Pause { node } => cluster.pause(*node)?,
+            Fault::CrashPoint { node, point, action } => {
+                let node = *node;
+                let leader = cluster.leader().await;
+                if cluster.state(node) == Some(ProcessState::Running) {
+                    cluster.kill(node)?;
+                }
+                if point.starts_with("snapshot-install") {
+                    // Writes go on without it; its log falls behind the others' snapshots.
+                    tokio::time::sleep(window / 2).await;
+                }
+                let failpoints = format!("{point}={action}");
+                cluster.restart_with_env(node, &[("FAILPOINTS", &failpoints)]).await?;
+                if point.starts_with("vote-save") {
+                    // An election, so the armed node saves a vote: restarting it was one if it
+                    // led; otherwise restart the leader.
+                    if let Some(leader) = leader.filter(|l| *l != node) {
+                        if cluster.state(leader) == Some(ProcessState::Running) {
+                            cluster.kill(leader)?;
+                            cluster.restart(leader).await?;
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -177,6 +234,15 @@ impl Fault {
                 }
             }
             Fault::Pause { node } => cluster.resume(*node)?,
+            Fault::CrashPoint { node, .. } => {
+                cluster.poll_exits();
+                if cluster.state(*node) == Some(ProcessState::Running) {
+                    cluster.kill(*node)?; // it never reached the point: disarm it
+                }
+                if cluster.state(*node) != Some(ProcessState::Running) {
+                    cluster.restart(*node).await?;
+                }
+            }
         }
         Ok(())
     }
@@ -192,6 +258,7 @@ impl fmt::Display for Fault {
             }
             Fault::Kill { nodes } => write!(f, "kill -9 [{}]", list(nodes)),
             Fault::Pause { node } => write!(f, "pause [{node}]"),
+            Fault::CrashPoint { node, point, action } => write!(f, "crash-point {point}={action} [{node}]"),
         }
     }
 }
@@ -207,6 +274,12 @@ pub struct FaultWindow {
     /// For a partition, its sides.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<Vec<NodeId>>>,
+    /// For `crash-points`, the fault point the node was armed with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_point: Option<String>,
+    /// For `crash-points`, whether the node died at that point before the window ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub died: Option<bool>,
     /// When the fault took effect, ns since the test started.
     pub start_ns: u64,
     /// When it was undone (for a kill: when the restarted nodes accepted connections again);
@@ -277,7 +350,9 @@ pub async fn run(
                 tracing::warn!("no target for the {kind} nemesis now; skipping a window");
                 continue;
             };
-            if let Err(e) = fault.inject(&cluster) {
+            let injected_ns = now_ns();
+            let injected_at = Instant::now();
+            if let Err(e) = fault.inject(&cluster, config.fault_window).await {
                 error = Some(e.context(format!("injecting {fault}")));
                 break;
             }
@@ -285,16 +360,53 @@ pub async fn run(
                 Fault::Partition { groups, .. } => Some(groups.clone()),
                 _ => None,
             };
+            let fault_point = match &fault {
+                Fault::CrashPoint { point, .. } => Some(point.to_string()),
+                _ => None,
+            };
             windows.push(FaultWindow {
                 nemesis: kind,
                 fault: fault.to_string(),
                 nodes: fault.nodes(),
                 groups,
-                start_ns: now_ns(),
+                died: fault_point.as_ref().map(|_| false),
+                fault_point,
+                // A crash point's window starts when the node went down to be armed.
+                start_ns: if matches!(fault, Fault::CrashPoint { .. }) { injected_ns } else { now_ns() },
                 end_ns: None,
             });
             set_current(Some(fault.to_string()));
-            let stopped = sleep_or_stop(config.fault_window, &mut stop).await;
+            let stopped = match &fault {
+                Fault::CrashPoint { node, .. } => {
+                    // Watch for the death (it is recorded), then sit out the rest of the window.
+                    let until = injected_at + config.fault_window;
+                    let mut stopped = false;
+                    while Instant::now() < until && !stopped {
+                        if cluster.died_at_fault_point(*node) {
+                            if let Some(w) = windows.last_mut() {
+                                w.died = Some(true);
+                            }
+                            set_current(Some(format!("{fault} (died)")));
+                            stopped = sleep_or_stop(until.saturating_duration_since(Instant::now()), &mut stop).await;
+                            break;
+                        }
+                        stopped = sleep_or_stop(
+                            Duration::from_millis(100).min(until.saturating_duration_since(Instant::now())),
+                            &mut stop,
+                        )
+                        .await;
+                    }
+                    stopped
+                }
+                _ => sleep_or_stop(config.fault_window, &mut stop).await,
+            };
+            if let Fault::CrashPoint { node, .. } = &fault {
+                if cluster.died_at_fault_point(*node) {
+                    if let Some(w) = windows.last_mut() {
+                        w.died = Some(true);
+                    }
+                }
+            }
             if let Err(e) = fault.heal(&cluster).await {
                 error = Some(e.context(format!("undoing {fault}")));
                 break;
@@ -361,6 +473,10 @@ async fn plan(kind: NemesisKind, cluster: &Cluster, rng: &mut StdRng) -> Option<
             Some(Fault::Kill { nodes })
         }
         NemesisKind::Pause => running.choose(rng).map(|node| Fault::Pause { node: *node }),
+        NemesisKind::CrashPoints => {
+            let (point, action) = *CRASH_POINTS.choose(rng).expect("non-empty");
+            running.choose(rng).map(|node| Fault::CrashPoint { node: *node, point, action })
+        }
     }
 }
 
@@ -410,11 +526,12 @@ mod tests {
     fn nemesis_lists_parse() {
         use NemesisKind::*;
         assert_eq!(NemesisKind::parse_list("partition,kill,pause").unwrap(), vec![Partition, Kill, Pause]);
-        assert_eq!(NemesisKind::parse_list("all").unwrap(), vec![Partition, Kill, Pause]);
-        assert_eq!(NemesisKind::parse_list("kill, kill,all").unwrap(), vec![Kill, Partition, Pause]);
+        assert_eq!(NemesisKind::parse_list("all").unwrap(), vec![Partition, Kill, Pause, CrashPoints]);
+        assert_eq!(NemesisKind::parse_list("kill, kill,all").unwrap(), vec![Kill, Partition, Pause, CrashPoints]);
+        assert_eq!(NemesisKind::parse_list("crash-points").unwrap(), vec![CrashPoints]);
         assert_eq!(NemesisKind::parse_list("none").unwrap(), vec![]);
         let err = NemesisKind::parse_list("partition,clock-skew").unwrap_err();
-        assert!(err.contains("clock-skew") && err.contains("partition, kill, pause"), "{err}");
+        assert!(err.contains("clock-skew") && err.contains("partition, kill, pause, crash-points"), "{err}");
     }
 
     #[test]
@@ -462,6 +579,9 @@ mod tests {
         assert_eq!(f.nodes(), vec![2]);
         assert_eq!(Fault::Kill { nodes: vec![1, 4] }.to_string(), "kill -9 [1,4]");
         assert_eq!(Fault::Pause { node: 3 }.nodes(), vec![3]);
+        let c = Fault::CrashPoint { node: 2, point: "apply-after", action: "3%1*panic" };
+        assert_eq!(c.to_string(), "crash-point apply-after=3%1*panic [2]");
+        assert_eq!((c.nodes(), c.kind()), (vec![2], NemesisKind::CrashPoints));
         assert_eq!(minority(3), 1);
         assert_eq!(minority(5), 2);
         assert_eq!(minority(1), 1);
@@ -474,6 +594,8 @@ mod tests {
             fault: "pause [1]".into(),
             nodes: vec![1],
             groups: None,
+            fault_point: None,
+            died: None,
             start_ns: 10,
             end_ns: Some(20),
         };

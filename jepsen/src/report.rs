@@ -50,6 +50,9 @@ pub struct Results {
     pub figures: Option<Figures>,
     /// Nodes that exited without the harness killing them.
     pub node_exits: Vec<UnexpectedExit>,
+    /// Nodes the `crash-points` nemesis armed that died at the armed fault point (asked for,
+    /// so not a finding; what counts is whether the history stays valid).
+    pub fault_point_exits: Vec<crate::control::FaultPointExit>,
     /// Observations about the system that are not safety checks (e.g. no leader after heal).
     pub notes: Vec<String>,
     /// How long each phase took, in seconds.
@@ -321,6 +324,8 @@ mod tests {
             fault: "pause [1]".into(),
             nodes: vec![1],
             groups: None,
+            fault_point: None,
+            died: None,
             start_ns: 50_000_000,
             end_ns: Some(300_000_000),
         }];

@@ -37,6 +37,9 @@ use crate::workload::{self, Recorder, RegisterConfig};
 
 /// How long setup may take to elect the first leader.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// `--snapshot-every` of the nodes when the `crash-points` nemesis is on, so the snapshot and
+/// purge fault points are reached within a short test (the node's default is 10,000 entries).
+pub const CRASH_POINTS_SNAPSHOT_EVERY: u64 = 200;
 /// How long the healed cluster may take to agree on a leader at the end.
 const FINAL_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -169,6 +172,9 @@ pub struct TestConfig {
     pub seed: u64,
     /// `RUST_LOG` for the nodes.
     pub node_log_filter: String,
+    /// `FAILPOINTS` of chosen nodes for the whole run (for testing the harness itself, e.g.
+    /// `read-skip-read-index=return`: a deliberately broken follower).
+    pub node_failpoints: std::collections::BTreeMap<geocache_node::types::NodeId, String>,
     /// Print a progress line every second.
     pub progress: bool,
 }
@@ -208,6 +214,7 @@ struct Run {
     history: Vec<history::Event>,
     faults: Vec<FaultWindow>,
     node_exits: Vec<crate::control::UnexpectedExit>,
+    fault_point_exits: Vec<crate::control::FaultPointExit>,
     notes: Vec<String>,
     error: Option<anyhow::Error>,
     timings: Timings,
@@ -276,6 +283,7 @@ pub async fn run(config: TestConfig) -> Outcome {
         faults: run.faults,
         figures: figures.clone(),
         node_exits: run.node_exits,
+        fault_point_exits: run.fault_point_exits,
         notes: run.notes,
         timings: run.timings,
         config: serde_json::to_value(&config).unwrap_or_default(),
@@ -288,6 +296,9 @@ pub async fn run(config: TestConfig) -> Outcome {
     // The summary, for people.
     if let Some(f) = &figures {
         eprint!("{}", f.summary());
+    }
+    for exit in &results.fault_point_exits {
+        eprintln!("node {} died at fault point {} at {:.1}s, as armed", exit.node, exit.point, exit.at_s);
     }
     for exit in &results.node_exits {
         eprintln!("node {} exited on its own at {:.1}s ({})", exit.node, exit.at_s, exit.status);
@@ -323,7 +334,17 @@ async fn phases(config: &TestConfig) -> Run {
         heartbeat: config.heartbeat,
         election_timeout: config.election_timeout,
         node_log_filter: config.node_log_filter.clone(),
-        extra_args: Vec::new(),
+        extra_args: if config.nemesis.kinds.contains(&NemesisKind::CrashPoints) {
+            vec!["--snapshot-every".into(), CRASH_POINTS_SNAPSHOT_EVERY.to_string()]
+        } else {
+            Vec::new()
+        },
+        env: Vec::new(),
+        node_env: config
+            .node_failpoints
+            .iter()
+            .map(|(id, spec)| (*id, vec![("FAILPOINTS".to_string(), spec.clone())]))
+            .collect(),
     };
     eprintln!(
         "setup: {} nodes ({}) from {}, output in {}",
@@ -429,6 +450,7 @@ async fn phases(config: &TestConfig) -> Run {
         }
     }
     run.node_exits = cluster.unexpected_exits();
+    run.fault_point_exits = cluster.fault_point_exits();
     run.history = recorder.events();
     drop(cluster); // kills every node
     run
