@@ -7,7 +7,7 @@
 //! pair of nodes, each delayed by the latency between the two nodes' regions, and every node is
 //! started with `--route` flags for its outgoing links. Only node-to-node traffic pays the
 //! latency; clients dial the nodes directly. The Raft timing is stretched to fit the slowest
-//! round trip (see [`raft_timing`]).
+//! round trip (see [`raft_timing`](crate::netsim::raft_timing)).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
 
 use super::DevArgs;
-use crate::netsim::{format_delay, LatencyMatrix, Netsim};
+use crate::netsim::{format_delay, raft_timing, LatencyMatrix, Netsim};
 
 const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// How long adding one learner (and waiting until it has caught up) may take.
@@ -29,17 +29,6 @@ const ADD_LEARNER_TIMEOUT: Duration = Duration::from_secs(60);
 struct DevNode {
     member: pb::Member,
     learner: bool,
-}
-
-/// Raft timing for a cluster whose slowest node-to-node one-way delay is `max_delay`:
-/// `(heartbeat, election timeout)`. openraft 0.9 uses the heartbeat interval as the timeout of
-/// replication RPCs and of a linearizable read's quorum round, so it must exceed the round trip
-/// with room to spare: heartbeat = max(150 ms, 2 x RTT), election timeout = max(1 s, 5 x heartbeat).
-fn raft_timing(max_delay: Duration) -> (Duration, Duration) {
-    let round_trip = 2 * max_delay;
-    let heartbeat = (2 * round_trip).max(Duration::from_millis(150));
-    let election = (5 * heartbeat).max(Duration::from_secs(1));
-    (heartbeat, election)
 }
 
 /// The simulated WAN: the proxy (alive as long as this value) and the serve flags it implies.
@@ -289,21 +278,5 @@ async fn wait_for_stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raft_timing_fits_the_round_trip() {
-        let ms = Duration::from_millis;
-        // No WAN: the serve defaults.
-        assert_eq!(raft_timing(Duration::ZERO), (ms(150), Duration::from_secs(1)));
-        // 80ms one-way: a 160ms round trip, so heartbeats every 320ms and elections after 1.6s.
-        assert_eq!(raft_timing(ms(80)), (ms(320), ms(1600)));
-        let (heartbeat, election) = raft_timing(ms(150));
-        assert!(heartbeat > 2 * ms(150) && election >= 5 * heartbeat);
     }
 }

@@ -57,6 +57,19 @@ use tokio::sync::watch;
 
 pub use matrix::{format_delay, LatencyMatrix, MatrixError};
 
+/// Raft timing for a cluster whose slowest node-to-node one-way delay is `max_delay`:
+/// `(heartbeat, election timeout)`, for `geocache dev --wan-latency` and the fault harness alike.
+/// openraft 0.9 uses the heartbeat interval as the timeout of replication RPCs and of a
+/// linearizable read's quorum round, so it must exceed the round trip with room to spare:
+/// heartbeat = max(150 ms, 2 x RTT), election timeout = max(1 s, 5 x heartbeat).
+pub fn raft_timing(max_delay: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
+    use std::time::Duration;
+    let round_trip = 2 * max_delay;
+    let heartbeat = (2 * round_trip).max(Duration::from_millis(150));
+    let election = (5 * heartbeat).max(Duration::from_secs(1));
+    (heartbeat, election)
+}
+
 use crate::types::NodeId;
 use link::{Control, LinkTasks};
 

@@ -253,3 +253,14 @@ async fn dropping_the_netsim_ends_every_link() {
     assert!(closed(&mut s).await, "a connection outlived the netsim");
     eventually("the proxy port to close", || async { TcpStream::connect(addr).await.is_err() }).await;
 }
+
+#[test]
+fn raft_timing_fits_the_round_trip() {
+    let ms = Duration::from_millis;
+    // No WAN: the serve defaults.
+    assert_eq!(super::raft_timing(Duration::ZERO), (ms(150), Duration::from_secs(1)));
+    // 80ms one-way: a 160ms round trip, so heartbeats every 320ms and elections after 1.6s.
+    assert_eq!(super::raft_timing(ms(80)), (ms(320), ms(1600)));
+    let (heartbeat, election) = super::raft_timing(ms(150));
+    assert!(heartbeat > 2 * ms(150) && election >= 5 * heartbeat);
+}
