@@ -79,6 +79,11 @@ struct TestArgs {
     /// Workload time after the final heal, with no faults, to see the cluster recover.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     recovery: Duration,
+    /// Skip the final phase (by default, at the end every node is killed with -9 and restarted,
+    /// every key is read again (durability), and the replicas' state hashes are compared
+    /// (convergence)).
+    #[arg(long)]
+    no_final_checks: bool,
     /// Operations per second, all clients together.
     #[arg(long, default_value_t = 200.0)]
     rate: f64,
@@ -239,6 +244,7 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
         },
         time: args.time,
         recovery: args.recovery,
+        final_checks: !args.no_final_checks,
         check_budget: args.check_budget,
         model,
         seed: args.seed,

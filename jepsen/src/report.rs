@@ -67,6 +67,8 @@ pub struct Timings {
     pub setup_s: f64,
     pub run_s: f64,
     pub recovery_s: f64,
+    /// Restart of every node, final reads and convergence sampling.
+    pub final_s: f64,
     pub check_s: f64,
 }
 

@@ -9,8 +9,15 @@
 //! 4. **recovery** for `recovery`: the workload goes on against the healed cluster, so the
 //!    history shows whether it recovered;
 //! 5. **stop**: the workers finish their operations in flight, the cluster is checked for a
-//!    leader and for nodes that died on their own, and every process is killed;
-//! 6. **check**: `history.jsonl` is written and judged by [`crate::checker::check_all`] within a
+//!    leader and for nodes that died on their own;
+//! 6. **final** (with `final_checks`; bounded by [`FINAL_BUDGET`] and [`CONVERGENCE_TIMEOUT`]): every node is killed
+//!    with `kill -9` and restarted on its data dir, and once they agree on a leader every key the
+//!    workload used is read once more, linearizably, by the final processes
+//!    ([`checker::durability::FINAL_PROCESS_BASE`] and up; ordinary operations of the history,
+//!    so the linearizability and durability checkers judge them). Then, with the cluster quiet,
+//!    every node's own `applied` index and `state_hash` are sampled until all are seen at one
+//!    index ([`checker::convergence`]). Then every process is killed;
+//! 7. **check**: `history.jsonl` is written and judged by [`crate::checker::check_all`] within a
 //!    time budget; `results.json` gets the verdict, the fault windows and the figures.
 //!
 //! Harness errors (the binary is missing, a node will not start or restart, the output dir
@@ -42,6 +49,14 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CRASH_POINTS_SNAPSHOT_EVERY: u64 = 200;
 /// How long the healed cluster may take to agree on a leader at the end.
 const FINAL_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The final phase's restart of every node, the wait for a leader and the final reads together.
+const FINAL_BUDGET: Duration = Duration::from_secs(15);
+/// Deadline of one final read.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the convergence check samples the nodes for one where all are at the same index.
+const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two convergence samples.
+const CONVERGENCE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The workloads the harness can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -164,6 +179,8 @@ pub struct TestConfig {
     /// Length of the recovery phase after the final heal (workload only).
     #[serde(serialize_with = "crate::report::human_duration")]
     pub recovery: Duration,
+    /// Run the final phase (restart every node, final reads, convergence sampling).
+    pub final_checks: bool,
     /// Time the checkers may take.
     #[serde(serialize_with = "crate::report::human_duration")]
     pub check_budget: Duration,
@@ -218,6 +235,8 @@ struct Run {
     notes: Vec<String>,
     error: Option<anyhow::Error>,
     timings: Timings,
+    /// The replicas' applied indexes and state hashes at the end; `None` if not sampled.
+    convergence: Option<checker::convergence::ConvergenceReport>,
 }
 
 /// Runs one test and writes its output dir. Never panics on a harness failure: it is reported
@@ -257,8 +276,14 @@ pub async fn run(config: TestConfig) -> Outcome {
             config.model.name(),
             humantime::format_duration(budget)
         );
+        let convergence = run.convergence.take();
         match tokio::task::spawn_blocking(move || checker::check_all(&events, budget)).await {
-            Ok(report) => Some(report),
+            Ok(mut report) => {
+                if let Some(c) = convergence {
+                    report.add_convergence(c);
+                }
+                Some(report)
+            }
             Err(e) => {
                 run.error.get_or_insert(anyhow::anyhow!("the checker panicked: {e}"));
                 None
@@ -449,11 +474,140 @@ async fn phases(config: &TestConfig) -> Run {
             run.notes.push(format!("after the final heal: {e:#}"));
         }
     }
+    // Durability and convergence: restart every node, read every key, sample the replicas.
+    if run.error.is_none() && config.final_checks {
+        let final_started = Instant::now();
+        eprintln!("final: kill -9 and restart every node, read every key, check convergence");
+        if let Err(e) = final_reads(&cluster, &recorder, &mut run.notes).await {
+            run.error.get_or_insert(e.context("final restart"));
+        } else {
+            let samples = sample_convergence(&cluster, &recorder).await;
+            let report = checker::convergence::judge(&samples);
+            eprintln!("convergence: {} ({})", report.valid, report.explanation);
+            run.convergence = Some(report);
+        }
+        run.timings.final_s = final_started.elapsed().as_secs_f64();
+    }
     run.node_exits = cluster.unexpected_exits();
     run.fault_point_exits = cluster.fault_point_exits();
     run.history = recorder.events();
     drop(cluster); // kills every node
     run
+}
+
+/// Kills every node with `kill -9`, restarts them all on their data dirs, waits for a leader
+/// and reads every key the history mentions with a linearizable read, retrying a key whose read
+/// fails until [`FINAL_BUDGET`] is spent. The reads are recorded as operations of the final
+/// processes (a new one for each attempt). Errors only if a node cannot be restarted (a harness
+/// error); a cluster that elects no leader, or keys left unread, are a note and `unknown` keys
+/// for the durability checker.
+async fn final_reads(cluster: &Cluster, recorder: &Recorder, notes: &mut Vec<String>) -> Result<()> {
+    let started = Instant::now();
+    let deadline = started + FINAL_BUDGET;
+    let keys: std::collections::BTreeSet<String> = recorder.events().iter().map(|e| e.op.key().to_string()).collect();
+    cluster.poll_exits();
+    for id in cluster.ids() {
+        use crate::control::ProcessState;
+        if let Some(ProcessState::Running | ProcessState::Paused) = cluster.state(id) {
+            cluster.kill(id)?;
+        }
+    }
+    for id in cluster.ids() {
+        cluster.restart(id).await.with_context(|| format!("restart node {id} after killing every node"))?;
+    }
+    let restarted_s = started.elapsed().as_secs_f64();
+    let left = deadline.saturating_duration_since(Instant::now());
+    if let Err(e) = cluster.wait_for_leader(left).await {
+        notes.push(format!("after restarting every node: {e:#}"));
+    }
+    let leader_s = started.elapsed().as_secs_f64();
+
+    let endpoints: Vec<String> = cluster.endpoints().into_iter().map(|(_, a)| a).collect();
+    let client = geocache_client::Client::builder()
+        .endpoints(endpoints)
+        .timeout(FINAL_READ_TIMEOUT)
+        .connect_timeout(FINAL_READ_TIMEOUT / 2)
+        .attempt_timeout(FINAL_READ_TIMEOUT / 2)
+        .build()
+        .await
+        .context("build the final reads' client")?;
+    let mut process = checker::durability::FINAL_PROCESS_BASE;
+    let mut unread = Vec::new();
+    for key in &keys {
+        loop {
+            let op = Op::Read { key: key.clone(), level: ReadLevel::Linearizable, value: None };
+            recorder.invoke(process, &op);
+            let result = client.get_with(key.clone(), workload::read_options(ReadLevel::Linearizable)).await;
+            let done = match result {
+                Ok(entry) => {
+                    let value = entry.map(|e| String::from_utf8_lossy(&e.value).into_owned());
+                    let read = Op::Read { key: key.clone(), level: ReadLevel::Linearizable, value };
+                    recorder.complete(process, history::EventKind::Ok, read, None);
+                    true
+                }
+                Err(e) => {
+                    recorder.complete(process, workload::error_kind(&e), op, Some(e.to_string()));
+                    false
+                }
+            };
+            process += 1;
+            if done {
+                break;
+            }
+            if Instant::now() >= deadline {
+                unread.push(key.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "final: every node restarted in {restarted_s:.1}s, leader by {leader_s:.1}s, {} keys read by {:.1}s",
+        keys.len() - unread.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !unread.is_empty() {
+        notes.push(format!(
+            "after restarting every node, {} of {} keys could not be read within {}: {}",
+            unread.len(),
+            keys.len(),
+            humantime::format_duration(FINAL_BUDGET),
+            unread.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Samples every node's own applied index and state hash (all at once) until one sample has
+/// them all at the same index, a divergence shows, or [`CONVERGENCE_TIMEOUT`] passes.
+async fn sample_convergence(cluster: &Arc<Cluster>, recorder: &Recorder) -> Vec<checker::convergence::Sample> {
+    use checker::convergence::{judge, NodeSample, Sample};
+    let deadline = Instant::now() + CONVERGENCE_TIMEOUT;
+    let mut samples = Vec::new();
+    loop {
+        let at_ns = recorder.now_ns();
+        let mut set = tokio::task::JoinSet::new();
+        for id in cluster.ids() {
+            let cluster = cluster.clone();
+            set.spawn(async move {
+                let status = cluster.local_status(id).await;
+                let me = status.as_ref().and_then(|s| s.nodes.iter().find(|n| n.id == s.node_id));
+                NodeSample { node: id, applied: me.map(|n| n.applied), state_hash: me.map(|n| n.state_hash) }
+            });
+        }
+        let mut nodes = Vec::new();
+        while let Some(n) = set.join_next().await {
+            if let Ok(n) = n {
+                nodes.push(n);
+            }
+        }
+        nodes.sort_by_key(|n| n.node);
+        samples.push(Sample { at_ns, nodes });
+        if judge(&samples).valid != Verdict::Unknown || Instant::now() >= deadline {
+            return samples;
+        }
+        tokio::time::sleep(CONVERGENCE_INTERVAL).await;
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, naming it. Either way the run stops the normal way:

@@ -210,7 +210,7 @@ fn choose(rng: &mut StdRng, mix: [u32; 3]) -> Choice {
     }
 }
 
-fn read_options(level: ReadLevel) -> ReadOptions {
+pub(crate) fn read_options(level: ReadLevel) -> ReadOptions {
     match level {
         ReadLevel::Linearizable => ReadOptions::linearizable(),
         ReadLevel::Bounded(ms) => ReadOptions::bounded(Duration::from_millis(ms.max(1))),
@@ -219,7 +219,7 @@ fn read_options(level: ReadLevel) -> ReadOptions {
 }
 
 /// How an error completes an operation: `fail` only if it certainly did not happen.
-fn error_kind(e: &geocache_client::Error) -> EventKind {
+pub(crate) fn error_kind(e: &geocache_client::Error) -> EventKind {
     if e.outcome_known() {
         EventKind::Fail
     } else {

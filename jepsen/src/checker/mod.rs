@@ -3,8 +3,11 @@
 //!
 //! [`operation`] pairs invocations with completions; [`linearizable`] checks each key as a
 //! linearizable register (writes, compare-and-sets, linearizable reads); [`staleness`] checks
-//! bounded and stale reads against what was acknowledged before them. [`check_all`] runs them all
-//! and combines their verdicts into the [`CheckReport`] that goes into `results.json`.
+//! bounded and stale reads against what was acknowledged before them; [`durability`] checks the
+//! final reads taken after every node was restarted against the acknowledged writes.
+//! [`check_all`] runs them all and combines their verdicts into the [`CheckReport`] that goes into
+//! `results.json`. [`convergence`] judges state hashes the runner samples from the nodes at the
+//! end (not the history); [`CheckReport::add_convergence`] folds its verdict in.
 //!
 //! Invariants every checker keeps:
 //! * it trusts only the history: values clients sent and received, and times from the one test
@@ -16,6 +19,8 @@
 //! * a history that breaks its own format is a harness bug: it makes the verdict `unknown`
 //!   (exit 2), never `invalid`, and is listed apart from the anomalies.
 
+pub mod convergence;
+pub mod durability;
 pub mod linearizable;
 pub mod operation;
 pub mod staleness;
@@ -27,6 +32,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use self::convergence::{ConvergenceReport, Divergence};
+use self::durability::LostWrite;
 use self::linearizable::{LinearizabilityAnomaly, LinearizabilityResult};
 use self::operation::{HistoryError, Operation};
 use self::staleness::StaleRead;
@@ -104,8 +111,12 @@ pub struct CheckReport {
     pub valid: Verdict,
     pub linearizable: LinearizableSummary,
     pub staleness: StalenessSummary,
+    pub durability: DurabilitySummary,
+    /// The replicas' state hashes at the end; `None` if they were not sampled.
+    #[serde(default)]
+    pub convergence: Option<ConvergenceReport>,
     /// Every anomaly, linearizability ones first (one per invalid key), then stale reads in key
-    /// and invocation order.
+    /// and invocation order, then lost writes, then a divergence.
     pub anomalies: Vec<Anomaly>,
     pub op_counts: OpCounts,
     /// Harness bugs: places where the history breaks its own format.
@@ -133,12 +144,25 @@ pub struct StalenessSummary {
     pub reads: usize,
 }
 
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DurabilitySummary {
+    pub valid: Verdict,
+    /// Whether the history has final reads (taken after every node was restarted) at all.
+    pub final_reads: bool,
+    /// Keys whose final read answered, judged.
+    pub keys_checked: usize,
+    /// Keys no final read answered for (they make the verdict `unknown`).
+    pub unread_keys: Vec<String>,
+}
+
 /// One anomaly, tagged with the checker that found it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "checker", rename_all = "lowercase")]
 pub enum Anomaly {
     Linearizable(Box<LinearizabilityAnomaly>),
     Staleness(Box<StaleRead>),
+    Durability(Box<LostWrite>),
+    Convergence(Box<Divergence>),
 }
 
 /// How many operations completed each way.
@@ -196,6 +220,7 @@ pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
     let lin = linearizable::check(&ops, budget);
     let elapsed_ms = started.elapsed().as_micros() as f64 / 1e3;
     let stale = staleness::check(&ops);
+    let durable = durability::check(&ops);
 
     let mut anomalies = Vec::new();
     let mut unknown_keys = Vec::new();
@@ -211,6 +236,7 @@ pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
         }
     }
     anomalies.extend(stale.violations.iter().cloned().map(|v| Anomaly::Staleness(Box::new(v))));
+    anomalies.extend(durable.lost.iter().cloned().map(|v| Anomaly::Durability(Box::new(v))));
 
     let linearizable = LinearizableSummary {
         valid: lin.result.verdict(),
@@ -223,12 +249,40 @@ pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
     };
     let staleness = StalenessSummary { valid: stale.valid, reads: stale.reads_checked };
 
-    let mut valid = linearizable.valid.and(staleness.valid);
+    let durability = DurabilitySummary {
+        valid: durable.valid,
+        final_reads: durable.final_reads,
+        keys_checked: durable.keys_checked,
+        unread_keys: durable.unread_keys,
+    };
+
+    let mut valid = linearizable.valid.and(staleness.valid).and(durability.valid);
     if !history_errors.is_empty() {
         // A broken record proves nothing either way about the system.
         valid = Verdict::Unknown;
     }
-    CheckReport { valid, linearizable, staleness, anomalies, op_counts: OpCounts::of(&ops), history_errors }
+    CheckReport {
+        valid,
+        linearizable,
+        staleness,
+        durability,
+        convergence: None,
+        anomalies,
+        op_counts: OpCounts::of(&ops),
+        history_errors,
+    }
+}
+
+impl CheckReport {
+    /// Adds the convergence check's result and folds its verdict into [`CheckReport::valid`]
+    /// (a divergence also goes into the anomalies).
+    pub fn add_convergence(&mut self, report: ConvergenceReport) {
+        if let Some(d) = &report.divergence {
+            self.anomalies.push(Anomaly::Convergence(Box::new(d.clone())));
+        }
+        self.valid = self.valid.and(report.valid);
+        self.convergence = Some(report);
+    }
 }
 
 #[cfg(test)]

@@ -270,8 +270,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.read_meta(keys::VOTE, StorageIOError::read_vote)
     }
 
-    /// Records the committed log id without flushing of its own: it becomes durable with the next
-    /// flush, and losing it only means re-learning the commit point from the leader after a restart.
+    /// Records the committed log id, flushed before returning. openraft saves it before applying
+    /// (and so before answering) the entries it commits, so after a crash the commit point is at
+    /// least every write this node acknowledged. That matters for a leader restarted in its own
+    /// term: openraft 0.9 then takes its read index from the saved commit point (its no-op entry
+    /// is the first of its term, long ago), and a stale commit point would let a linearizable read
+    /// miss an acknowledged write. The harness's final read after restarting every node caught it.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         match committed {
             Some(log_id) => self.write_meta(keys::COMMITTED, &log_id, StorageIOError::write)?,
@@ -279,6 +283,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 self.meta.remove(keys::COMMITTED).map_err(|e| write_logs(&e))?;
             }
         }
+        self.db.flush_async().await.map_err(|e| write_logs(&e))?;
         Ok(())
     }
 
