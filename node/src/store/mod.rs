@@ -22,7 +22,9 @@
 //! Invariants:
 //! - A data directory belongs to one node id, recorded on first open; opening it as another node is
 //!   refused.
-//! - The vote is flushed before `save_vote` returns; appended entries are flushed before their
+//! - The vote is flushed before `save_vote` returns, and the commit point before `save_committed`
+//!   returns (openraft applies and answers only after it, so a restarted leader never takes a
+//!   read index from a commit point older than what it acknowledged); appended entries are flushed before their
 //!   `LogFlushed` callback fires (group commit: one background flusher task issues one flush for every
 //!   append queued so far, then completes their callbacks in append order; never one flush per write).
 //! - Entries are readable as soon as `append` returns, and the log never has a hole: an append is one
