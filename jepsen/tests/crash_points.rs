@@ -14,18 +14,7 @@ fn linearizable_reads_stay_linearizable_when_nodes_die_at_fault_points() {
         "--time 20s --fault-window 3s --heal-window 2s --recovery 2s --rate 60 --concurrency 6 ",
         "--seed 7 --check-budget 20s",
     ));
-    let results = run.results();
-    if run.code != 0 {
-        let kept = run.keep();
-        panic!(
-            "expected exit 0 (valid), got {}; output kept in {}\nanomalies: {:#}\nharness error: {}\n{}",
-            run.code,
-            kept.display(),
-            results["checks"]["anomalies"],
-            results["harness_error"],
-            run.stderr
-        );
-    }
+    let results = run.expect_valid();
     assert_eq!(results["valid"], serde_json::json!(true));
     let faults = results["faults"].as_array().expect("faults");
     assert!(!faults.is_empty());

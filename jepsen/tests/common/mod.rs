@@ -36,6 +36,24 @@ impl HarnessRun {
         history::parse_jsonl(&text).expect("history.jsonl parses")
     }
 
+    /// Panics unless the run exited 0 (valid); on failure the output dir is kept and the
+    /// anomalies, harness error and stderr are printed. Returns the results.
+    pub fn expect_valid(&mut self) -> serde_json::Value {
+        let results = self.results();
+        if self.code != 0 {
+            let kept = self.keep();
+            panic!(
+                "expected exit 0 (valid), got {}; output kept in {}\nanomalies: {:#}\nharness error: {}\n{}",
+                self.code,
+                kept.display(),
+                results["checks"]["anomalies"],
+                results["harness_error"],
+                self.stderr
+            );
+        }
+        results
+    }
+
     /// Keeps the output dir (for a failure someone must look at); returns its path.
     pub fn keep(&mut self) -> PathBuf {
         if let Some(dir) = self.dir.take() {

@@ -144,6 +144,18 @@ struct ReadSpec {
     min_version: u64,
 }
 
+/// `GetRequest` and `TtlRequest` carry the same read fields.
+macro_rules! read_spec_from {
+    ($($request:ty),*) => {$(
+        impl From<&$request> for ReadSpec {
+            fn from(r: &$request) -> ReadSpec {
+                ReadSpec { consistency: r.consistency, max_staleness_ms: r.max_staleness_ms, min_version: r.min_version }
+            }
+        }
+    )*};
+}
+read_spec_from!(pb::GetRequest, pb::TtlRequest);
+
 enum WriteOutcome {
     Done(pb::WriteResponse),
     Forward((u64, String)),
@@ -188,11 +200,7 @@ impl CacheRpc for CacheService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let deadline = grpc_timeout(&request);
         let req = request.into_inner();
-        let spec = ReadSpec {
-            consistency: req.consistency,
-            max_staleness_ms: req.max_staleness_ms,
-            min_version: req.min_version,
-        };
+        let spec = ReadSpec::from(&req);
         let (entry, meta) = self.read(&req.key, spec, deadline).await?;
         let response = match entry {
             Some(e) => pb::GetResponse {
@@ -210,11 +218,7 @@ impl CacheRpc for CacheService {
     async fn ttl(&self, request: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
         let deadline = grpc_timeout(&request);
         let req = request.into_inner();
-        let spec = ReadSpec {
-            consistency: req.consistency,
-            max_staleness_ms: req.max_staleness_ms,
-            min_version: req.min_version,
-        };
+        let spec = ReadSpec::from(&req);
         let (entry, meta) = self.read(&req.key, spec, deadline).await?;
         let now_ms = self.node.clock().now_ms();
         let response = match entry {
