@@ -30,10 +30,16 @@
 //!   [`Cluster::restart_with_env`] adds. `FAILPOINTS` values are joined with `;`, other
 //!   variables are overridden by the later source.
 //!
-//! Later (extension points): membership changes (add/remove voters) go next to [`Cluster::init`];
-//! clock skew restarts a node with different `--clock-offset-ms` through [`NodeSpec::extra_args`].
+//! Membership: every node starts as a voter; [`Cluster::remove_voter`] and
+//! [`Cluster::remove_member`] shrink the voter set through the leader, and
+//! [`Cluster::restore_membership`] makes every node a voter again (adding removed ones back as
+//! learners first). Clock: nodes run with `--fault-injection`, so
+//! [`Cluster::set_clock_offset`] can shift one node's wall clock while it runs; the offset is
+//! remembered and given again (`--clock-offset-ms`) when the node restarts.
+//!
+//! [`Cluster::heal_all`] undoes all of it: links, pauses, kills, clock offsets, membership.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -56,6 +62,17 @@ pub const DEFAULT_REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 const ADMIN_CALL_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long a (re)started node may take to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long one membership call may take (adding a learner waits until it caught up).
+const MEMBERSHIP_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Cluster::heal_all`] may retry to make every node a voter again.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who votes and who only replicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    pub learners: BTreeSet<NodeId>,
+}
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -159,6 +176,8 @@ struct NodeProc {
     armed: Option<String>,
     /// This start ended at one of the armed fault points.
     died_at_point: bool,
+    /// The wall-clock offset the harness wants this node to run with (ms).
+    clock_offset_ms: i64,
 }
 
 /// A running cluster. Every method takes `&self` (the process table sits behind a mutex), so
@@ -241,6 +260,8 @@ impl Cluster {
             ];
             args.extend(net.route_args(*id));
             args.extend(spec.extra_args.iter().cloned());
+            // So the clock nemesis can skew a running node (admin `SetClockOffset`).
+            args.push("--fault-injection".into());
             args.push("--exit-with-stdin".into());
             let node = NodeSpec {
                 id: *id,
@@ -259,6 +280,7 @@ impl Cluster {
                     starts: 0,
                     armed: None,
                     died_at_point: false,
+                    clock_offset_ms: 0,
                 },
             );
         }
@@ -384,7 +406,8 @@ impl Cluster {
 
     /// Undoes every fault: heals every link, resumes every paused node and restarts every
     /// killed one (a node that exited on its own is restarted too, so the run can go on; its
-    /// exit stays recorded). Errors only if a node cannot be brought back.
+    /// exit stays recorded), sets every clock offset back to 0 and makes every node a voter
+    /// again. Errors only if a node cannot be brought back.
     pub async fn heal_all(&self) -> Result<()> {
         self.net.heal();
         self.poll_exits();
@@ -399,7 +422,160 @@ impl Cluster {
         for id in to_restart {
             self.restart(id).await?;
         }
+        for id in self.ids() {
+            if self.clock_offset(id) != 0 {
+                self.set_clock_offset(id, 0).await?;
+            }
+        }
+        self.restore_membership(MEMBERSHIP_TIMEOUT).await
+    }
+
+    /// The clock offset node `id` runs with (ms).
+    pub fn clock_offset(&self, id: NodeId) -> i64 {
+        self.lock().get(&id).map_or(0, |n| n.clock_offset_ms)
+    }
+
+    /// Shifts node `id`'s wall clock by `offset_ms` from the host's: at once if it is running
+    /// (admin `SetClockOffset`), and on every later start (`--clock-offset-ms`). A node that is
+    /// not running now (paused, killed) gets the offset at its next start.
+    pub async fn set_clock_offset(&self, id: NodeId, offset_ms: i64) -> Result<()> {
+        let running = {
+            let mut nodes = self.lock();
+            let node = nodes.get_mut(&id).ok_or_else(|| anyhow!("no node {id}"))?;
+            node.clock_offset_ms = offset_ms;
+            node.state == ProcessState::Running
+        };
+        if running {
+            let mut admin = self.admin(id).await.with_context(|| format!("reach node {id} to skew its clock"))?;
+            let mut request = tonic::Request::new(pb::SetClockOffsetRequest { offset_ms });
+            request.set_timeout(ADMIN_CALL_TIMEOUT);
+            admin
+                .set_clock_offset(request)
+                .await
+                .map_err(|s| anyhow!("set node {id}'s clock offset to {offset_ms}ms: {}", s.message()))?;
+        }
         Ok(())
+    }
+
+    /// The current voters and learners, as the leader's membership says, or an error if no
+    /// leader answers within `within`.
+    pub async fn membership(&self, within: Duration) -> Result<Membership> {
+        let response = self
+            .with_leader(within, "read the membership", |mut admin| async move {
+                let mut request = tonic::Request::new(pb::StatusRequest { local_only: true });
+                request.set_timeout(ADMIN_CALL_TIMEOUT);
+                admin.status(request).await.map(|r| r.into_inner())
+            })
+            .await?;
+        let mut membership = Membership::default();
+        for node in response.nodes {
+            if node.voter {
+                membership.voters.insert(node.id);
+            } else {
+                membership.learners.insert(node.id);
+            }
+        }
+        Ok(membership)
+    }
+
+    /// Demotes voter `id` to a learner (it keeps replicating but no longer votes or counts for
+    /// a quorum). Through the leader, retried until `within`.
+    pub async fn remove_voter(&self, id: NodeId, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let membership = self.membership(within).await?;
+        let voters: Vec<NodeId> = membership.voters.iter().copied().filter(|v| *v != id).collect();
+        if voters.len() == membership.voters.len() {
+            return Ok(());
+        }
+        self.change_voters(voters, true, deadline.saturating_duration_since(Instant::now())).await
+    }
+
+    /// Removes node `id` from the cluster altogether (voter or learner): it gets no more log
+    /// entries until it is added back. Through the leader, retried until `within`.
+    pub async fn remove_member(&self, id: NodeId, within: Duration) -> Result<()> {
+        self.with_leader(within, &format!("remove node {id}"), |mut admin| async move {
+            let mut request = tonic::Request::new(pb::RemoveRequest { id });
+            request.set_timeout(MEMBERSHIP_CALL_TIMEOUT);
+            admin.remove(request).await.map(|_| ())
+        })
+        .await
+    }
+
+    /// Makes every node a voter again: nodes no longer in the membership are added back as
+    /// learners (and waited for until caught up), then the voter set is replaced by all nodes.
+    /// Retried through whichever node leads until `within`.
+    pub async fn restore_membership(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let all: BTreeSet<NodeId> = self.ids().into_iter().collect();
+        let membership = self.membership(within).await?;
+        if membership.voters == all {
+            return Ok(());
+        }
+        for id in all.iter().filter(|id| !membership.voters.contains(id) && !membership.learners.contains(id)) {
+            let member = self.lock()[id].spec.member();
+            self.with_leader(
+                deadline.saturating_duration_since(Instant::now()),
+                &format!("add node {id} back as a learner"),
+                |mut admin| {
+                    let member = member.clone();
+                    async move {
+                        let mut request =
+                            tonic::Request::new(pb::AddLearnerRequest { member: Some(member), wait_caught_up: true });
+                        request.set_timeout(MEMBERSHIP_CALL_TIMEOUT);
+                        match admin.add_learner(request).await {
+                            // Added by an earlier attempt whose answer was lost.
+                            Err(s) if s.message().contains("already") => Ok(()),
+                            other => other.map(|_| ()),
+                        }
+                    }
+                },
+            )
+            .await?;
+        }
+        self.change_voters(all.into_iter().collect(), false, deadline.saturating_duration_since(Instant::now())).await
+    }
+
+    /// Replaces the voter set with `voters` (removed voters stay learners if `retain`).
+    async fn change_voters(&self, voters: Vec<NodeId>, retain: bool, within: Duration) -> Result<()> {
+        let what = format!("change the voters to {voters:?}");
+        self.with_leader(within, &what, |mut admin| {
+            let voters = voters.clone();
+            async move {
+                let mut request =
+                    tonic::Request::new(pb::ChangeMembershipRequest { voters, retain_as_learners: retain });
+                request.set_timeout(MEMBERSHIP_CALL_TIMEOUT);
+                admin.change_membership(request).await.map(|_| ())
+            }
+        })
+        .await
+    }
+
+    /// Runs `call` against the leader's admin service until it succeeds, retrying (with a fresh
+    /// look for the leader) on any error until `within` has passed; then fails with the last
+    /// error. Membership calls are idempotent as this module makes them, so a retry after a
+    /// lost answer is harmless.
+    async fn with_leader<T, F, Fut>(&self, within: Duration, what: &str, call: F) -> Result<T>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("no leader found");
+        loop {
+            if let Some(leader) = self.leader().await.filter(|l| self.state(*l) == Some(ProcessState::Running)) {
+                match self.admin(leader).await {
+                    Ok(admin) => match call(admin).await {
+                        Ok(value) => return Ok(value),
+                        Err(status) => last = format!("node {leader}: {}", status.message()),
+                    },
+                    Err(e) => last = format!("node {leader}: {e:#}"),
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("could not {what} within {within:?}: {last}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Notes every node that exited without the harness killing it (see
@@ -564,9 +740,11 @@ impl Cluster {
             self.spec.bin.display(),
             node.spec.args.join(" ")
         )?;
+        let clock_offset = node.clock_offset_ms;
         let child = Command::new(&self.spec.bin)
             .arg("serve")
             .args(&node.spec.args)
+            .args((clock_offset != 0).then(|| format!("--clock-offset-ms={clock_offset}")))
             // Kept open by this process: when it goes, the node goes (`--exit-with-stdin`).
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

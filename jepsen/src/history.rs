@@ -51,8 +51,13 @@ pub enum ReadLevel {
     Stale,
 }
 
-/// An operation on one key of a register workload (the cache workload adds its own later).
-/// Values are unique strings per write, so a read's value names the write it saw.
+/// An operation on one key: the register workload's read, write and cas, the cache workload's
+/// read, set (with an optional TTL) and delete. Values are unique strings per write, so a
+/// read's value names the write it saw.
+///
+/// One JSON object per operation, tagged by `f`: `{"f":"write","key":"k1","value":"p3-17"}`,
+/// `{"f":"set","key":"k1","value":"p3-18","ttl_ms":500}`, `{"f":"delete","key":"k1"}`. A set
+/// without a TTL has no `ttl_ms`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(tag = "f", rename_all = "lowercase")]
 pub enum Op {
@@ -68,12 +73,37 @@ pub enum Op {
     Write { key: String, value: String },
     /// Compare-and-set: if `key` holds `from` (`None`: absent), set it to `to`.
     Cas { key: String, from: Option<String>, to: String },
+    /// Set `key` to `value`, to expire `ttl_ms` after the write is proposed (`None`: never).
+    Set {
+        key: String,
+        value: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_ms: Option<u64>,
+    },
+    /// Delete `key`. Whether it existed is not recorded: the checkers need only that it is gone.
+    Delete { key: String },
 }
 
 impl Op {
     pub fn key(&self) -> &str {
         match self {
-            Op::Read { key, .. } | Op::Write { key, .. } | Op::Cas { key, .. } => key,
+            Op::Read { key, .. }
+            | Op::Write { key, .. }
+            | Op::Cas { key, .. }
+            | Op::Set { key, .. }
+            | Op::Delete { key } => key,
+        }
+    }
+
+    /// The function's name, as `f` spells it in the history: `read`, `write`, `cas`, `set`,
+    /// `delete`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Read { .. } => "read",
+            Op::Write { .. } => "write",
+            Op::Cas { .. } => "cas",
+            Op::Set { .. } => "set",
+            Op::Delete { .. } => "delete",
         }
     }
 }
@@ -128,5 +158,26 @@ mod tests {
         let text = to_jsonl(&events);
         assert!(text.lines().next().unwrap().contains(r#""f":"read""#), "{text}");
         assert_eq!(parse_jsonl(&text).unwrap(), events);
+    }
+
+    #[test]
+    fn cache_ops_round_trip_and_register_lines_still_parse() {
+        let ops = [
+            Op::Set { key: "k".into(), value: "p1-1".into(), ttl_ms: Some(500) },
+            Op::Set { key: "k".into(), value: "p1-2".into(), ttl_ms: None },
+            Op::Delete { key: "k".into() },
+        ];
+        let lines: Vec<String> = ops.iter().map(|op| serde_json::to_string(op).unwrap()).collect();
+        assert_eq!(lines[0], r#"{"f":"set","key":"k","value":"p1-1","ttl_ms":500}"#);
+        assert_eq!(lines[1], r#"{"f":"set","key":"k","value":"p1-2"}"#);
+        assert_eq!(lines[2], r#"{"f":"delete","key":"k"}"#);
+        for (op, line) in ops.iter().zip(&lines) {
+            assert_eq!(&serde_json::from_str::<Op>(line).unwrap(), op);
+        }
+        // A register history written before the cache ops existed.
+        let old = r#"{"index":0,"time_ns":5,"process":1,"kind":"invoke","op":{"f":"write","key":"k","value":"v"}}"#;
+        let parsed = parse_jsonl(old).unwrap();
+        assert_eq!(parsed[0].op, Op::Write { key: "k".into(), value: "v".into() });
+        assert_eq!(parsed[0].op.name(), "write");
     }
 }

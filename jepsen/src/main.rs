@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use geocache_jepsen::history::ReadLevel;
 use geocache_jepsen::nemesis::{NemesisConfig, NemesisKind};
 use geocache_jepsen::runner::{self, CheckModel, TestConfig, WorkloadKind};
-use geocache_jepsen::workload::RegisterConfig;
+use geocache_jepsen::workload::{self, CacheConfig, RegisterConfig};
 use geocache_node::netsim::LatencyMatrix;
 
 /// Jepsen-style fault injection for geocache: runs real `geocache serve` processes on loopback
@@ -27,7 +27,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run one test; writes DIR/history.jsonl, DIR/results.json and DIR/nodes/*.log.
+    /// Run one test; writes DIR/history.jsonl, DIR/results.json, DIR/latency.svg and DIR/nodes/*.log.
     /// Exit code: 0 valid, 1 invalid, 2 unknown or harness error.
     #[command(
         after_help = "Example:\n  geocache-jepsen test --nodes 5 --nemesis partition,kill,pause --workload register \\\n    \
@@ -50,7 +50,8 @@ struct TestArgs {
     /// Raft timing is stretched to fit unless --heartbeat/--election-timeout say otherwise.
     #[arg(long, value_parser = parse_latency)]
     latency: Option<LatencyMatrix>,
-    /// Faults to inject, comma-separated: partition, kill, pause, crash-points; `all`; or `none`.
+    /// Faults to inject, comma-separated: partition, kill, pause, crash-points, clock,
+    /// membership; `all` (every one, in turn); or `none`.
     /// crash-points needs a node binary built with the `fault-points` feature of geocache-node
     /// (the harness's own geocache-node-under-test is); it also makes the nodes snapshot every
     /// 200 entries so the snapshot and purge points are reached.
@@ -62,9 +63,19 @@ struct TestArgs {
     /// How long the cluster stays healthy between faults (and before the first).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     heal_window: Duration,
-    /// Workload: register (read / write / compare-and-set on a few keys).
+    /// The largest offset the clock nemesis gives a node's clock, ahead or behind (each fault
+    /// picks a quarter to all of it). Entries may expire this much early by the host's clock.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    clock_skew: Duration,
+    /// Workload: register (read / write / compare-and-set on a few keys), or cache (get / set
+    /// with a TTL from --ttl-range, or none for a fifth of the sets / delete; the TTL checker
+    /// then also holds every read to expiry: an entry must not vanish before its TTL).
     #[arg(long, default_value = "register")]
     workload: WorkloadKind,
+    /// Cache workload: the range a set's TTL is drawn from (uniformly, whole milliseconds), as
+    /// MIN..MAX. Short, so entries really expire during a short test.
+    #[arg(long, default_value = "200ms..2s", value_parser = parse_ttl_range)]
+    ttl_range: TtlRange,
     /// Level of the workload's reads: linearizable, bounded:DURATION (e.g. bounded:250ms), stale.
     #[arg(long, default_value = "linearizable", value_parser = runner::parse_read_level)]
     read_consistency: ReadLevel,
@@ -91,9 +102,10 @@ struct TestArgs {
     /// for their reads.
     #[arg(long, default_value_t = 10)]
     concurrency: usize,
-    /// Keys in use at a time.
-    #[arg(long, default_value_t = 5)]
-    keys: usize,
+    /// Keys in use at a time [default: 5 for register, 20 for cache (so that a key's sets come
+    /// far enough apart for its TTLs to run out)].
+    #[arg(long)]
+    keys: Option<usize>,
     /// Operations after which a key retires for a fresh one (keeps the checker fast).
     #[arg(long, default_value_t = 200)]
     ops_per_key: u64,
@@ -166,12 +178,20 @@ fn parse_node_failpoints(
     Ok(out)
 }
 
+/// A parsed `--ttl-range` value (a newtype, so clap takes the pair as one value).
+#[derive(Clone, Copy, Debug)]
+struct TtlRange((Duration, Duration));
+
 /// A parsed `--nemesis` value (a newtype, so clap does not treat it as a repeated flag).
 #[derive(Clone, Debug)]
 struct NemesisList(Vec<NemesisKind>);
 
 fn parse_nemesis(s: &str) -> Result<NemesisList, String> {
     runner::parse_nemesis(s).map(NemesisList)
+}
+
+fn parse_ttl_range(s: &str) -> Result<TtlRange, String> {
+    workload::parse_ttl_range(s).map(TtlRange)
 }
 
 fn parse_latency(s: &str) -> Result<LatencyMatrix, String> {
@@ -200,7 +220,11 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
     if !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be a positive number of operations per second".into());
     }
-    if args.keys == 0 || args.ops_per_key == 0 {
+    let keys = args.keys.unwrap_or(match args.workload {
+        WorkloadKind::Register => RegisterConfig::default().keys,
+        WorkloadKind::Cache => CacheConfig::DEFAULT_KEYS,
+    });
+    if keys == 0 || args.ops_per_key == 0 {
         return Err("--keys and --ops-per-key must be at least 1".into());
     }
     if args.op_timeout.is_zero() || args.fault_window.is_zero() {
@@ -230,16 +254,18 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
             read_level: args.read_consistency,
             rate: args.rate,
             concurrency: args.concurrency,
-            keys: args.keys,
+            keys,
             ops_per_key: args.ops_per_key,
             timeout: args.op_timeout,
             seed: args.seed,
             ..RegisterConfig::default()
         },
+        cache: CacheConfig { ttl_min: args.ttl_range.0 .0, ttl_max: args.ttl_range.0 .1, ..CacheConfig::default() },
         nemesis: NemesisConfig {
             kinds: args.nemesis.0,
             fault_window: args.fault_window,
             heal_window: args.heal_window,
+            clock_skew: args.clock_skew,
             seed: args.seed,
         },
         time: args.time,
@@ -306,6 +332,30 @@ mod tests {
         assert_eq!((config.seed, config.register.seed, config.nemesis.seed), (7, 7, 7));
         assert_eq!(config.out, PathBuf::from("runs/x"));
         assert_eq!(config.regions, vec!["us-east", "eu-west", "ap-south"]);
+    }
+
+    #[test]
+    fn the_cache_workload_parses_with_its_defaults() {
+        let parse = |extra: &str| {
+            let line = format!("geocache-jepsen test --workload cache --bin /bin/true {extra}");
+            let Command::Test(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command;
+            test_config(args)
+        };
+        let config = parse("").unwrap();
+        assert_eq!(config.workload, WorkloadKind::Cache);
+        assert_eq!(config.register.keys, CacheConfig::DEFAULT_KEYS);
+        assert_eq!((config.cache.ttl_min, config.cache.ttl_max), (Duration::from_millis(200), Duration::from_secs(2)));
+        let config = parse("--ttl-range 50ms..300ms --keys 7").unwrap();
+        assert_eq!(
+            (config.cache.ttl_min, config.cache.ttl_max),
+            (Duration::from_millis(50), Duration::from_millis(300))
+        );
+        assert_eq!(config.register.keys, 7);
+        assert!(Cli::try_parse_from(["geocache-jepsen", "test", "--ttl-range", "2s..1s"]).is_err());
+        // The register workload keeps its own default.
+        let Command::Test(args) =
+            Cli::try_parse_from(["geocache-jepsen", "test", "--bin", "/bin/true"]).unwrap().command;
+        assert_eq!(test_config(args).unwrap().register.keys, 5);
     }
 
     #[test]

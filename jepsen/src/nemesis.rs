@@ -29,13 +29,23 @@
 //!   every few hundred entries when this nemesis is on). Each window records the point and
 //!   whether the node died at it ([`FaultWindow::fault_point`], [`FaultWindow::died`]).
 //!
-//! Replaying a seed replays the choices of kind, shape and targets, except where a choice
-//! depends on the cluster's state at the time (the leader-minority shape's leader, and which
-//! nodes are up to be killed or paused).
+//! * `clock`: one node's wall clock (the leader's half the time, as it stamps the time on every
+//!   command it proposes) is skewed through the node's `--fault-injection` admin call, in one
+//!   of two shapes ([`ClockShape`]): a *jump* to an offset of up to `--clock-skew` either way,
+//!   held for the window, or a *strobe* that flips the offset between 0 and that value every
+//!   few tens of ms. Back to 0 at the window's end. Log time never runs backwards, so a
+//!   forward skew can make entries expire early by up to the offset: the TTL checker is told
+//!   the spread of offsets the run applied ([`clock_spread_ms`]).
+//! * `membership`: a voter (any, the leader included) leaves the voter set while the
+//!   workload runs, in one of three shapes ([`MembershipShape`]): *demoted* to a learner,
+//!   *removed* from the cluster altogether, or demoted while a partition isolates one random
+//!   node (so the change needs the majority side). At the window's end the links heal and
+//!   every node becomes a voter again (a removed node is added back as a learner and caught
+//!   up first).
 //!
-//! Later (extension points): the `clock` and `membership` nemeses are new
-//! [`NemesisKind`] variants with a [`Fault`] variant each (plan, inject, heal); `all` expands to
-//! every kind.
+//! Replaying a seed replays the choices of kind, shape and targets, except where a choice
+//! depends on the cluster's state at the time (the leader-minority shape's leader, the clock
+//! nemesis's leader, and which nodes are up to be killed or paused).
 
 use std::fmt;
 use std::str::FromStr;
@@ -50,7 +60,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::control::{Cluster, ProcessState};
+use crate::control::{Cluster, Membership, ProcessState};
 
 /// A kind of fault the nemesis can inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -60,11 +70,19 @@ pub enum NemesisKind {
     Kill,
     Pause,
     CrashPoints,
+    Clock,
+    Membership,
 }
 
 impl NemesisKind {
-    pub const ALL: [NemesisKind; 4] =
-        [NemesisKind::Partition, NemesisKind::Kill, NemesisKind::Pause, NemesisKind::CrashPoints];
+    pub const ALL: [NemesisKind; 6] = [
+        NemesisKind::Partition,
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::CrashPoints,
+        NemesisKind::Clock,
+        NemesisKind::Membership,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -72,6 +90,8 @@ impl NemesisKind {
             NemesisKind::Kill => "kill",
             NemesisKind::Pause => "pause",
             NemesisKind::CrashPoints => "crash-points",
+            NemesisKind::Clock => "clock",
+            NemesisKind::Membership => "membership",
         }
     }
 
@@ -137,6 +157,46 @@ impl PartitionShape {
     }
 }
 
+/// How the `clock` nemesis skews a node's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockShape {
+    /// The offset is set once and held for the window.
+    Jump,
+    /// The offset flips between 0 and the skew every `period_ms`.
+    Strobe { period_ms: u64 },
+}
+
+/// How the `membership` nemesis takes a voter out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MembershipShape {
+    /// Voter to learner: it still replicates, but neither votes nor counts for a quorum.
+    Demote,
+    /// Out of the cluster: it gets no more entries until it is added back.
+    Remove,
+    /// Demoted while a partition isolates one random node (maybe the same one, maybe the
+    /// leader), so only the majority side can make the change.
+    DemotePartitioned,
+}
+
+impl MembershipShape {
+    const ALL: [MembershipShape; 3] =
+        [MembershipShape::Demote, MembershipShape::Remove, MembershipShape::DemotePartitioned];
+
+    fn name(self) -> &'static str {
+        match self {
+            MembershipShape::Demote => "demote",
+            MembershipShape::Remove => "remove",
+            MembershipShape::DemotePartitioned => "demote-partitioned",
+        }
+    }
+}
+
+/// How long a membership change may be retried before the nemesis gives up (a harness error:
+/// a cluster with a healthy majority should manage it well within this).
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The node's fault points the `crash-points` nemesis arms, with the `fail` action each gets:
 /// `1*panic` (the first time the step is reached) or, for steps on every write, a small chance
 /// per pass, at most once.
@@ -164,6 +224,11 @@ pub enum Fault {
     Pause { node: NodeId },
     /// This node restarted with `FAILPOINTS=point=action`.
     CrashPoint { node: NodeId, point: &'static str, action: &'static str },
+    /// This node's wall clock shifted by `offset_ms`.
+    Clock { node: NodeId, shape: ClockShape, offset_ms: i64 },
+    /// This voter taken out of the voter set; for [`MembershipShape::DemotePartitioned`],
+    /// `isolated` cut off by a partition meanwhile.
+    Membership { node: NodeId, shape: MembershipShape, isolated: Option<NodeId> },
 }
 
 impl Fault {
@@ -173,15 +238,23 @@ impl Fault {
             Fault::Kill { .. } => NemesisKind::Kill,
             Fault::Pause { .. } => NemesisKind::Pause,
             Fault::CrashPoint { .. } => NemesisKind::CrashPoints,
+            Fault::Clock { .. } => NemesisKind::Clock,
+            Fault::Membership { .. } => NemesisKind::Membership,
         }
     }
 
-    /// The nodes the fault cuts off: the smaller side of a partition, the killed or paused nodes.
+    /// The nodes the fault hits: the smaller side of a partition, the killed or paused nodes,
+    /// the skewed node, the voter taken out (and the isolated one).
     pub fn nodes(&self) -> Vec<NodeId> {
         match self {
             Fault::Partition { groups, .. } => groups.iter().min_by_key(|g| g.len()).cloned().unwrap_or_default(),
             Fault::Kill { nodes } => nodes.clone(),
-            Fault::Pause { node } | Fault::CrashPoint { node, .. } => vec![*node],
+            Fault::Pause { node } | Fault::CrashPoint { node, .. } | Fault::Clock { node, .. } => vec![*node],
+            Fault::Membership { node, isolated, .. } => {
+                let mut nodes = vec![*node];
+                nodes.extend(isolated.filter(|i| i != node));
+                nodes
+            }
         }
     }
 
@@ -219,6 +292,19 @@ impl Fault {
                     }
                 }
             }
+            Fault::Clock { node, offset_ms, .. } => cluster.set_clock_offset(*node, *offset_ms).await?,
+            Fault::Membership { node, shape, isolated } => {
+                if let Some(isolated) = isolated {
+                    let rest: Vec<NodeId> = cluster.ids().into_iter().filter(|id| id != isolated).collect();
+                    cluster.net().partition(&[vec![*isolated], rest]);
+                }
+                match shape {
+                    MembershipShape::Remove => cluster.remove_member(*node, MEMBERSHIP_CHANGE_TIMEOUT).await?,
+                    MembershipShape::Demote | MembershipShape::DemotePartitioned => {
+                        cluster.remove_voter(*node, MEMBERSHIP_CHANGE_TIMEOUT).await?
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -243,6 +329,13 @@ impl Fault {
                     cluster.restart(*node).await?;
                 }
             }
+            Fault::Clock { node, .. } => cluster.set_clock_offset(*node, 0).await?,
+            Fault::Membership { isolated, .. } => {
+                if isolated.is_some() {
+                    cluster.net().heal();
+                }
+                cluster.restore_membership(MEMBERSHIP_CHANGE_TIMEOUT).await?;
+            }
         }
         Ok(())
     }
@@ -259,6 +352,16 @@ impl fmt::Display for Fault {
             Fault::Kill { nodes } => write!(f, "kill -9 [{}]", list(nodes)),
             Fault::Pause { node } => write!(f, "pause [{node}]"),
             Fault::CrashPoint { node, point, action } => write!(f, "crash-point {point}={action} [{node}]"),
+            Fault::Clock { node, shape: ClockShape::Jump, offset_ms } => {
+                write!(f, "clock jump {offset_ms:+}ms [{node}]")
+            }
+            Fault::Clock { node, shape: ClockShape::Strobe { period_ms }, offset_ms } => {
+                write!(f, "clock strobe 0/{offset_ms:+}ms every {period_ms}ms [{node}]")
+            }
+            Fault::Membership { node, shape, isolated: None } => write!(f, "membership {} [{node}]", shape.name()),
+            Fault::Membership { node, shape, isolated: Some(isolated) } => {
+                write!(f, "membership {} [{node}] with [{isolated}] isolated", shape.name())
+            }
         }
     }
 }
@@ -280,6 +383,13 @@ pub struct FaultWindow {
     /// For `crash-points`, whether the node died at that point before the window ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub died: Option<bool>,
+    /// For `clock`, the offset applied to the node's clock (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    /// For `membership`, the voters and learners once the change was made (as the leader
+    /// reported them then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership: Option<Membership>,
     /// When the fault took effect, ns since the test started.
     pub start_ns: u64,
     /// When it was undone (for a kill: when the restarted nodes accepted connections again);
@@ -294,6 +404,17 @@ impl FaultWindow {
     }
 }
 
+/// How far apart the clocks of the nodes may have been during a run with these windows, in
+/// ms: the largest offset applied ahead minus the largest behind (each at least 0, since the
+/// other nodes kept the host's clock). Log time is the largest clock any proposer stamped, so
+/// an entry may vanish up to this much earlier than its TTL measured on the host's clock.
+pub fn clock_spread_ms(windows: &[FaultWindow]) -> u64 {
+    let offsets = windows.iter().filter_map(|w| w.clock_offset_ms);
+    let ahead = offsets.clone().max().unwrap_or(0).max(0);
+    let behind = offsets.min().unwrap_or(0).min(0);
+    ahead.abs_diff(behind)
+}
+
 /// The nemesis's settings.
 #[derive(Clone, Debug, Serialize)]
 pub struct NemesisConfig {
@@ -305,6 +426,9 @@ pub struct NemesisConfig {
     /// How long the cluster stays healthy between faults (and before the first).
     #[serde(serialize_with = "crate::report::human_duration")]
     pub heal_window: Duration,
+    /// The largest clock offset the `clock` nemesis applies, either way.
+    #[serde(serialize_with = "crate::report::human_duration")]
+    pub clock_skew: Duration,
     pub seed: u64,
 }
 
@@ -346,7 +470,7 @@ pub async fn run(
                 round.reverse(); // popped from the back
             }
             let kind = round.pop().expect("refilled above");
-            let Some(fault) = plan(kind, &cluster, &mut rng).await else {
+            let Some(fault) = plan(kind, &cluster, config.clock_skew, &mut rng).await else {
                 tracing::warn!("no target for the {kind} nemesis now; skipping a window");
                 continue;
             };
@@ -364,6 +488,14 @@ pub async fn run(
                 Fault::CrashPoint { point, .. } => Some(point.to_string()),
                 _ => None,
             };
+            let clock_offset_ms = match &fault {
+                Fault::Clock { offset_ms, .. } => Some(*offset_ms),
+                _ => None,
+            };
+            let membership = match &fault {
+                Fault::Membership { .. } => cluster.membership(Duration::from_secs(5)).await.ok(),
+                _ => None,
+            };
             windows.push(FaultWindow {
                 nemesis: kind,
                 fault: fault.to_string(),
@@ -371,6 +503,8 @@ pub async fn run(
                 groups,
                 died: fault_point.as_ref().map(|_| false),
                 fault_point,
+                clock_offset_ms,
+                membership,
                 // A crash point's window starts when the node went down to be armed.
                 start_ns: if matches!(fault, Fault::CrashPoint { .. }) { injected_ns } else { now_ns() },
                 end_ns: None,
@@ -398,8 +532,27 @@ pub async fn run(
                     }
                     stopped
                 }
+                Fault::Clock { node, shape: ClockShape::Strobe { period_ms }, offset_ms } => {
+                    let until = injected_at + config.fault_window;
+                    let mut skewed = true;
+                    let mut stopped = false;
+                    while Instant::now() < until && !stopped {
+                        let tick =
+                            Duration::from_millis(*period_ms).min(until.saturating_duration_since(Instant::now()));
+                        stopped = sleep_or_stop(tick, &mut stop).await;
+                        skewed = !skewed;
+                        if let Err(e) = cluster.set_clock_offset(*node, if skewed { *offset_ms } else { 0 }).await {
+                            error = Some(e.context(format!("strobing in {fault}")));
+                            break;
+                        }
+                    }
+                    stopped
+                }
                 _ => sleep_or_stop(config.fault_window, &mut stop).await,
             };
+            if error.is_some() {
+                break;
+            }
             if let Fault::CrashPoint { node, .. } = &fault {
                 if cluster.died_at_fault_point(*node) {
                     if let Some(w) = windows.last_mut() {
@@ -449,7 +602,7 @@ async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 
 /// Picks targets for a fault of `kind`, or `None` if there is nothing to hit (e.g. every node
 /// is down already).
-async fn plan(kind: NemesisKind, cluster: &Cluster, rng: &mut StdRng) -> Option<Fault> {
+async fn plan(kind: NemesisKind, cluster: &Cluster, clock_skew: Duration, rng: &mut StdRng) -> Option<Fault> {
     let ids = cluster.ids();
     let running: Vec<NodeId> =
         ids.iter().copied().filter(|id| cluster.state(*id) == Some(ProcessState::Running)).collect();
@@ -477,6 +630,52 @@ async fn plan(kind: NemesisKind, cluster: &Cluster, rng: &mut StdRng) -> Option<
             let (point, action) = *CRASH_POINTS.choose(rng).expect("non-empty");
             running.choose(rng).map(|node| Fault::CrashPoint { node: *node, point, action })
         }
+        NemesisKind::Clock => {
+            let shape = if rng.gen_bool(0.5) {
+                ClockShape::Jump
+            } else {
+                ClockShape::Strobe { period_ms: rng.gen_range(20..=200) }
+            };
+            let offset_ms = skew(clock_skew, rng);
+            let random = *running.choose(rng)?;
+            let node = if rng.gen_bool(0.5) {
+                cluster.leader().await.filter(|l| running.contains(l)).unwrap_or(random)
+            } else {
+                random
+            };
+            Some(Fault::Clock { node, shape, offset_ms })
+        }
+        NemesisKind::Membership => {
+            let shape = *MembershipShape::ALL.choose(rng).expect("non-empty");
+            if ids.len() < 2 {
+                return None;
+            }
+            let node = *ids.choose(rng).expect("non-empty");
+            // Isolating another node leaves a majority of the new voters reachable only with
+            // more than three nodes (three: one demoted, one of the two left cut off).
+            let isolated = (shape == MembershipShape::DemotePartitioned).then(|| {
+                if ids.len() > 3 {
+                    *ids.choose(rng).expect("non-empty")
+                } else {
+                    node
+                }
+            });
+            Some(Fault::Membership { node, shape, isolated })
+        }
+    }
+}
+
+/// A random clock offset of a quarter to all of `max`, ahead or behind (0 if `max` is 0).
+fn skew(max: Duration, rng: &mut StdRng) -> i64 {
+    let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+    if max_ms == 0 {
+        return 0;
+    }
+    let magnitude = rng.gen_range((max_ms / 4).max(1)..=max_ms);
+    if rng.gen_bool(0.5) {
+        magnitude
+    } else {
+        -magnitude
     }
 }
 
@@ -526,12 +725,16 @@ mod tests {
     fn nemesis_lists_parse() {
         use NemesisKind::*;
         assert_eq!(NemesisKind::parse_list("partition,kill,pause").unwrap(), vec![Partition, Kill, Pause]);
-        assert_eq!(NemesisKind::parse_list("all").unwrap(), vec![Partition, Kill, Pause, CrashPoints]);
-        assert_eq!(NemesisKind::parse_list("kill, kill,all").unwrap(), vec![Kill, Partition, Pause, CrashPoints]);
+        assert_eq!(NemesisKind::parse_list("all").unwrap(), NemesisKind::ALL.to_vec());
+        assert_eq!(
+            NemesisKind::parse_list("kill, kill,all").unwrap(),
+            vec![Kill, Partition, Pause, CrashPoints, Clock, Membership]
+        );
+        assert_eq!(NemesisKind::parse_list("clock,membership").unwrap(), vec![Clock, Membership]);
         assert_eq!(NemesisKind::parse_list("crash-points").unwrap(), vec![CrashPoints]);
         assert_eq!(NemesisKind::parse_list("none").unwrap(), vec![]);
         let err = NemesisKind::parse_list("partition,clock-skew").unwrap_err();
-        assert!(err.contains("clock-skew") && err.contains("partition, kill, pause, crash-points"), "{err}");
+        assert!(err.contains("clock-skew") && err.contains("crash-points, clock, membership"), "{err}");
     }
 
     #[test]
@@ -582,6 +785,20 @@ mod tests {
         let c = Fault::CrashPoint { node: 2, point: "apply-after", action: "3%1*panic" };
         assert_eq!(c.to_string(), "crash-point apply-after=3%1*panic [2]");
         assert_eq!((c.nodes(), c.kind()), (vec![2], NemesisKind::CrashPoints));
+        let j = Fault::Clock { node: 1, shape: ClockShape::Jump, offset_ms: -400 };
+        assert_eq!(j.to_string(), "clock jump -400ms [1]");
+        let st = Fault::Clock { node: 2, shape: ClockShape::Strobe { period_ms: 50 }, offset_ms: 700 };
+        assert_eq!(st.to_string(), "clock strobe 0/+700ms every 50ms [2]");
+        assert_eq!((st.nodes(), st.kind()), (vec![2], NemesisKind::Clock));
+        let m = Fault::Membership { node: 3, shape: MembershipShape::DemotePartitioned, isolated: Some(5) };
+        assert_eq!(m.to_string(), "membership demote-partitioned [3] with [5] isolated");
+        assert_eq!((m.nodes(), m.kind()), (vec![3, 5], NemesisKind::Membership));
+        let same = Fault::Membership { node: 3, shape: MembershipShape::DemotePartitioned, isolated: Some(3) };
+        assert_eq!(same.nodes(), vec![3]);
+        assert_eq!(
+            Fault::Membership { node: 4, shape: MembershipShape::Remove, isolated: None }.to_string(),
+            "membership remove [4]"
+        );
         assert_eq!(minority(3), 1);
         assert_eq!(minority(5), 2);
         assert_eq!(minority(1), 1);
@@ -596,9 +813,38 @@ mod tests {
             groups: None,
             fault_point: None,
             died: None,
+            clock_offset_ms: None,
+            membership: None,
             start_ns: 10,
             end_ns: Some(20),
         };
         assert!(!w.contains(9) && w.contains(10) && w.contains(19) && !w.contains(20));
+    }
+
+    #[test]
+    fn clock_skews_stay_within_the_maximum_and_spread_both_ways() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let skews: Vec<i64> = (0..200).map(|_| skew(Duration::from_millis(800), &mut rng)).collect();
+        assert!(skews.iter().all(|s| (200..=800).contains(&s.abs())), "{skews:?}");
+        assert!(skews.iter().any(|s| *s > 0) && skews.iter().any(|s| *s < 0));
+        assert_eq!(skew(Duration::ZERO, &mut rng), 0);
+
+        let window = |offset: Option<i64>| FaultWindow {
+            nemesis: NemesisKind::Clock,
+            fault: String::new(),
+            nodes: vec![1],
+            groups: None,
+            fault_point: None,
+            died: None,
+            clock_offset_ms: offset,
+            membership: None,
+            start_ns: 0,
+            end_ns: None,
+        };
+        assert_eq!(clock_spread_ms(&[]), 0);
+        assert_eq!(clock_spread_ms(&[window(None)]), 0);
+        assert_eq!(clock_spread_ms(&[window(Some(300))]), 300, "one node ahead of the rest");
+        assert_eq!(clock_spread_ms(&[window(Some(-250))]), 250, "one node behind the rest");
+        assert_eq!(clock_spread_ms(&[window(Some(300)), window(Some(-250)), window(Some(100))]), 550);
     }
 }

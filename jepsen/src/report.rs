@@ -3,6 +3,7 @@
 //! ```text
 //! DIR/history.jsonl     every event, one JSON object a line (crate::history)
 //! DIR/results.json      Results: the verdict, the checkers' report, the fault windows, figures
+//! DIR/latency.svg       each operation's latency over time, fault windows shaded (crate::plot)
 //! DIR/nodes/node-N.log  each node's stderr (crate::control)
 //! DIR/nodes/node-N/     each node's data dir
 //! ```
@@ -138,10 +139,13 @@ impl Latency {
     }
 }
 
-/// How soon writes worked again after one heal.
+/// How writes fared during one fault window and after its heal.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct HealRecovery {
     pub fault: String,
+    /// From the fault's start to the completion of the first ok write or cas invoked inside the
+    /// window (e.g. once a new leader took over); `None` if none succeeded while it lasted.
+    pub first_ok_write_during_s: Option<f64>,
     /// When the fault was undone, s since the test started.
     pub healed_at_s: f64,
     /// From the heal to the completion of the first ok write or cas invoked after it; `None`
@@ -164,10 +168,11 @@ pub struct Figures {
 }
 
 /// One operation, paired from the history (its invocation and completion by process).
-struct Paired<'a> {
-    op: &'a Op,
-    invoke_ns: u64,
-    outcome: Option<(EventKind, u64)>,
+pub(crate) struct Paired<'a> {
+    pub(crate) op: &'a Op,
+    pub(crate) invoke_ns: u64,
+    /// The completion's kind and time; `None` if it never completed.
+    pub(crate) outcome: Option<(EventKind, u64)>,
 }
 
 fn kind_name(op: &Op) -> &'static str {
@@ -175,10 +180,13 @@ fn kind_name(op: &Op) -> &'static str {
         Op::Read { .. } => "read",
         Op::Write { .. } => "write",
         Op::Cas { .. } => "cas",
+        Op::Set { .. } => "set",
+        Op::Delete { .. } => "delete",
     }
 }
 
-fn pair(history: &[Event]) -> Vec<Paired<'_>> {
+/// Every operation of `history`, in invocation order.
+pub(crate) fn pair(history: &[Event]) -> Vec<Paired<'_>> {
     let mut ops: Vec<Paired<'_>> = Vec::new();
     let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
     for e in history {
@@ -218,22 +226,27 @@ impl Figures {
         }
         let latency = latencies.into_iter().map(|(k, v)| (k, Latency::of(v))).collect();
 
+        // The completion of the first ok write invoked in [from, to) that completed before `by`.
+        let first_ok_write = |from: u64, to: u64, by: u64| {
+            ops.iter()
+                .filter(|p| !matches!(p.op, Op::Read { .. }) && p.invoke_ns >= from && p.invoke_ns < to)
+                .filter_map(|p| match p.outcome {
+                    Some((EventKind::Ok, done)) if done < by => Some(done),
+                    _ => None,
+                })
+                .min()
+        };
         let mut heal_to_first_write = Vec::new();
         for (i, w) in windows.iter().enumerate() {
             let Some(healed) = w.end_ns else { continue };
             let next_fault = windows.get(i + 1).map_or(u64::MAX, |n| n.start_ns);
-            let first = ops
-                .iter()
-                .filter(|p| !matches!(p.op, Op::Read { .. }) && p.invoke_ns >= healed && p.invoke_ns < next_fault)
-                .filter_map(|p| match p.outcome {
-                    Some((EventKind::Ok, done)) => Some(done),
-                    _ => None,
-                })
-                .min();
+            let during = first_ok_write(w.start_ns, healed, healed);
+            let after = first_ok_write(healed, next_fault, u64::MAX);
             heal_to_first_write.push(HealRecovery {
                 fault: w.fault.clone(),
+                first_ok_write_during_s: during.map(|done| done.saturating_sub(w.start_ns) as f64 / 1e9),
                 healed_at_s: healed as f64 / 1e9,
-                first_ok_write_after_s: first.map(|done| done.saturating_sub(healed) as f64 / 1e9),
+                first_ok_write_after_s: after.map(|done| done.saturating_sub(healed) as f64 / 1e9),
             });
         }
         Figures { ops: counts, faulted, healthy, latency, heal_to_first_write }
@@ -264,13 +277,12 @@ impl Figures {
             let f = |v: Option<f64>| v.map_or("-".to_string(), |ms| format!("{ms:.1}ms"));
             out.push_str(&format!("latency of ok ops: p50 {} p99 {} max {}\n", f(l.p50_ms), f(l.p99_ms), f(l.max_ms)));
         }
-        let recoveries: Vec<String> = self
-            .heal_to_first_write
-            .iter()
-            .map(|h| h.first_ok_write_after_s.map_or("none".to_string(), |s| format!("{s:.2}s")))
-            .collect();
-        if !recoveries.is_empty() {
-            out.push_str(&format!("heal to first ok write: {}\n", recoveries.join(", ")));
+        let seconds = |s: Option<f64>| s.map_or("none".to_string(), |s| format!("{s:.2}s"));
+        let during: Vec<String> = self.heal_to_first_write.iter().map(|h| seconds(h.first_ok_write_during_s)).collect();
+        let after: Vec<String> = self.heal_to_first_write.iter().map(|h| seconds(h.first_ok_write_after_s)).collect();
+        if !after.is_empty() {
+            out.push_str(&format!("fault to first ok write in it: {}\n", during.join(", ")));
+            out.push_str(&format!("heal to first ok write: {}\n", after.join(", ")));
         }
         out
     }
@@ -320,6 +332,8 @@ mod tests {
             ev(8, 320, 3, EventKind::Invoke, r(None)),
             ev(9, 330, 3, EventKind::Ok, r(Some("a"))),
             ev(10, 350, 4, EventKind::Invoke, w("d")), // never completes
+            ev(11, 200, 5, EventKind::Invoke, w("e")),
+            ev(12, 230, 5, EventKind::Ok, w("e")), // faulted, yet ok: 180 ms into the window
         ];
         let windows = vec![FaultWindow {
             nemesis: NemesisKind::Pause,
@@ -328,21 +342,26 @@ mod tests {
             groups: None,
             fault_point: None,
             died: None,
+            clock_offset_ms: None,
+            membership: None,
             start_ns: 50_000_000,
             end_ns: Some(300_000_000),
         }];
         let f = Figures::compute(&history, &windows);
-        assert_eq!(f.ops["all"], Outcomes { ok: 3, fail: 1, info: 1, pending: 1 });
-        assert_eq!(f.ops["write"], Outcomes { ok: 2, fail: 1, info: 0, pending: 1 });
-        assert_eq!(f.faulted, Phase { ops: 2, ok: 0, fraction_ok: Some(0.0) });
+        assert_eq!(f.ops["all"], Outcomes { ok: 4, fail: 1, info: 1, pending: 1 });
+        assert_eq!(f.ops["write"], Outcomes { ok: 3, fail: 1, info: 0, pending: 1 });
+        assert_eq!(f.faulted, Phase { ops: 3, ok: 1, fraction_ok: Some(1.0 / 3.0) });
         assert_eq!(f.healthy, Phase { ops: 4, ok: 3, fraction_ok: Some(0.75) });
-        assert_eq!(f.latency["all"].count, 3);
+        assert_eq!(f.latency["all"].count, 4);
         assert_eq!(f.latency["all"].p50_ms, Some(10.0));
         assert_eq!(f.latency["all"].max_ms, Some(30.0));
         assert_eq!(f.heal_to_first_write.len(), 1);
         let after = f.heal_to_first_write[0].first_ok_write_after_s.unwrap();
         assert!((after - 0.040).abs() < 1e-9, "{after}");
-        assert!(f.summary().contains("ops: 6"), "{}", f.summary());
+        let during = f.heal_to_first_write[0].first_ok_write_during_s.unwrap();
+        assert!((during - 0.180).abs() < 1e-9, "{during}");
+        assert!(f.summary().contains("ops: 7"), "{}", f.summary());
+        assert!(f.summary().contains("fault to first ok write in it: 0.18s"), "{}", f.summary());
     }
 
     #[test]

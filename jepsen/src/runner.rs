@@ -18,7 +18,8 @@
 //!    every node's own `applied` index and `state_hash` are sampled until all are seen at one
 //!    index ([`checker::convergence`]). Then every process is killed;
 //! 7. **check**: `history.jsonl` is written and judged by [`crate::checker::check_all`] within a
-//!    time budget; `results.json` gets the verdict, the fault windows and the figures.
+//!    time budget; `results.json` gets the verdict, the fault windows and the figures, and
+//!    `latency.svg` the latency plot ([`crate::plot`]).
 //!
 //! Harness errors (the binary is missing, a node will not start or restart, the output dir
 //! cannot be written, the run is interrupted) are kept apart from the system's failures: they
@@ -40,7 +41,7 @@ use crate::control::{Cluster, ClusterSpec};
 use crate::history::{self, Op, ReadLevel};
 use crate::nemesis::{self, CurrentFault, FaultWindow, NemesisConfig, NemesisKind};
 use crate::report::{Figures, Results, Timings};
-use crate::workload::{self, Recorder, RegisterConfig};
+use crate::workload::{self, CacheConfig, Recorder, RegisterConfig};
 
 /// How long setup may take to elect the first leader.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,12 +65,15 @@ const CONVERGENCE_INTERVAL: Duration = Duration::from_millis(20);
 pub enum WorkloadKind {
     /// Each key a register: read, write, compare-and-set ([`workload::run_register`]).
     Register,
+    /// Each key a cache entry: get, set with a TTL, delete ([`workload::run_cache`]).
+    Cache,
 }
 
 impl WorkloadKind {
     pub fn name(self) -> &'static str {
         match self {
             WorkloadKind::Register => "register",
+            WorkloadKind::Cache => "cache",
         }
     }
 }
@@ -80,7 +84,8 @@ impl std::str::FromStr for WorkloadKind {
     fn from_str(s: &str) -> Result<WorkloadKind, String> {
         match s {
             "register" => Ok(WorkloadKind::Register),
-            other => Err(format!("unknown workload {other:?}; known: register")),
+            "cache" => Ok(WorkloadKind::Cache),
+            other => Err(format!("unknown workload {other:?}; known: register, cache")),
         }
     }
 }
@@ -140,17 +145,13 @@ impl CheckModel {
         }
     }
 
-    /// The history the checkers are given under this model.
+    /// The history as the checkers judge it under this model ([`checker::check_all`] does the
+    /// same, told by [`checker::CheckConfig::reads_as_linearizable`]).
     pub fn judged(self, history: &[history::Event]) -> Vec<history::Event> {
-        let mut events = history.to_vec();
-        if self == CheckModel::Linearizable {
-            for e in &mut events {
-                if let Op::Read { level, .. } = &mut e.op {
-                    *level = ReadLevel::Linearizable;
-                }
-            }
+        match self {
+            CheckModel::Linearizable => checker::reads_as_linearizable(history),
+            CheckModel::ReadLevel => history.to_vec(),
         }
-        events
     }
 }
 
@@ -171,7 +172,10 @@ pub struct TestConfig {
     #[serde(serialize_with = "crate::report::human_duration_opt")]
     pub election_timeout: Option<Duration>,
     pub workload: WorkloadKind,
+    /// The settings every workload shares, and the register workload's mix.
     pub register: RegisterConfig,
+    /// The cache workload's own settings (mix, TTL range).
+    pub cache: CacheConfig,
     pub nemesis: NemesisConfig,
     /// Length of the run phase (workload + nemesis).
     #[serde(serialize_with = "crate::report::human_duration")]
@@ -268,16 +272,23 @@ pub async fn run(config: TestConfig) -> Outcome {
     let checks = if run.history.is_empty() && run.error.is_some() {
         None
     } else {
-        let events = config.model.judged(&run.history);
-        let budget = config.check_budget;
+        // The checker applies the model itself, so that it still knows each read's real level.
+        let events = run.history.clone();
+        let check = checker::CheckConfig {
+            budget: config.check_budget,
+            // The TTL checker's slack includes how far apart the clock nemesis set the clocks.
+            clock_skew_ms: nemesis::clock_spread_ms(&run.faults),
+            reads_as_linearizable: config.model == CheckModel::Linearizable,
+        };
         eprintln!(
-            "checking {} events, reads held to the {} model (budget {})",
+            "checking {} events, reads held to the {} model (budget {}, TTL slack {}ms)",
             events.len(),
             config.model.name(),
-            humantime::format_duration(budget)
+            humantime::format_duration(check.budget),
+            check.slack_ms()
         );
         let convergence = run.convergence.take();
-        match tokio::task::spawn_blocking(move || checker::check_all(&events, budget)).await {
+        match tokio::task::spawn_blocking(move || checker::check_all(&events, &check)).await {
             Ok(mut report) => {
                 if let Some(c) = convergence {
                     report.add_convergence(c);
@@ -298,6 +309,22 @@ pub async fn run(config: TestConfig) -> Outcome {
         _ => Verdict::Unknown,
     };
     let figures = (!run.history.is_empty()).then(|| Figures::compute(&run.history, &run.faults));
+    // The latency plot is for people: one that cannot be drawn is a note, and changes nothing else.
+    if !run.history.is_empty() {
+        let title = format!(
+            "{} workload, {} reads, nemesis [{}], {} nodes, seed {}",
+            config.workload.name(),
+            read_level_name(config.register.read_level),
+            config.nemesis.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+            config.nodes,
+            config.seed
+        );
+        let path = config.out.join("latency.svg");
+        if let Err(e) = crate::plot::write_latency_svg(&path, &run.history, &run.faults, &title) {
+            eprintln!("warning: no latency plot: {e:#}");
+            run.notes.push(format!("latency.svg not written (a harness problem, not a finding): {e:#}"));
+        }
+    }
     let results = Results {
         valid: verdict,
         seed: config.seed,
@@ -394,13 +421,18 @@ async fn phases(config: &TestConfig) -> Run {
     let (stop_nemesis, nemesis_stopped) = watch::channel(false);
     let current: CurrentFault = Arc::new(Mutex::new(None));
 
-    let mut workload = tokio::spawn({
+    let mut workload = {
         let (register, recorder) = (config.register.clone(), recorder.clone());
         let endpoints = cluster.endpoints();
         match config.workload {
-            WorkloadKind::Register => workload::run_register(register, endpoints, recorder, workload_stopped),
+            WorkloadKind::Register => {
+                tokio::spawn(workload::run_register(register, endpoints, recorder, workload_stopped))
+            }
+            WorkloadKind::Cache => {
+                tokio::spawn(workload::run_cache(register, config.cache, endpoints, recorder, workload_stopped))
+            }
         }
-    });
+    };
     let nemesis = tokio::spawn(nemesis::run(
         config.nemesis.clone(),
         cluster.clone(),

@@ -1,14 +1,18 @@
 //! Workloads: what the clients do during a test, and the [`Recorder`] that turns it into a
 //! [`history`](crate::history).
 //!
-//! The **register** workload ([`run_register`]) treats each key as a register. `concurrency`
-//! worker processes each run one operation at a time, paced so that together they invoke about
-//! `rate` operations per second. Each operation is chosen at random (a per-worker [`StdRng`]
-//! seeded from the test's seed) among:
+//! Both workloads share one driver ([`RegisterConfig`] holds the settings they share):
+//! `concurrency` worker processes each run one operation at a time, paced so that together they
+//! invoke about `rate` operations per second. Each operation is chosen at random (a per-worker
+//! [`StdRng`] seeded from the test's seed). Reads go to the worker's *home* replica only (a
+//! client with that one endpoint and discovery off), so a replica cut off by a partition really
+//! answers the reads it can: what a stale read level permits is then visible. Writes go through
+//! a second client per worker that knows every node and follows the leader. Workers are spread
+//! over the nodes round-robin for their home replicas.
 //!
-//! * **read**: `get_with` at the configured level, sent to the worker's *home* replica only (a
-//!   client with that one endpoint and discovery off), so a replica cut off by a partition
-//!   really answers the reads it can: what a stale read level permits is then visible;
+//! The **register** workload ([`run_register`]) treats each key as a register:
+//!
+//! * **read**: `get_with` at the configured level, to the home replica;
 //! * **write**: `set` of a value unique in the whole test (`p3-17`: process 3's 17th write);
 //! * **cas**: a linearizable read (recorded as a read op of its own), then, if it answered,
 //!   `set_with` on condition `IfVersion(version read)` (`IfAbsent` if the key was absent),
@@ -16,8 +20,16 @@
 //!   the key held `from` at the moment the write applied exactly when it still had the version
 //!   read, so the condition is the CAS. Applied: `ok`; condition failed: `fail`.
 //!
-//! Writes and cas go through a second client per worker that knows every node and follows the
-//! leader. Workers are spread over the nodes round-robin for their home replicas.
+//! The **cache** workload ([`run_cache`]) treats each key as a cache entry that may expire
+//! ([`CacheConfig`]):
+//!
+//! * **get**: as the register workload's read;
+//! * **set**: a unique value with a TTL drawn uniformly from `ttl_min..=ttl_max` (whole ms), or,
+//!   for `no_ttl_percent` of the sets, none; recorded as `Set { ttl_ms }`;
+//! * **delete**: recorded as `Delete`, `ok` whether or not the key existed.
+//!
+//! TTLs are short (200 ms to 2 s by default) and keys many, so entries really expire between
+//! writes and the checkers see reads of expired keys ([`crate::checker::ttl`]).
 //!
 //! Every call has a deadline (`timeout`, default 1 s), so a fault yields an indeterminate
 //! operation instead of a stalled worker. An error whose outcome is unknown
@@ -28,9 +40,6 @@
 //! Keys are `k0`, `k1`, ...: `keys` of them are in use at a time; a key retires once it has
 //! seen `ops_per_key` operations and a fresh one takes its place, so each key's history stays
 //! small enough for the linearizability checker.
-//!
-//! Later (extension points): a cache workload (set with TTL, get, delete) is another `run_*`
-//! function beside [`run_register`], recording into the same [`Recorder`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,7 +131,9 @@ impl Recorder {
     }
 }
 
-/// The register workload's settings.
+/// The settings every workload shares (pacing, workers, keys, deadlines, the read level), and
+/// the register workload's mix. (Named for the first workload; the cache workload's own
+/// settings are a [`CacheConfig`].)
 #[derive(Clone, Debug, Serialize)]
 pub struct RegisterConfig {
     /// Level of the reads the workload chooses (a cas's own read is always linearizable).
@@ -138,7 +149,7 @@ pub struct RegisterConfig {
     /// Deadline of one client call.
     #[serde(serialize_with = "crate::report::human_duration")]
     pub timeout: Duration,
-    /// Relative weights of read, write and cas.
+    /// Relative weights of read, write and cas (register workload).
     pub mix: [u32; 3],
     /// Seed of the operation choices.
     pub seed: u64,
@@ -157,6 +168,58 @@ impl Default for RegisterConfig {
             seed: 0,
         }
     }
+}
+
+/// The cache workload's own settings (the shared ones are a [`RegisterConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CacheConfig {
+    /// Relative weights of get, set and delete.
+    pub mix: [u32; 3],
+    /// Shortest TTL of a set (at least 1 ms).
+    #[serde(serialize_with = "crate::report::human_duration")]
+    pub ttl_min: Duration,
+    /// Longest TTL of a set (at least `ttl_min`).
+    #[serde(serialize_with = "crate::report::human_duration")]
+    pub ttl_max: Duration,
+    /// Percentage of sets without a TTL.
+    pub no_ttl_percent: u32,
+}
+
+impl CacheConfig {
+    /// Keys in use at a time when the flags do not say: enough that at the CLI's default rate
+    /// (200/s, so 10/s per key, 4 in 15 of them sets) a key's sets come about 0.4 s apart, and
+    /// many of the default TTLs (0.2 to 2 s) run out before the next set.
+    pub const DEFAULT_KEYS: usize = 20;
+}
+
+impl Default for CacheConfig {
+    fn default() -> CacheConfig {
+        CacheConfig {
+            mix: [10, 4, 1],
+            ttl_min: Duration::from_millis(200),
+            ttl_max: Duration::from_secs(2),
+            no_ttl_percent: 20,
+        }
+    }
+}
+
+/// Parses a TTL range `MIN..MAX` (`200ms..2s`); both ends at least 1 ms, whole milliseconds,
+/// and `MIN <= MAX`.
+pub fn parse_ttl_range(s: &str) -> Result<(Duration, Duration), String> {
+    let hint = "expected MIN..MAX, e.g. 200ms..2s";
+    let (min, max) = s.split_once("..").ok_or_else(|| format!("bad TTL range {s:?}: {hint}"))?;
+    let parse = |d: &str| -> Result<Duration, String> {
+        let d = humantime::parse_duration(d.trim()).map_err(|e| format!("bad TTL {d:?} in {s:?}: {e}; {hint}"))?;
+        if d < Duration::from_millis(1) || d.subsec_nanos() % 1_000_000 != 0 {
+            return Err(format!("TTL {d:?} in {s:?} must be a whole number of milliseconds, at least 1ms"));
+        }
+        Ok(d)
+    };
+    let (min, max) = (parse(min)?, parse(max)?);
+    if min > max {
+        return Err(format!("TTL range {s:?} is empty: the minimum is above the maximum"));
+    }
+    Ok((min, max))
 }
 
 /// The keys in use, and how many operations each has seen.
@@ -187,26 +250,20 @@ impl KeySpace {
     }
 }
 
-/// One kind of register operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Choice {
-    Read,
-    Write,
-    Cas,
-}
-
-fn choose(rng: &mut StdRng, mix: [u32; 3]) -> Choice {
+/// Picks one of three kinds of operation by their relative weights: 0, 1 or 2 (0 if every
+/// weight is 0).
+fn choose(rng: &mut StdRng, mix: [u32; 3]) -> usize {
     let total: u32 = mix.iter().sum();
     if total == 0 {
-        return Choice::Read;
+        return 0;
     }
     let roll = rng.gen_range(0..total);
     if roll < mix[0] {
-        Choice::Read
+        0
     } else if roll < mix[0] + mix[1] {
-        Choice::Write
+        1
     } else {
-        Choice::Cas
+        2
     }
 }
 
@@ -227,6 +284,14 @@ pub(crate) fn error_kind(e: &geocache_client::Error) -> EventKind {
     }
 }
 
+/// Which workload a worker runs, with its mix.
+#[derive(Clone, Copy, Debug)]
+enum Mix {
+    /// Weights of read, write, cas.
+    Register([u32; 3]),
+    Cache(CacheConfig),
+}
+
 /// One worker: its process id (which changes after an `info`), its clients and its choices.
 struct Worker {
     process: Process,
@@ -239,23 +304,42 @@ struct Worker {
     rng: StdRng,
     recorder: Arc<Recorder>,
     keys: Arc<Mutex<KeySpace>>,
-    config: RegisterConfig,
+    read_level: ReadLevel,
+    mix: Mix,
 }
 
 impl Worker {
     async fn run_one(&mut self) {
-        let choice = choose(&mut self.rng, self.config.mix);
-        let cost = if choice == Choice::Cas { 2 } else { 1 };
-        let key = self.keys.lock().unwrap_or_else(|e| e.into_inner()).pick(&mut self.rng, cost);
-        match choice {
-            Choice::Read => {
-                let level = self.config.read_level;
-                let home = self.home.clone();
-                self.read(&home, key, level).await;
+        match self.mix {
+            Mix::Register(mix) => {
+                let choice = choose(&mut self.rng, mix);
+                let key = self.pick_key(if choice == 2 { 2 } else { 1 });
+                match choice {
+                    0 => self.read_home(key).await,
+                    1 => self.write(key).await,
+                    _ => self.cas(key).await,
+                }
             }
-            Choice::Write => self.write(key).await,
-            Choice::Cas => self.cas(key).await,
+            Mix::Cache(cache) => {
+                let choice = choose(&mut self.rng, cache.mix);
+                let key = self.pick_key(1);
+                match choice {
+                    0 => self.read_home(key).await,
+                    1 => self.set(key, cache).await,
+                    _ => self.delete(key).await,
+                }
+            }
         }
+    }
+
+    fn pick_key(&mut self, cost: u64) -> String {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).pick(&mut self.rng, cost)
+    }
+
+    /// A read at the configured level from the home replica.
+    async fn read_home(&mut self, key: String) {
+        let home = self.home.clone();
+        self.read(&home, key, self.read_level).await;
     }
 
     /// A read through `client`; returns the value and version read if it succeeded
@@ -308,6 +392,39 @@ impl Worker {
         }
     }
 
+    /// A set of a fresh value, with a TTL drawn from the configured range (or, sometimes, none).
+    /// The invocation is recorded before the request leaves, so the node stamps the expiry no
+    /// earlier than the invocation's time: what the TTL checker relies on.
+    async fn set(&mut self, key: String, cache: CacheConfig) {
+        let value = self.next_value();
+        let ttl_ms = (self.rng.gen_range(0..100) >= cache.no_ttl_percent).then(|| {
+            let (min, max) = (cache.ttl_min.as_millis() as u64, cache.ttl_max.as_millis() as u64);
+            self.rng.gen_range(min.max(1)..=max.max(min).max(1))
+        });
+        let op = Op::Set { key: key.clone(), value: value.clone(), ttl_ms };
+        let options = match ttl_ms {
+            Some(ms) => SetOptions::new().with_ttl(Duration::from_millis(ms)),
+            None => SetOptions::new(),
+        };
+        self.recorder.invoke(self.process, &op);
+        match self.any.set_with(key, value, options).await {
+            Ok(w) if w.applied => self.recorder.complete(self.process, EventKind::Ok, op, None),
+            // An unconditional set always applies; if the node says otherwise, it did not.
+            Ok(w) => self.fail(EventKind::Fail, op, format!("not applied: {w:?}")),
+            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+        }
+    }
+
+    /// A delete: `ok` whether or not the key existed (it is gone either way).
+    async fn delete(&mut self, key: String) {
+        let op = Op::Delete { key: key.clone() };
+        self.recorder.invoke(self.process, &op);
+        match self.any.delete(key).await {
+            Ok(_) => self.recorder.complete(self.process, EventKind::Ok, op, None),
+            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+        }
+    }
+
     fn fail(&mut self, kind: EventKind, op: Op, error: String) {
         self.recorder.complete(self.process, kind, op, Some(error));
         if kind == EventKind::Info {
@@ -329,6 +446,39 @@ impl Worker {
 /// client cannot be built (bad configuration): a harness error.
 pub async fn run_register(
     config: RegisterConfig,
+    endpoints: Vec<(NodeId, String)>,
+    recorder: Arc<Recorder>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mix = Mix::Register(config.mix);
+    run_workers(config, mix, endpoints, recorder, stop).await
+}
+
+/// Runs the cache workload (get, set with TTL, delete; see the module doc) with the shared
+/// settings of `config` and the cache's own of `cache`, as [`run_register`] runs the register
+/// workload.
+pub async fn run_cache(
+    config: RegisterConfig,
+    cache: CacheConfig,
+    endpoints: Vec<(NodeId, String)>,
+    recorder: Arc<Recorder>,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    anyhow::ensure!(
+        cache.ttl_min >= Duration::from_millis(1) && cache.ttl_min <= cache.ttl_max,
+        "the TTL range must be at least 1ms and not empty (got {:?}..{:?})",
+        cache.ttl_min,
+        cache.ttl_max
+    );
+    anyhow::ensure!(cache.no_ttl_percent <= 100, "the share of sets without TTL is a percentage");
+    run_workers(config, Mix::Cache(cache), endpoints, recorder, stop).await
+}
+
+/// The driver both workloads share: builds each worker's clients, then runs the paced workers
+/// until `stop`.
+async fn run_workers(
+    config: RegisterConfig,
+    mix: Mix,
     endpoints: Vec<(NodeId, String)>,
     recorder: Arc<Recorder>,
     stop: watch::Receiver<bool>,
@@ -368,7 +518,8 @@ pub async fn run_register(
             rng: StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(w as u64)),
             recorder: recorder.clone(),
             keys: keys.clone(),
-            config: config.clone(),
+            read_level: config.read_level,
+            mix,
         };
         let mut stop = stop.clone();
         tasks.spawn(async move {
@@ -421,13 +572,25 @@ mod tests {
     #[test]
     fn the_mix_is_respected_and_seeded() {
         let mut rng = StdRng::seed_from_u64(7);
-        let picks: Vec<Choice> = (0..1000).map(|_| choose(&mut rng, [2, 1, 1])).collect();
-        let reads = picks.iter().filter(|c| **c == Choice::Read).count();
+        let picks: Vec<usize> = (0..1000).map(|_| choose(&mut rng, [2, 1, 1])).collect();
+        let reads = picks.iter().filter(|c| **c == 0).count();
         assert!((400..600).contains(&reads), "{reads} reads of 1000");
         let mut again = StdRng::seed_from_u64(7);
-        let replay: Vec<Choice> = (0..1000).map(|_| choose(&mut again, [2, 1, 1])).collect();
+        let replay: Vec<usize> = (0..1000).map(|_| choose(&mut again, [2, 1, 1])).collect();
         assert_eq!(picks, replay);
-        assert!((0..100).all(|_| choose(&mut rng, [0, 0, 1]) == Choice::Cas));
+        assert!((0..100).all(|_| choose(&mut rng, [0, 0, 1]) == 2));
+        assert!((0..100).all(|_| choose(&mut rng, [0, 0, 0]) == 0));
+    }
+
+    #[test]
+    fn ttl_ranges_parse() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_ttl_range("200ms..2s").unwrap(), (ms(200), ms(2000)));
+        assert_eq!(parse_ttl_range("1s..1s").unwrap(), (ms(1000), ms(1000)));
+        assert_eq!(parse_ttl_range(" 5ms .. 10ms ").unwrap(), (ms(5), ms(10)));
+        for bad in ["200ms", "2s..200ms", "0ms..1s", "1500us..2s", "x..1s", "1s.."] {
+            assert!(parse_ttl_range(bad).is_err(), "{bad} parsed");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::{run_test, HARNESS};
+use geocache_jepsen::history::EventKind;
 
 #[test]
 fn help_lists_the_flags() {
@@ -59,4 +60,12 @@ fn a_quiet_cluster_with_no_faults_is_valid() {
     let checks = &results["checks"];
     assert_eq!(checks["durability"]["valid"], serde_json::json!(true), "{checks}");
     assert_eq!(checks["convergence"]["valid"], serde_json::json!(true), "{checks}");
+    // The latency plot: an SVG with a marker per completed operation (and five in the legend)
+    // and the final phase shaded.
+    let svg = std::fs::read_to_string(run.path.join("latency.svg")).expect("latency.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{} bytes", svg.len());
+    let completed = run.history().iter().filter(|e| e.kind != EventKind::Invoke).count();
+    assert_eq!(svg.matches("<circle").count() + svg.matches("<polygon").count(), completed + 5);
+    assert!(svg.contains("seconds since the test started") && svg.contains("final phase"));
+    assert!(results["notes"].as_array().unwrap().iter().all(|n| !n.to_string().contains("latency.svg")), "{results}");
 }

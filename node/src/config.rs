@@ -39,6 +39,9 @@ pub struct Config {
     pub routes: BTreeMap<NodeId, String>,
     /// Offset added to this node's wall clock, in ms (fault injection).
     pub clock_offset_ms: i64,
+    /// Accept fault-injection admin calls (`SetClockOffset`). Off by default: only a test
+    /// harness should be able to skew a node's clock.
+    pub fault_injection: bool,
     /// Raft heartbeat interval. Default 150 ms.
     pub heartbeat_interval: Duration,
     /// Raft election timeout, lower end. Default 1 s; the upper end is twice this. Raise it when
@@ -69,6 +72,7 @@ impl Config {
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             routes: BTreeMap::new(),
             clock_offset_ms: 0,
+            fault_injection: false,
             heartbeat_interval: Duration::from_millis(150),
             election_timeout: Duration::from_millis(1000),
             tick_interval: Duration::from_secs(1),

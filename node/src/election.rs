@@ -27,6 +27,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use geocache_proto::raft_client::RaftClient;
 use geocache_proto::RaftPayload;
 use rand::Rng;
@@ -219,8 +220,16 @@ async fn prevote_round(node: &Node, tail: &LogTail) -> Result<bool> {
             (id, granted)
         })
     });
-    let answers = futures::future::join_all(asks).await;
-    let grants = 1 + answers.iter().filter(|(_, granted)| *granted).count();
+    // Done as soon as a majority granted: a peer cut off by a partition would otherwise hold
+    // the round (and the election) up for a whole timeout.
+    let mut pending: futures::stream::FuturesUnordered<_> = asks.collect();
+    let mut grants = 1;
+    let mut answers = Vec::new();
+    while grants * 2 <= voters.len() {
+        let Some((id, granted)) = pending.next().await else { break };
+        grants += usize::from(granted);
+        answers.push((id, granted));
+    }
     tracing::debug!(grants, voters = voters.len(), ?answers, "pre-vote round");
     Ok(grants * 2 > voters.len())
 }

@@ -21,6 +21,11 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// The node is configured to refuse this request (e.g. fault injection on a node started
+    /// without `--fault-injection`).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
     /// This node is not the leader; retry at `leader` if known.
     #[error("not the leader{}", match .leader { Some((id, addr)) => format!(" (leader is node {id} at {addr})"), None => " (no leader known yet)".to_string() })]
     NotLeader { leader: Option<(NodeId, String)> },
@@ -56,6 +61,7 @@ impl Error {
             Error::InvalidArgument(m)
             | Error::NotFound(m)
             | Error::FailedPrecondition(m)
+            | Error::PermissionDenied(m)
             | Error::Unavailable(m)
             | Error::Timeout(m)
             | Error::Storage(m)

@@ -115,8 +115,8 @@ impl Node {
         &self.inner.recency
     }
 
-    pub fn clock(&self) -> Clock {
-        self.inner.clock
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// This node's own membership record.
@@ -175,9 +175,20 @@ impl Node {
         }
     }
 
-    /// A command for `op`, stamped with this node's wall clock.
+    /// A command for `op`, stamped with [`Node::proposal_time_ms`].
     pub fn command(&self, op: Op, write_id: Option<crate::state_machine::WriteId>) -> Command {
-        Command { now_ms: self.clock().now_ms(), write_id, op }
+        Command { now_ms: self.proposal_time_ms(), write_id, op }
+    }
+
+    /// The time a command proposed now is stamped with, and the time a relative TTL counts
+    /// from: this node's wall clock, or the log's clock (as this replica applied it) if that is
+    /// later. The log clock runs ahead of this node's after a leader whose clock ran fast
+    /// (DESIGN.md section 3: it never goes back); counting from it means such a leader makes
+    /// entries live longer by the skew until the clocks agree again, instead of making a short
+    /// TTL written by a correct leader expire the moment it is applied.
+    pub fn proposal_time_ms(&self) -> u64 {
+        let log_ms = self.reader().read(|cache, _| cache.clock_ms());
+        self.clock().now_ms().max(log_ms)
     }
 
     /// Proposes `cmd` through the local Raft instance and waits (at most the request timeout) for

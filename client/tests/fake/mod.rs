@@ -445,6 +445,13 @@ impl Admin for FakeNode {
         Ok(Response::new(pb::ConfigureResponse { log_index: 3 }))
     }
 
+    async fn set_clock_offset(
+        &self,
+        _req: Request<pb::SetClockOffsetRequest>,
+    ) -> Result<Response<pb::SetClockOffsetResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no clock"))
+    }
+
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         if let Some(fault) = self.enter("status", &req, None) {
             return Err(fail(fault).await);

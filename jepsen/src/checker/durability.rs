@@ -8,10 +8,15 @@
 //! a lost write breaks, for a clearer anomaly:
 //!
 //! for each key, take its last `Ok` final read `F`. If `F` returned a value written by `W`, it is
-//! a lost write if some acknowledged write or compare-and-set `A` of the key was invoked after `W`
-//! completed (so `W` is provably older than `A`) and completed before `F` was invoked. If `F`
-//! returned absent, it is a lost write if any acknowledged write completed before `F` was invoked.
-//! Values are unique per write, so nothing can have written `W`'s value again after `A`.
+//! a lost write if some acknowledged write, compare-and-set, set or delete `A` of the key was
+//! invoked after `W` completed (so `W` is provably older than `A`) and completed before `F` was
+//! invoked. Values are unique per write, so nothing can have written `W`'s value again after `A`
+//! (a value may be seen after its TTL, but never after it was overwritten or deleted). If `F`
+//! returned absent, it is a lost write if some acknowledged write completed before `F` was
+//! invoked and nothing explains the absence ([`super::ttl::unexplained_absence`]): no delete can
+//! have come after it, and neither it nor any set that may have followed it can have expired by
+//! the time `F` completed. So a write whose TTL may have passed, or that may have been deleted,
+//! is not demanded.
 //!
 //! Indeterminate writes (`Info`, or never completed) are never `A` (not acknowledged), and a value
 //! written by one is never provably older than anything (it may have taken effect at any time
@@ -24,6 +29,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::operation::Operation;
+use super::ttl;
 use super::Verdict;
 use crate::history::{EventKind, Op, Process};
 
@@ -61,8 +67,8 @@ pub struct DurabilityReport {
     pub lost: Vec<LostWrite>,
 }
 
-/// Judges the final reads of `ops` (from [`super::operation::pair`]).
-pub fn check(ops: &[Operation]) -> DurabilityReport {
+/// Judges the final reads of `ops` (from [`super::operation::pair`]); `slack_ms` is the TTL slack.
+pub fn check(ops: &[Operation], slack_ms: u64) -> DurabilityReport {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in ops {
         by_key.entry(op.op.key()).or_default().push(op);
@@ -89,7 +95,7 @@ pub fn check(ops: &[Operation]) -> DurabilityReport {
             continue;
         };
         report.keys_checked += 1;
-        if let Some(lost) = check_key(key, read, &ops) {
+        if let Some(lost) = check_key(key, read, &ops, slack_ms) {
             report.lost.push(lost);
         }
     }
@@ -103,36 +109,48 @@ pub fn check(ops: &[Operation]) -> DurabilityReport {
     report
 }
 
-fn check_key(key: &str, read: &Operation, ops: &[&Operation]) -> Option<LostWrite> {
+fn check_key(key: &str, read: &Operation, ops: &[&Operation], slack_ms: u64) -> Option<LostWrite> {
     let Op::Read { value, .. } = &read.op else { return None };
-    // Acknowledged writes done before the final read began, latest acknowledged first: the lost
-    // write we report is the most recent one.
+    // Acknowledged writes and deletes done before the final read began, latest acknowledged
+    // first: the lost write we report is the most recent one.
     let mut acked: Vec<&Operation> =
-        ops.iter().copied().filter(|o| o.is_acknowledged_write() && o.precedes(read)).collect();
+        ops.iter().copied().filter(|o| o.is_acknowledged_mutation() && o.precedes(read)).collect();
     acked.sort_by_key(|o| std::cmp::Reverse(o.complete_ns));
     match value.as_deref() {
-        None => acked.first().map(|lost| LostWrite {
-            key: key.to_string(),
-            final_read: read.clone(),
-            lost: (*lost).clone(),
-            value_writer: None,
-            explanation: format!(
-                "acknowledged write lost: after every node restarted, {key} is absent, but {lost} was acknowledged \
-                 before the final read {read}"
-            ),
-        }),
+        None => {
+            let anchors = acked.iter().copied().filter(|o| o.written_value().is_some());
+            let (lost, _) = ttl::unexplained_absence(read, anchors, ops, slack_ms)?;
+            let ttl_note = match lost.ttl_ms() {
+                Some(ttl) => format!(
+                    " (its TTL of {ttl}ms cannot have passed by the final read's completion, with {slack_ms}ms slack: \
+                     lost, or expired early)"
+                ),
+                None => String::new(),
+            };
+            Some(LostWrite {
+                key: key.to_string(),
+                final_read: read.clone(),
+                lost: lost.clone(),
+                value_writer: None,
+                explanation: format!(
+                    "acknowledged write lost: after every node restarted, {key} is absent, but {lost} was \
+                     acknowledged before the final read {read}, and no delete can have come after it{ttl_note}"
+                ),
+            })
+        }
         Some(v) => {
             // The writer of the value read; unknown values are the linearizability checker's.
             let writer = ops.iter().copied().find(|o| o.outcome != EventKind::Fail && o.written_value() == Some(v))?;
             let lost = acked.into_iter().find(|a| writer.precedes(a))?;
+            let what = if matches!(lost.op, Op::Delete { .. }) { "delete" } else { "write" };
             Some(LostWrite {
                 key: key.to_string(),
                 final_read: read.clone(),
                 lost: lost.clone(),
                 value_writer: Some(writer.clone()),
                 explanation: format!(
-                    "acknowledged write lost: after every node restarted, {key} holds {v:?} from {writer}, which \
-                     completed before {lost} was invoked; that acknowledged write finished before the final read \
+                    "acknowledged {what} lost: after every node restarted, {key} holds {v:?} from {writer}, which \
+                     completed before {lost} was invoked; that acknowledged {what} finished before the final read \
                      {read}"
                 ),
             })
@@ -151,7 +169,7 @@ mod tests {
     fn run(h: &H) -> DurabilityReport {
         let (ops, errors) = pair(&h.history());
         assert!(errors.is_empty(), "{errors:?}");
-        check(&ops)
+        check(&ops, ttl::TIMESTAMP_TOLERANCE_MS)
     }
 
     #[test]
@@ -168,7 +186,7 @@ mod tests {
         // The linearizability checker agrees.
         let (ops, _) = pair(&h.history());
         assert_eq!(
-            super::super::linearizable::check(&ops, std::time::Duration::from_secs(5)).result.verdict(),
+            super::super::linearizable::check(&ops, std::time::Duration::from_secs(5), 0).result.verdict(),
             Verdict::Invalid
         );
     }

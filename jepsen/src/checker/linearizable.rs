@@ -1,11 +1,25 @@
-//! Linearizability of each key as a register under writes, compare-and-sets and linearizable reads.
+//! Linearizability of each key as a register under writes, compare-and-sets and linearizable reads,
+//! and, for the cache workload, as a register whose value may expire (sets with a TTL, deletes).
 //!
 //! **What it checks.** A history is linearizable if every operation can be given a single instant
 //! between its invocation and its completion such that, taken in the order of those instants, the
 //! operations are a legal run of the model (Herlihy & Wing). The model is one register per key,
-//! `Option<String>`, absent initially: a write sets it; `cas(from, to)` sets it to `to` only if it
-//! holds `from`; a read returns exactly what it holds. Linearizability is compositional (the
-//! P-compositionality of Horn & Kroening), so each key is checked on its own.
+//! absent initially: a write sets it; `cas(from, to)` sets it to `to` only if it holds `from`; a
+//! read returns exactly what it holds. Linearizability is compositional (the P-compositionality
+//! of Horn & Kroening), so each key is checked on its own.
+//!
+//! **Expiry.** For the cache workload the register's state is `absent` or `present(value,
+//! earliest expiry)`: a set of `v` with TTL `T` invoked at `t` leaves `present(v, t + T - slack)`
+//! (see [`super::ttl`] for why that is the earliest a correct node may expire it, and what the
+//! slack covers); a set without TTL leaves `present(v, never)`; a delete leaves `absent`. A read
+//! of `present(v, e)` may return `v` at any instant (expiry may be late: purging is lazy, and a
+//! node whose clock lags still shows the entry), or `absent` if its instant is at or after `e`.
+//! An expired entry stays in the state, since another node may still show it. Instants must not
+//! decrease along the linearization, so an expiry read at `e` pushes every operation linearized
+//! after it to `e` or later: the search keeps that time floor (the earliest instant the next
+//! operation can take) with the state, and an operation whose completion is before the floor
+//! cannot come next. A key with no TTL and no delete never raises the floor, and the check is the
+//! plain register's.
 //!
 //! **Which operations count.**
 //! * `Ok`: it happened, between its invocation and completion. An `Ok` cas succeeded.
@@ -39,13 +53,15 @@
 //! and the operations concurrent with the failing one. On top of that a few simple rules, each a
 //! proof of non-linearizability on its own given unique written values, look for a minimal
 //! witness: a value never written or written only by a failed write; a value whose write began
-//! after the read ended; a stale value (a write began after the value's write completed and was
-//! acknowledged before the read began); `absent` after an acknowledged write; two successful cas
-//! from a value written once. The same rules decide a key whose search ran out of budget, when they
-//! apply.
+//! after the read ended; a stale value (a write or delete began after the value's write completed
+//! and was acknowledged before the read began); `absent` after an acknowledged write with no
+//! delete or possible expiry since ([`super::ttl::unexplained_absence`]): an **early expiry** when
+//! that write had a TTL, reported as its own anomaly ([`LinearizabilityAnomaly::early_expiry`]);
+//! two successful cas from a value written once. The same rules decide a key whose search ran out
+//! of budget, when they apply.
 //!
-//! **Not checked here.** Bounded and stale reads, `min_version` (not in the history), deletes and
-//! TTLs (not in the register workload), and anything about the system's reported versions.
+//! **Not checked here.** Bounded and stale reads, `min_version` (not in the history), and anything
+//! about the system's reported versions or expiry times.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -55,12 +71,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::operation::{value_str, Operation};
+use super::ttl::{self, EarlyExpiry};
 use super::Verdict;
 use crate::history::{EventKind, Op, ReadLevel};
 
 /// The result for one key, or for the whole history (invalid if any key is, else unknown if any
 /// key is, else valid).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum LinearizabilityResult {
     Valid,
@@ -86,7 +103,7 @@ impl LinearizabilityResult {
 }
 
 /// Why a key is not linearizable.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LinearizabilityAnomaly {
     pub key: String,
     /// For people: the simplest account found of what went wrong.
@@ -103,10 +120,14 @@ pub struct LinearizabilityAnomaly {
     pub state_after_prefix: Option<String>,
     /// The operations (not dropped) whose interval overlaps `op`'s.
     pub concurrent: Vec<Operation>,
+    /// Set when the simplest account is an entry that disappeared before its TTL can have
+    /// passed; the report then lists this key's anomaly as an early expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_expiry: Option<Box<EarlyExpiry>>,
 }
 
 /// One key's outcome.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct KeyReport {
     pub key: String,
     /// Operations judged (after dropping failed ones, indeterminate reads and non-linearizable
@@ -117,7 +138,7 @@ pub struct KeyReport {
 }
 
 /// The outcome for a whole history.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct LinearizabilityReport {
     pub result: LinearizabilityResult,
     /// Every key, in key order.
@@ -126,7 +147,8 @@ pub struct LinearizabilityReport {
 
 /// Checks every key of `ops` (from [`super::operation::pair`]) within `budget` of wall-clock time
 /// for the whole call; keys are checked in parallel. A key not decided in time is `Unknown`.
-pub fn check(ops: &[Operation], budget: Duration) -> LinearizabilityReport {
+/// `slack_ms` is the TTL slack ([`super::ttl`]).
+pub fn check(ops: &[Operation], budget: Duration, slack_ms: u64) -> LinearizabilityReport {
     let deadline = Instant::now().checked_add(budget);
     let mut by_key: BTreeMap<&str, Vec<Operation>> = BTreeMap::new();
     for op in ops {
@@ -143,7 +165,7 @@ pub fn check(ops: &[Operation], budget: Duration) -> LinearizabilityReport {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((key, ops)) = by_key.get(i) else { return done };
             let started = Instant::now();
-            let (judged, result) = check_key(key, ops, deadline);
+            let (judged, result) = check_key(key, ops, deadline, slack_ms);
             let elapsed_us = started.elapsed().as_micros() as u64;
             done.push((i, KeyReport { key: key.to_string(), ops: judged, elapsed_us, result }));
         }
@@ -173,21 +195,95 @@ pub fn check(ops: &[Operation], budget: Duration) -> LinearizabilityReport {
     LinearizabilityReport { result, keys }
 }
 
-/// What an operation does to the register, values interned (`0` is absent).
+/// Interned value `0`, and state `0`: absent.
+const ABSENT: u32 = 0;
+/// The earliest expiry of an entry that never expires.
+const NEVER: u64 = u64::MAX;
+
+/// A register state: an interned value and its earliest expiry (ns on the history's clock;
+/// [`NEVER`] for none). The absent state is `(ABSENT, NEVER)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct State {
+    value: u32,
+    expires: u64,
+}
+
+/// Values and states as small integers, so the search's memo stays compact.
+struct Interner<'a> {
+    value_ids: HashMap<&'a str, u32>,
+    values: Vec<Option<&'a str>>,
+    state_ids: HashMap<State, u32>,
+    states: Vec<State>,
+}
+
+impl<'a> Interner<'a> {
+    fn new() -> Self {
+        let absent = State { value: ABSENT, expires: NEVER };
+        Interner {
+            value_ids: HashMap::new(),
+            values: vec![None],
+            state_ids: HashMap::from([(absent, 0)]),
+            states: vec![absent],
+        }
+    }
+
+    fn value(&mut self, v: Option<&'a str>) -> u32 {
+        let Some(v) = v else { return ABSENT };
+        *self.value_ids.entry(v).or_insert_with(|| {
+            self.values.push(Some(v));
+            self.values.len() as u32 - 1
+        })
+    }
+
+    fn state(&mut self, v: &'a str, expires: u64) -> u32 {
+        let state = State { value: self.value(Some(v)), expires };
+        *self.state_ids.entry(state).or_insert_with(|| {
+            self.states.push(state);
+            self.states.len() as u32 - 1
+        })
+    }
+
+    fn value_of(&self, state: u32) -> Option<&'a str> {
+        self.values[self.states[state as usize].value as usize]
+    }
+}
+
+/// What an operation does to the register: states and values interned.
 #[derive(Clone, Copy, Debug)]
 enum Step {
+    /// Leaves this state (a write or a set).
     Write(u32),
+    /// From this value to this state.
     Cas(u32, u32),
+    /// Returns this value.
     Read(u32),
+    Delete,
 }
 
 impl Step {
-    /// The state after this operation, or `None` if it cannot happen in `state`.
-    fn apply(self, state: u32) -> Option<u32> {
+    /// The state and time floor after this operation, linearized in `state` no earlier than
+    /// `floor` and no later than its completion `ret`; `None` if it cannot be. Seeing absent in
+    /// a state with an earliest expiry `e` is possible at `max(floor, e)`, if that is by `ret`.
+    fn apply(self, state: u32, floor: u64, ret: u64, states: &[State]) -> Option<(u32, u64)> {
+        if floor > ret {
+            return None;
+        }
+        let now = states[state as usize];
+        let sees = |v: u32| -> Option<u64> {
+            if now.value == v {
+                Some(floor)
+            } else if v == ABSENT && now.expires != NEVER {
+                let at = floor.max(now.expires);
+                (at <= ret).then_some(at)
+            } else {
+                None
+            }
+        };
         match self {
-            Step::Write(v) => Some(v),
-            Step::Cas(from, to) => (state == from).then_some(to),
-            Step::Read(v) => (state == v).then_some(state),
+            Step::Write(s) => Some((s, floor)),
+            Step::Delete => Some((0, floor)),
+            Step::Cas(from, to) => sees(from).map(|at| (to, at)),
+            Step::Read(v) => sees(v).map(|at| (state, at)),
         }
     }
 }
@@ -202,7 +298,7 @@ struct Judged<'a> {
 }
 
 /// Where the search got stuck: the deepest partial linearization (operation indexes into the
-/// judged list) and the operation whose return it could not get past.
+/// judged list), the state after it, and the operation whose return it could not get past.
 struct Stuck {
     prefix: Vec<usize>,
     state: u32,
@@ -236,8 +332,8 @@ impl Hasher for FxHasher {
     }
 }
 
-/// Configurations already explored: the bitset of linearized operations with the model state
-/// appended as one more word.
+/// Configurations already explored: the bitset of linearized operations with the model state and
+/// the time floor appended as two more words.
 type Memo = HashSet<Box<[u64]>, BuildHasherDefault<FxHasher>>;
 
 /// At most this many configurations are remembered (about 100 bytes each for a few hundred
@@ -246,19 +342,15 @@ type Memo = HashSet<Box<[u64]>, BuildHasherDefault<FxHasher>>;
 const MAX_MEMO: usize = 4_000_000;
 
 /// Checks one key's operations (all on `key`, any outcome, in any order) against the register
-/// model, giving up at `deadline`. Returns how many operations were judged, and the result.
-pub fn check_key<'a>(key: &str, ops: &'a [Operation], deadline: Option<Instant>) -> (usize, LinearizabilityResult) {
-    // Intern values: 0 is absent, then each distinct string.
-    let mut ids: HashMap<&'a str, u32> = HashMap::new();
-    let mut values: Vec<Option<&'a str>> = vec![None];
-    let mut intern = |v: Option<&'a str>| -> u32 {
-        let Some(v) = v else { return 0 };
-        *ids.entry(v).or_insert_with(|| {
-            values.push(Some(v));
-            values.len() as u32 - 1
-        })
-    };
-
+/// model, giving up at `deadline`; `slack_ms` is the TTL slack. Returns how many operations were
+/// judged, and the result.
+pub fn check_key(
+    key: &str,
+    ops: &[Operation],
+    deadline: Option<Instant>,
+    slack_ms: u64,
+) -> (usize, LinearizabilityResult) {
+    let mut intern = Interner::new();
     let mut judged: Vec<Judged> = Vec::new();
     for op in ops {
         let required = match op.outcome {
@@ -267,28 +359,35 @@ pub fn check_key<'a>(key: &str, ops: &'a [Operation], deadline: Option<Instant>)
             EventKind::Fail => continue,
         };
         let step = match &op.op {
-            Op::Write { value, .. } => Step::Write(intern(Some(value))),
-            Op::Cas { from, to, .. } => Step::Cas(intern(from.as_deref()), intern(Some(to))),
-            Op::Read { level: ReadLevel::Linearizable, value, .. } if required => Step::Read(intern(value.as_deref())),
+            Op::Write { value, .. } => Step::Write(intern.state(value, NEVER)),
+            Op::Set { value, .. } => {
+                Step::Write(intern.state(value, ttl::earliest_expiry_ns(op, slack_ms).unwrap_or(NEVER)))
+            }
+            Op::Cas { from, to, .. } => Step::Cas(intern.value(from.as_deref()), intern.state(to, NEVER)),
+            Op::Delete { .. } => Step::Delete,
+            Op::Read { level: ReadLevel::Linearizable, value, .. } if required => {
+                Step::Read(intern.value(value.as_deref()))
+            }
             Op::Read { .. } => continue,
         };
         let ret = if required { op.complete_ns.unwrap_or(u64::MAX) } else { u64::MAX };
         judged.push(Judged { op, call: op.invoke_ns, ret, required, step });
     }
-    drop_unobserved(&mut judged);
+    drop_unobserved(&mut judged, &intern.states);
     let n = judged.len();
 
     if deadline.is_some_and(|d| Instant::now() >= d) {
-        return (n, unknown_or_rule(key, ops, &judged));
+        return (n, unknown_or_rule(key, ops, &judged, slack_ms));
     }
-    match search(&judged, deadline) {
+    match search(&judged, &intern.states, deadline) {
         Search::Linearizable => (n, LinearizabilityResult::Valid),
-        Search::OutOfTime => (n, unknown_or_rule(key, ops, &judged)),
+        Search::OutOfTime => (n, unknown_or_rule(key, ops, &judged, slack_ms)),
         Search::Stuck(stuck) => {
             let failing = judged[stuck.failing].op;
-            let (explanation, witness) = match diagnose(ops, Some(failing)) {
-                Some(d) => (d.explanation, d.witness),
-                None => (generic_explanation(&judged, &stuck, values[stuck.state as usize]), Vec::new()),
+            let state = intern.value_of(stuck.state);
+            let (explanation, witness, early_expiry) = match diagnose(ops, Some(failing), slack_ms) {
+                Some(d) => (d.explanation, d.witness, d.early_expiry),
+                None => (generic_explanation(&judged, &stuck, state), Vec::new(), None),
             };
             let anomaly = LinearizabilityAnomaly {
                 key: key.to_string(),
@@ -296,8 +395,9 @@ pub fn check_key<'a>(key: &str, ops: &'a [Operation], deadline: Option<Instant>)
                 witness,
                 op: failing.clone(),
                 prefix: stuck.prefix.iter().map(|&i| judged[i].op.invoke_index).collect(),
-                state_after_prefix: values[stuck.state as usize].map(str::to_string),
+                state_after_prefix: state.map(str::to_string),
                 concurrent: concurrent_with(&judged, stuck.failing),
+                early_expiry,
             };
             (n, LinearizabilityResult::Invalid { key: key.to_string(), anomaly: Box::new(anomaly) })
         }
@@ -305,24 +405,32 @@ pub fn check_key<'a>(key: &str, ops: &'a [Operation], deadline: Option<Instant>)
 }
 
 /// Leaves out indeterminate writes and cas whose value no judged operation observes (no read
-/// returns it, no cas expects it). Sound: such an operation, wherever linearized, leaves the
-/// register holding a value that only a write can follow (reads and cas all need other values),
-/// so removing it from any linearization leaves a linearization. It only ever helps the search,
-/// and indeterminate operations that stay concurrent with everything after them are what makes
-/// it exponential. Repeats until nothing changes, since dropping a cas un-observes its `from`.
-fn drop_unobserved(judged: &mut Vec<Judged>) {
+/// returns it, no cas expects it), unless the value may expire and something observes absent;
+/// and indeterminate deletes, unless something observes absent. Sound: such an operation,
+/// wherever linearized, leaves the register in a state that only a write or delete can follow
+/// (reads and cas all need other values), so removing it from any linearization leaves a
+/// linearization (with the same time floor: writes and deletes never raise it). It only ever
+/// helps the search, and indeterminate operations that stay concurrent with everything after them
+/// are what makes it exponential. Repeats until nothing changes, since dropping a cas
+/// un-observes its `from`.
+fn drop_unobserved(judged: &mut Vec<Judged>, states: &[State]) {
     loop {
         let mut observed = HashSet::new();
         for j in judged.iter() {
             match j.step {
                 Step::Read(v) | Step::Cas(v, _) => observed.insert(v),
-                Step::Write(_) => false,
+                Step::Write(_) | Step::Delete => false,
             };
         }
+        let absent_observed = observed.contains(&ABSENT);
         let before = judged.len();
         judged.retain(|j| match j.step {
             _ if j.required => true,
-            Step::Write(v) | Step::Cas(_, v) => observed.contains(&v),
+            Step::Write(s) | Step::Cas(_, s) => {
+                let state = states[s as usize];
+                observed.contains(&state.value) || (absent_observed && state.expires != NEVER)
+            }
+            Step::Delete => absent_observed,
             Step::Read(_) => true,
         });
         if judged.len() == before {
@@ -337,8 +445,8 @@ enum Search {
     OutOfTime,
 }
 
-/// The Porcupine search over the entry list (see the module docs).
-fn search(judged: &[Judged], deadline: Option<Instant>) -> Search {
+/// The Porcupine search over the entry list (see the module docs), with the time floor.
+fn search(judged: &[Judged], states: &[State], deadline: Option<Instant>) -> Search {
     let n = judged.len();
     let required_total = judged.iter().filter(|j| j.required).count();
 
@@ -383,13 +491,30 @@ fn search(judged: &[Judged], deadline: Option<Instant>) -> Search {
         }
     }
 
+    // The earliest completion among the operations still to linearize other than `skip` (the
+    // one about to be): the first return left in the list, since required operations' returns
+    // are sorted and optional ones' (at u64::MAX) come last.
+    let first_open_ret = |next: &[usize], skip: usize| -> u64 {
+        let mut node = next[HEAD];
+        while node != NIL {
+            if !is_call(node) && op_of(node) != skip {
+                return judged[op_of(node)].ret;
+            }
+            node = next[node];
+        }
+        u64::MAX
+    };
+
     let words = n.div_ceil(64).max(1);
-    // `config[..words]` is the set of linearized operations; `config[words]` is scratch for the
-    // state when probing the memo.
-    let mut config = vec![0u64; words + 1];
+    // `config[..words]` is the set of linearized operations; `config[words]` and
+    // `config[words + 1]` are scratch for the state and the time floor when probing the memo.
+    let mut config = vec![0u64; words + 2];
     let mut memo = Memo::default();
-    let mut calls: Vec<(usize, u32)> = Vec::new(); // (call node, state before it)
+    let mut calls: Vec<(usize, u32, u64)> = Vec::new(); // (call node, state and floor before it)
     let mut state = 0u32;
+    // The earliest instant the next operation can be linearized at: raised only by reads that
+    // saw an entry expire (the instants of other operations are implicit in the entry order).
+    let mut floor = 0u64;
     let mut required_done = 0;
     let mut stuck: Option<Stuck> = None;
     let mut steps = 0u64;
@@ -407,17 +532,22 @@ fn search(judged: &[Judged], deadline: Option<Instant>) -> Search {
         assert_ne!(entry, NIL, "walked off the entry list with required operations left");
         let i = op_of(entry);
         if is_call(entry) {
-            if let Some(new_state) = judged[i].step.apply(state) {
+            // A raised floor must leave every other operation still to linearize room before its
+            // completion; otherwise the walk would only find that out at its return.
+            let step = judged[i].step.apply(state, floor, judged[i].ret, states);
+            if let Some((new_state, new_floor)) = step.filter(|&(_, f)| f == floor || f <= first_open_ret(&next, i)) {
                 config[i / 64] |= 1 << (i % 64);
                 config[words] = u64::from(new_state);
+                config[words + 1] = new_floor;
                 let fresh = !memo.contains(&config[..]);
                 if fresh {
                     if memo.len() >= MAX_MEMO {
                         return Search::OutOfTime;
                     }
                     memo.insert(config.clone().into_boxed_slice());
-                    calls.push((entry, state));
+                    calls.push((entry, state, floor));
                     state = new_state;
+                    floor = new_floor;
                     unlink(&mut next, &mut prev, entry);
                     required_done += usize::from(judged[i].required);
                     entry = next[HEAD];
@@ -430,14 +560,15 @@ fn search(judged: &[Judged], deadline: Option<Instant>) -> Search {
             // Operation i had to take effect by now and could not: remember the deepest such point,
             // then undo the last linearized operation and try the next entry after it.
             if stuck.as_ref().is_none_or(|s| calls.len() > s.prefix.len()) {
-                stuck = Some(Stuck { prefix: calls.iter().map(|&(c, _)| op_of(c)).collect(), state, failing: i });
+                stuck = Some(Stuck { prefix: calls.iter().map(|&(c, _, _)| op_of(c)).collect(), state, failing: i });
             }
-            let Some((node, before)) = calls.pop() else {
+            let Some((node, before, floor_before)) = calls.pop() else {
                 return Search::Stuck(stuck.expect("just set"));
             };
             let j = op_of(node);
             config[j / 64] &= !(1 << (j % 64));
             state = before;
+            floor = floor_before;
             relink(&mut next, &mut prev, node);
             required_done -= usize::from(judged[j].required);
             entry = next[node];
@@ -457,8 +588,8 @@ fn concurrent_with(judged: &[Judged], i: usize) -> Vec<Operation> {
 }
 
 /// After a search ran out of time: invalid if a simple rule proves it, else unknown.
-fn unknown_or_rule(key: &str, ops: &[Operation], judged: &[Judged]) -> LinearizabilityResult {
-    let Some(Diagnosis { explanation, witness, offender: op }) = diagnose(ops, None) else {
+fn unknown_or_rule(key: &str, ops: &[Operation], judged: &[Judged], slack_ms: u64) -> LinearizabilityResult {
+    let Some(Diagnosis { explanation, witness, offender: op, early_expiry }) = diagnose(ops, None, slack_ms) else {
         return LinearizabilityResult::Unknown { keys: vec![key.to_string()] };
     };
     let concurrent = judged
@@ -474,6 +605,7 @@ fn unknown_or_rule(key: &str, ops: &[Operation], judged: &[Judged]) -> Lineariza
         prefix: Vec::new(),
         state_after_prefix: None,
         concurrent,
+        early_expiry,
     };
     LinearizabilityResult::Invalid { key: key.to_string(), anomaly: Box::new(anomaly) }
 }
@@ -483,7 +615,7 @@ fn generic_explanation(judged: &[Judged], stuck: &Stuck, state: Option<&str>) ->
     let what = match &f.op {
         Op::Read { value, .. } => format!("return {}", value_str(value.as_deref())),
         Op::Cas { from, .. } => format!("find {}", value_str(from.as_deref())),
-        Op::Write { .. } => "take effect".to_string(),
+        Op::Write { .. } | Op::Set { .. } | Op::Delete { .. } => "take effect".to_string(),
     };
     let concurrent = concurrent_with(judged, stuck.failing).len();
     format!(
@@ -501,6 +633,8 @@ struct Diagnosis {
     witness: Vec<Operation>,
     /// The read or cas that observed what it could not have.
     offender: Operation,
+    /// When the proof is an entry gone before its TTL can have passed.
+    early_expiry: Option<Box<EarlyExpiry>>,
 }
 
 impl Diagnosis {
@@ -508,15 +642,18 @@ impl Diagnosis {
         let mut witness: Vec<Operation> = others.iter().map(|o| (*o).clone()).collect();
         witness.push(offender.clone());
         witness.sort_by_key(|o| o.invoke_index);
-        Diagnosis { explanation, witness, offender: offender.clone() }
+        Diagnosis { explanation, witness, offender: offender.clone(), early_expiry: None }
     }
 }
 
 /// Simple rules, each enough on its own to prove a key non-linearizable when written values are
 /// unique. Tries `focus` first, then every other `Ok` linearizable read and `Ok` cas in invocation
-/// order.
-fn diagnose(ops: &[Operation], focus: Option<&Operation>) -> Option<Diagnosis> {
-    let acked: Vec<&Operation> = ops.iter().filter(|o| o.is_acknowledged_write()).collect();
+/// order. `slack_ms` is the TTL slack.
+fn diagnose(ops: &[Operation], focus: Option<&Operation>, slack_ms: u64) -> Option<Diagnosis> {
+    let all: Vec<&Operation> = ops.iter().collect();
+    let acked_mutations: Vec<&Operation> = ops.iter().filter(|o| o.is_acknowledged_mutation()).collect();
+    // With deletes or expiry the register can be absent again after it held a value.
+    let absent_recurs = ops.iter().any(|o| matches!(o.op, Op::Delete { .. }) || o.ttl_ms().is_some());
     let rule = |x: &Operation| -> Option<Diagnosis> {
         if x.outcome != EventKind::Ok {
             return None;
@@ -527,13 +664,26 @@ fn diagnose(ops: &[Operation], focus: Option<&Operation>) -> Option<Diagnosis> {
             _ => return None,
         };
         let Some(v) = seen else {
-            // Absent: the register holds it only before the first write takes effect.
-            if let Some(w) = acked.iter().find(|w| w.precedes(x)) {
+            // Absent: before the first write takes effect, or after a delete or an expiry.
+            let anchors = ops.iter().filter(|w| w.is_acknowledged_write() && w.precedes(x));
+            if let Some((w, between)) = ttl::unexplained_absence(x, anchors, &all, slack_ms) {
+                let mut others = if absent_recurs { between } else { Vec::new() };
+                others.push(w);
+                if w.ttl_ms().is_some() {
+                    let early = EarlyExpiry::new("linearizable", w, x, &others[..others.len() - 1], slack_ms);
+                    let mut d = Diagnosis::new(early.explanation.clone(), x, &others);
+                    d.early_expiry = Some(Box::new(early));
+                    return Some(d);
+                }
+                let since = if absent_recurs { " and no delete or expiry can have come between" } else { "" };
                 return Some(Diagnosis::new(
-                    format!("{x}: the register cannot be absent, {w} was acknowledged before it began"),
+                    format!("{x}: the register cannot be absent, {w} was acknowledged before it began{since}"),
                     x,
-                    &[w],
+                    &others,
                 ));
+            }
+            if absent_recurs {
+                return None;
             }
             return twice_from(ops, x, None, None);
         };
@@ -554,7 +704,7 @@ fn diagnose(ops: &[Operation], focus: Option<&Operation>) -> Option<Diagnosis> {
                         &[w],
                     ));
                 }
-                if let Some(newer) = acked.iter().find(|n| w.precedes(n) && n.precedes(x)) {
+                if let Some(newer) = acked_mutations.iter().find(|n| w.precedes(n) && n.precedes(x)) {
                     return Some(Diagnosis::new(
                         format!(
                             "{x}: {v:?} was stale: {newer} began after {v:?} was written by {w}, and was \
@@ -605,7 +755,7 @@ mod tests {
     fn check_history(events: &[Event], budget: Duration) -> LinearizabilityReport {
         let (ops, errors) = pair(events);
         assert!(errors.is_empty(), "{errors:?}");
-        check(&ops, budget)
+        check(&ops, budget, ttl::TIMESTAMP_TOLERANCE_MS)
     }
 
     fn result(h: &H) -> LinearizabilityResult {
@@ -863,18 +1013,10 @@ mod tests {
         //! each operation then given an interval around its linearization point.
 
         use super::*;
-        use crate::history::{Event, Process};
+        use crate::checker::test_history::{to_events, Gen};
+        use crate::history::Event;
         use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
-
-        struct Gen {
-            op: Op,
-            outcome: EventKind,
-            /// No completion event at all.
-            pending: bool,
-            invoke: u64,
-            complete: u64,
-        }
 
         /// `n` operations on one key; about `concurrency` overlap at any time.
         pub fn linearizable_history(rng: &mut StdRng, n: usize, concurrency: u64) -> Vec<Event> {
@@ -930,42 +1072,6 @@ mod tests {
             to_events(gens)
         }
 
-        /// Gives each operation a process that is free at its invocation, and orders the events.
-        fn to_events(mut gens: Vec<Gen>) -> Vec<Event> {
-            gens.sort_by_key(|g| g.invoke);
-            let mut free_at: Vec<u64> = Vec::new(); // per process: when its last op completed
-            let mut events: Vec<(u64, Event)> = Vec::new();
-            for g in gens {
-                let p = match free_at.iter().position(|&f| f < g.invoke) {
-                    Some(p) => p,
-                    None => {
-                        free_at.push(0);
-                        free_at.len() - 1
-                    }
-                };
-                free_at[p] = if g.pending { u64::MAX } else { g.complete };
-                let process = p as Process;
-                let invoked = match &g.op {
-                    Op::Read { key, level, .. } => Op::Read { key: key.clone(), level: *level, value: None },
-                    other => other.clone(),
-                };
-                let event = |time_ns, kind, op| Event { index: 0, time_ns, process, kind, op, error: None };
-                events.push((g.invoke, event(g.invoke, EventKind::Invoke, invoked)));
-                if !g.pending {
-                    events.push((g.complete, event(g.complete, g.outcome, g.op)));
-                }
-            }
-            events.sort_by_key(|(t, _)| *t);
-            events
-                .into_iter()
-                .enumerate()
-                .map(|(i, (_, mut e))| {
-                    e.index = i as u64;
-                    e
-                })
-                .collect()
-        }
-
         /// Changes one `Ok` read so that it is provably wrong: to a value never written, to absent
         /// after an acknowledged write, or to a value a later acknowledged write overwrote before the
         /// read began. Returns false if the history has no `Ok` read.
@@ -1010,7 +1116,7 @@ mod tests {
                     }
                 }
                 let (ops, _) = pair(&bounded);
-                let stale = crate::checker::staleness::check(&ops);
+                let stale = crate::checker::staleness::check(&ops, ttl::TIMESTAMP_TOLERANCE_MS);
                 assert_eq!(stale.valid, Verdict::Valid, "seed {seed}: {:#?}", stale.violations);
 
                 if corrupt(&mut rng, &mut events) {

@@ -2,11 +2,13 @@
 //! each testable on hand-written histories).
 //!
 //! [`operation`] pairs invocations with completions; [`linearizable`] checks each key as a
-//! linearizable register (writes, compare-and-sets, linearizable reads); [`staleness`] checks
+//! linearizable register (writes, compare-and-sets, linearizable reads), or, in the cache
+//! workload, as a register whose value may expire (sets with a TTL, deletes); [`staleness`] checks
 //! bounded and stale reads against what was acknowledged before them; [`durability`] checks the
-//! final reads taken after every node was restarted against the acknowledged writes.
-//! [`check_all`] runs them all and combines their verdicts into the [`CheckReport`] that goes into
-//! `results.json`. [`convergence`] judges state hashes the runner samples from the nodes at the
+//! final reads taken after every node was restarted against the acknowledged writes. [`ttl`]
+//! holds the expiry rules those three share (when an entry may disappear, given a slack for clock
+//! skew) and the early-expiry anomaly. [`check_all`] runs them all and combines their verdicts
+//! into the [`CheckReport`] that goes into `results.json`. [`convergence`] judges state hashes the runner samples from the nodes at the
 //! end (not the history); [`CheckReport::add_convergence`] folds its verdict in.
 //!
 //! Invariants every checker keeps:
@@ -26,7 +28,9 @@ pub mod operation;
 pub mod staleness;
 #[cfg(test)]
 mod test_history;
+pub mod ttl;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -37,7 +41,8 @@ use self::durability::LostWrite;
 use self::linearizable::{LinearizabilityAnomaly, LinearizabilityResult};
 use self::operation::{HistoryError, Operation};
 use self::staleness::StaleRead;
-use crate::history::{Event, EventKind, Op};
+use self::ttl::{EarlyExpiry, TtlSummary};
+use crate::history::{Event, EventKind, Op, ReadLevel};
 
 /// A checker's verdict. Serializes as `true`, `false` or `"unknown"` (results.json's `valid`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -112,11 +117,16 @@ pub struct CheckReport {
     pub linearizable: LinearizableSummary,
     pub staleness: StalenessSummary,
     pub durability: DurabilitySummary,
+    /// The expiry rules: the slack allowed, how often reads saw an entry expire, early expiries.
+    #[serde(default)]
+    pub ttl: TtlSummary,
     /// The replicas' state hashes at the end; `None` if they were not sampled.
     #[serde(default)]
     pub convergence: Option<ConvergenceReport>,
-    /// Every anomaly, linearizability ones first (one per invalid key), then stale reads in key
-    /// and invocation order, then lost writes, then a divergence.
+    /// Every anomaly: linearizability ones first (one per invalid key; an early expiry when the
+    /// simplest account of the key's violation is one), then stale reads and early expiries
+    /// among bounded and stale reads in key and invocation order, then lost writes, then a
+    /// divergence.
     pub anomalies: Vec<Anomaly>,
     pub op_counts: OpCounts,
     /// Harness bugs: places where the history breaks its own format.
@@ -155,7 +165,9 @@ pub struct DurabilitySummary {
     pub unread_keys: Vec<String>,
 }
 
-/// One anomaly, tagged with the checker that found it.
+/// One anomaly, tagged (`checker`) with the checker that found it, or `early-expiry` for an
+/// entry that disappeared before its TTL can have passed (found by the linearizability or the
+/// staleness checker: its `found_by` says which).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "checker", rename_all = "lowercase")]
 pub enum Anomaly {
@@ -163,6 +175,8 @@ pub enum Anomaly {
     Staleness(Box<StaleRead>),
     Durability(Box<LostWrite>),
     Convergence(Box<Divergence>),
+    #[serde(rename = "early-expiry")]
+    EarlyExpiry(Box<EarlyExpiry>),
 }
 
 /// How many operations completed each way.
@@ -194,6 +208,10 @@ pub struct OpCounts {
     pub read: OutcomeCounts,
     pub write: OutcomeCounts,
     pub cas: OutcomeCounts,
+    #[serde(default)]
+    pub set: OutcomeCounts,
+    #[serde(default)]
+    pub delete: OutcomeCounts,
 }
 
 impl OpCounts {
@@ -205,22 +223,84 @@ impl OpCounts {
                 Op::Read { .. } => counts.read.count(op),
                 Op::Write { .. } => counts.write.count(op),
                 Op::Cas { .. } => counts.cas.count(op),
+                Op::Set { .. } => counts.set.count(op),
+                Op::Delete { .. } => counts.delete.count(op),
             }
         }
         counts
     }
 }
 
-/// Runs every checker on `history`. `budget` bounds the linearizability search's wall-clock time
-/// (keys not decided by then are `unknown`); the other checkers are linear-ish and unbounded.
-pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
+/// What the checkers are given besides the history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckConfig {
+    /// Wall-clock time the linearizability search may take; keys not decided by then are
+    /// `unknown`. The other checkers are linear-ish and unbounded.
+    pub budget: Duration,
+    /// The largest spread of clock offsets between nodes (the most one node's clock may be
+    /// ahead of another's, in ms) that the test may have applied: 0 without a clock nemesis.
+    /// An entry may disappear this much before its TTL by the harness's clock without being an
+    /// early expiry; the TTL slack is this plus [`ttl::TIMESTAMP_TOLERANCE_MS`] (see [`ttl`]).
+    pub clock_skew_ms: u64,
+    /// Judge every read as a linearizable read, whatever level it was issued at (the runner's
+    /// `--model linearizable`): is the history linearizable as a whole? A read issued below
+    /// linearizable that found a key absent before the TTL of a set it missed is then reported as
+    /// a stale read, not as an early expiry: it never promised to see the set.
+    pub reads_as_linearizable: bool,
+}
+
+impl CheckConfig {
+    /// No clock skew.
+    pub fn new(budget: Duration) -> CheckConfig {
+        CheckConfig { budget, clock_skew_ms: 0, reads_as_linearizable: false }
+    }
+
+    /// How long before its TTL (by the harness's clock) an entry may disappear: the clock skew
+    /// spread plus the timestamp tolerance.
+    pub fn slack_ms(&self) -> u64 {
+        ttl::slack_ms(self.clock_skew_ms)
+    }
+}
+
+/// `history` with every read relabeled as linearizable (see
+/// [`CheckConfig::reads_as_linearizable`]).
+pub fn reads_as_linearizable(history: &[Event]) -> Vec<Event> {
+    let mut events = history.to_vec();
+    for e in &mut events {
+        if let Op::Read { level, .. } = &mut e.op {
+            *level = ReadLevel::Linearizable;
+        }
+    }
+    events
+}
+
+/// Runs every checker on `history`.
+pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
+    // Reads issued below linearizable, by invocation index, when they are judged as linearizable.
+    let mut weaker: HashMap<u64, ReadLevel> = HashMap::new();
+    let relabeled;
+    let history = if config.reads_as_linearizable {
+        for e in history {
+            match e.op {
+                Op::Read { level, .. } if e.kind == EventKind::Invoke && level != ReadLevel::Linearizable => {
+                    weaker.insert(e.index, level);
+                }
+                _ => {}
+            }
+        }
+        relabeled = reads_as_linearizable(history);
+        &relabeled[..]
+    } else {
+        history
+    };
     let (ops, history_errors) = operation::pair(history);
+    let slack_ms = config.slack_ms();
 
     let started = Instant::now();
-    let lin = linearizable::check(&ops, budget);
+    let lin = linearizable::check(&ops, config.budget, slack_ms);
     let elapsed_ms = started.elapsed().as_micros() as f64 / 1e3;
-    let stale = staleness::check(&ops);
-    let durable = durability::check(&ops);
+    let stale = staleness::check(&ops, slack_ms);
+    let durable = durability::check(&ops, slack_ms);
 
     let mut anomalies = Vec::new();
     let mut unknown_keys = Vec::new();
@@ -230,12 +310,19 @@ pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
             LinearizabilityResult::Valid => {}
             LinearizabilityResult::Invalid { anomaly, .. } => {
                 invalid_keys.push(k.key.clone());
-                anomalies.push(Anomaly::Linearizable(anomaly.clone()));
+                anomalies.push(match &anomaly.early_expiry {
+                    Some(early) => match weaker.get(&early.read.invoke_index) {
+                        Some(level) => Anomaly::Linearizable(Box::new(missed_by_a_weaker_read(anomaly, early, *level))),
+                        None => Anomaly::EarlyExpiry(early.clone()),
+                    },
+                    None => Anomaly::Linearizable(anomaly.clone()),
+                });
             }
             LinearizabilityResult::Unknown { .. } => unknown_keys.push(k.key.clone()),
         }
     }
     anomalies.extend(stale.violations.iter().cloned().map(|v| Anomaly::Staleness(Box::new(v))));
+    anomalies.extend(stale.early_expiries.iter().cloned().map(|v| Anomaly::EarlyExpiry(Box::new(v))));
     anomalies.extend(durable.lost.iter().cloned().map(|v| Anomaly::Durability(Box::new(v))));
 
     let linearizable = LinearizableSummary {
@@ -256,6 +343,9 @@ pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
         unread_keys: durable.unread_keys,
     };
 
+    let mut ttl = ttl::summarize(&ops, slack_ms);
+    ttl.early_expiries = anomalies.iter().filter(|a| matches!(a, Anomaly::EarlyExpiry(_))).count();
+
     let mut valid = linearizable.valid.and(staleness.valid).and(durability.valid);
     if !history_errors.is_empty() {
         // A broken record proves nothing either way about the system.
@@ -266,11 +356,39 @@ pub fn check_all(history: &[Event], budget: Duration) -> CheckReport {
         linearizable,
         staleness,
         durability,
+        ttl,
         convergence: None,
         anomalies,
         op_counts: OpCounts::of(&ops),
         history_errors,
     }
+}
+
+/// A read issued at `level` (below linearizable) and judged as linearizable found a key absent
+/// before a set's TTL can have passed: it missed the set, a stale read, rather than an early
+/// expiry (a stale read never promised to see the set).
+fn missed_by_a_weaker_read(
+    anomaly: &LinearizabilityAnomaly,
+    early: &EarlyExpiry,
+    level: ReadLevel,
+) -> LinearizabilityAnomaly {
+    let level = match level {
+        ReadLevel::Bounded(ms) => format!("bounded({ms}ms)"),
+        _ => "stale".to_string(),
+    };
+    let mut anomaly = anomaly.clone();
+    anomaly.early_expiry = None;
+    anomaly.explanation = format!(
+        "{read} was issued as a {level} read (judged here as linearizable) and found {key} absent, but {set} was \
+         acknowledged before it began, cannot have expired by its completion (TTL {ttl}ms, slack {slack}ms) and no \
+         delete can have come between: a stale read",
+        read = early.read,
+        key = early.key,
+        set = early.set,
+        ttl = early.ttl_ms,
+        slack = early.slack_ms,
+    );
+    anomaly
 }
 
 impl CheckReport {
@@ -289,7 +407,6 @@ impl CheckReport {
 mod tests {
     use super::test_history::H;
     use super::*;
-    use crate::history::ReadLevel;
 
     #[test]
     fn verdict_serializes_as_results_json_expects() {
@@ -321,7 +438,7 @@ mod tests {
         h.call(2, 300, 310, EventKind::Ok, H::read_at("b", ReadLevel::Bounded(100), Some("b1")));
         h.call(3, 320, 330, EventKind::Info, H::cas("b", Some("b2"), "b3"));
         h.pending(4, 400, H::read("a"));
-        let report = check_all(&h.history(), Duration::from_secs(5));
+        let report = check_all(&h.history(), &CheckConfig::new(Duration::from_secs(5)));
         assert_eq!(report.valid, Verdict::Invalid, "{report:#?}");
         assert_eq!(report.linearizable.valid, Verdict::Valid);
         assert_eq!(report.staleness.valid, Verdict::Invalid);
@@ -346,7 +463,7 @@ mod tests {
         h.r(2, 20, 30, "k", Some("nobody wrote this"));
         let mut events = h.history();
         events.push(Event { index: 4, time_ns: 40, ..events[1].clone() }); // a second completion
-        let report = check_all(&events, Duration::from_secs(5));
+        let report = check_all(&events, &CheckConfig::new(Duration::from_secs(5)));
         assert_eq!(report.linearizable.valid, Verdict::Invalid);
         assert_eq!(report.valid, Verdict::Unknown, "{report:#?}");
         assert_eq!(report.history_errors.len(), 2, "{:?}", report.history_errors);

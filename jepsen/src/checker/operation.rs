@@ -45,18 +45,38 @@ impl Operation {
         }
     }
 
-    /// The value this operation writes, if it is a write or a compare-and-set.
+    /// The value this operation writes, if it is a write, a compare-and-set or a set.
     pub fn written_value(&self) -> Option<&str> {
         match &self.op {
-            Op::Write { value, .. } => Some(value),
+            Op::Write { value, .. } | Op::Set { value, .. } => Some(value),
             Op::Cas { to, .. } => Some(to),
-            Op::Read { .. } => None,
+            Op::Read { .. } | Op::Delete { .. } => None,
         }
     }
 
-    /// True if this operation certainly happened and wrote: an `Ok` write or compare-and-set.
+    /// The TTL of a set, in ms; `None` for a set without one and for every other operation.
+    pub fn ttl_ms(&self) -> Option<u64> {
+        match &self.op {
+            Op::Set { ttl_ms, .. } => *ttl_ms,
+            _ => None,
+        }
+    }
+
+    /// True if this operation changes the key when it takes effect: it writes a value, or it
+    /// deletes.
+    pub fn is_mutation(&self) -> bool {
+        self.written_value().is_some() || matches!(self.op, Op::Delete { .. })
+    }
+
+    /// True if this operation certainly happened and wrote: an `Ok` write, compare-and-set or set.
     pub fn is_acknowledged_write(&self) -> bool {
         self.outcome == EventKind::Ok && self.written_value().is_some()
+    }
+
+    /// True if this operation certainly happened and changed the key: an acknowledged write or
+    /// an `Ok` delete.
+    pub fn is_acknowledged_mutation(&self) -> bool {
+        self.outcome == EventKind::Ok && self.is_mutation()
     }
 
     /// True if `self` certainly completed before `other` was invoked (strictly: equal timestamps
@@ -97,6 +117,9 @@ impl fmt::Display for Operation {
             }
             Op::Write { key, value } => write!(f, "write {key}={value:?}")?,
             Op::Cas { key, from, to } => write!(f, "cas {key} {}->{to:?}", value_str(from.as_deref()))?,
+            Op::Set { key, value, ttl_ms: Some(ttl) } => write!(f, "set {key}={value:?} ttl {ttl}ms")?,
+            Op::Set { key, value, ttl_ms: None } => write!(f, "set {key}={value:?} no ttl")?,
+            Op::Delete { key } => write!(f, "delete {key}")?,
         }
         let outcome = match (self.outcome, self.complete_index) {
             (EventKind::Ok, _) => "ok",
@@ -197,7 +220,10 @@ pub fn pair(history: &[Event]) -> (Vec<Operation>, Vec<HistoryError>) {
 fn same_operation(invoke: &Op, complete: &Op) -> bool {
     match (invoke, complete) {
         (Op::Read { key: k1, level: l1, .. }, Op::Read { key: k2, level: l2, .. }) => k1 == k2 && l1 == l2,
-        (a @ Op::Write { .. }, b @ Op::Write { .. }) | (a @ Op::Cas { .. }, b @ Op::Cas { .. }) => a == b,
+        (a @ Op::Write { .. }, b @ Op::Write { .. })
+        | (a @ Op::Cas { .. }, b @ Op::Cas { .. })
+        | (a @ Op::Set { .. }, b @ Op::Set { .. })
+        | (a @ Op::Delete { .. }, b @ Op::Delete { .. }) => a == b,
         _ => false,
     }
 }

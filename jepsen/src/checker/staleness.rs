@@ -1,13 +1,18 @@
 //! Bounded staleness: a `bounded(d)` read sees every write acknowledged more than `d` before it
 //! began (DESIGN.md section 4).
 //!
-//! **The rule.** For an `Ok` read `r` at level `bounded(d)` invoked at `t`, let `W` be the writes
-//! and compare-and-sets of its key acknowledged (`Ok` completion) strictly before `t - d`. The read
-//! is a violation if:
+//! **The rule.** For an `Ok` read `r` at level `bounded(d)` invoked at `t`, let `W` be the writes,
+//! compare-and-sets, sets and deletes of its key acknowledged (`Ok` completion) strictly before
+//! `t - d`. The read is a violation if:
 //! * **stale**: it returned `v`, written by `w_v`, and some `w` in `W` was invoked after `w_v`
 //!   completed. Then `w` takes effect after `w_v` in every linearization, and writes unique
-//!   values, so by `t - d` the register had moved past `v` for good;
-//! * **absent**: it returned absent while `W` is not empty (registers are never deleted);
+//!   values (or deletes), so by `t - d` the register had moved past `v` for good. A value read
+//!   after its TTL is fine: expiry may be late;
+//! * **absent**: it returned absent although a write in `W` took effect before it and nothing
+//!   explains the absence: no delete can have come between, and no set that may have been the
+//!   key's last before the read can have expired by its completion ([`super::ttl`]). When that
+//!   write had a TTL this is reported as an **early expiry** instead (the entry vanished before
+//!   its time; or the read missed the write entirely, which the history cannot tell apart);
 //! * **from the future**: the write of `v` was invoked only after the read completed;
 //! * **never written** / **failed write**: `v` was written by no operation, or only by a `Fail`ed
 //!   one (which certainly did not happen).
@@ -35,6 +40,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::operation::Operation;
+use super::ttl::{self, EarlyExpiry};
 use super::Verdict;
 use crate::history::{EventKind, Op, ReadLevel};
 
@@ -77,16 +83,20 @@ pub struct StalenessReport {
     /// `Ok` bounded and stale reads judged.
     pub reads_checked: usize,
     pub violations: Vec<StaleRead>,
+    /// Absent reads after a write with a TTL that cannot have expired yet.
+    pub early_expiries: Vec<EarlyExpiry>,
 }
 
-/// Checks every `Ok` bounded and stale read of `ops` (from [`super::operation::pair`]).
-pub fn check(ops: &[Operation]) -> StalenessReport {
+/// Checks every `Ok` bounded and stale read of `ops` (from [`super::operation::pair`]);
+/// `slack_ms` is the TTL slack.
+pub fn check(ops: &[Operation], slack_ms: u64) -> StalenessReport {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in ops {
         by_key.entry(op.op.key()).or_default().push(op);
     }
     let mut reads_checked = 0;
     let mut violations = Vec::new();
+    let mut early_expiries = Vec::new();
     for (key, ops) in by_key {
         for read in &ops {
             let (level, value) = match &read.op {
@@ -99,13 +109,20 @@ pub fn check(ops: &[Operation]) -> StalenessReport {
                 ReadLevel::Linearizable => continue,
             };
             reads_checked += 1;
-            if let Some(v) = check_read(key, read, bound_ms, value, &ops) {
-                violations.push(v);
+            match check_read(key, read, bound_ms, value, &ops, slack_ms) {
+                Some(Finding::Stale(v)) => violations.push(v),
+                Some(Finding::EarlyExpiry(e)) => early_expiries.push(e),
+                None => {}
             }
         }
     }
-    let valid = if violations.is_empty() { Verdict::Valid } else { Verdict::Invalid };
-    StalenessReport { valid, reads_checked, violations }
+    let valid = if violations.is_empty() && early_expiries.is_empty() { Verdict::Valid } else { Verdict::Invalid };
+    StalenessReport { valid, reads_checked, violations, early_expiries }
+}
+
+enum Finding {
+    Stale(StaleRead),
+    EarlyExpiry(EarlyExpiry),
 }
 
 fn check_read(
@@ -114,14 +131,15 @@ fn check_read(
     bound_ms: Option<u64>,
     value: Option<&str>,
     ops: &[&Operation],
-) -> Option<StaleRead> {
+    slack_ms: u64,
+) -> Option<Finding> {
     // W: acknowledged strictly before t - d. A bound reaching before the test started (or a stale
     // read's infinite bound) leaves W empty.
     let cutoff = bound_ms.and_then(|d| read.invoke_ns.checked_sub(d.saturating_mul(1_000_000)));
     let mut w: Vec<&Operation> = ops
         .iter()
         .copied()
-        .filter(|o| o.is_acknowledged_write() && cutoff.is_some_and(|c| o.complete_ns.is_some_and(|done| done < c)))
+        .filter(|o| o.is_acknowledged_mutation() && cutoff.is_some_and(|c| o.complete_ns.is_some_and(|done| done < c)))
         .collect();
     // Earliest acknowledged first: the missed write we report is the most convincing one.
     w.sort_by_key(|o| o.complete_ns);
@@ -139,15 +157,20 @@ fn check_read(
     };
 
     let Some(v) = value else {
-        let missed = w.first()?;
-        let explanation = format!("{read}: absent, but {missed} was acknowledged {window}");
-        return Some(violation(StaleRule::Absent, Some(missed), None, explanation));
+        let anchors = w.iter().copied().filter(|o| o.written_value().is_some());
+        let (missed, others) = ttl::unexplained_absence(read, anchors, ops, slack_ms)?;
+        if missed.ttl_ms().is_some() {
+            return Some(Finding::EarlyExpiry(EarlyExpiry::new("staleness", missed, read, &others, slack_ms)));
+        }
+        let explanation =
+            format!("{read}: absent, but {missed} was acknowledged {window}, and no delete can have come between");
+        return Some(Finding::Stale(violation(StaleRule::Absent, Some(missed), None, explanation)));
     };
 
     let writers: Vec<&Operation> = ops.iter().copied().filter(|o| o.written_value() == Some(v)).collect();
     let live: Vec<&Operation> = writers.iter().copied().filter(|o| o.outcome != EventKind::Fail).collect();
     if live.is_empty() {
-        return Some(match writers.first() {
+        return Some(Finding::Stale(match writers.first() {
             Some(failed) => violation(
                 StaleRule::FailedWrite,
                 None,
@@ -155,15 +178,15 @@ fn check_read(
                 format!("{read}: {v:?} was written only by a failed operation, {failed}"),
             ),
             None => violation(StaleRule::NeverWritten, None, None, format!("{read}: no operation wrote {v:?}")),
-        });
+        }));
     }
     if live.iter().all(|w| read.precedes(w)) {
         let writer = live[0];
         let explanation = format!("{read}: {v:?} was written only by {writer}, which began after the read completed");
-        return Some(violation(StaleRule::FromTheFuture, None, Some(writer), explanation));
+        return Some(Finding::Stale(violation(StaleRule::FromTheFuture, None, Some(writer), explanation)));
     }
-    // Stale if, whichever write of v the read saw (normally exactly one), a write in W provably
-    // came after it.
+    // Stale if, whichever write of v the read saw (normally exactly one), a write or delete in W
+    // provably came after it.
     let mut first = None;
     for writer in &live {
         let newer = w.iter().find(|n| writer.precedes(n))?;
@@ -174,7 +197,7 @@ fn check_read(
         "{read}: {v:?} was stale: {missed} began after {v:?} was written by {writer}, and was \
          acknowledged {window}"
     );
-    Some(violation(StaleRule::Stale, Some(missed), Some(writer), explanation))
+    Some(Finding::Stale(violation(StaleRule::Stale, Some(missed), Some(writer), explanation)))
 }
 
 #[cfg(test)]
@@ -187,7 +210,7 @@ mod tests {
     fn check_history(events: &[Event]) -> StalenessReport {
         let (ops, errors) = pair(events);
         assert!(errors.is_empty(), "{errors:?}");
-        check(&ops)
+        check(&ops, crate::checker::ttl::TIMESTAMP_TOLERANCE_MS)
     }
 
     fn bounded(d: u64, v: Option<&str>) -> Op {
@@ -270,6 +293,20 @@ mod tests {
         h.call(3, 500, 510, EventKind::Ok, bounded(100, Some("v1")));
         let report = check_history(&h.history());
         assert_eq!(report.valid, Verdict::Valid, "{report:#?}");
+    }
+
+    #[test]
+    fn deletes_overwrite_and_explain_absence() {
+        let mut h = H::new();
+        h.s(1, 0, 10, "k", "v1", None);
+        h.d(1, 20, 30, "k");
+        h.call(2, 500, 510, EventKind::Ok, bounded(100, None)); // deleted: fine
+        h.call(2, 520, 530, EventKind::Ok, bounded(100, Some("v1"))); // deleted long before: stale
+        let report = check_history(&h.history());
+        assert_eq!(report.violations.len(), 1, "{report:#?}");
+        assert_eq!(report.violations[0].rule, StaleRule::Stale);
+        assert_eq!(report.violations[0].missed.as_ref().unwrap().op, H::delete("k"));
+        assert!(report.early_expiries.is_empty());
     }
 
     #[test]

@@ -47,6 +47,15 @@ impl H {
         self.call(p, s, e, EventKind::Ok, Self::read_ok(key, v))
     }
 
+    /// An acknowledged set of `key` to `v` over `[s, e]`, with a TTL of `ttl_ms` (`None`: no TTL).
+    pub fn s(&mut self, p: Process, s: u64, e: u64, key: &str, v: &str, ttl_ms: Option<u64>) -> &mut Self {
+        self.call(p, s, e, EventKind::Ok, Self::set(key, v, ttl_ms))
+    }
+    /// An acknowledged delete of `key` over `[s, e]`.
+    pub fn d(&mut self, p: Process, s: u64, e: u64, key: &str) -> &mut Self {
+        self.call(p, s, e, EventKind::Ok, Self::delete(key))
+    }
+
     /// An invocation that never completes.
     pub fn pending(&mut self, p: Process, s: u64, op: Op) -> &mut Self {
         self.push(p, s, EventKind::Invoke, op);
@@ -70,6 +79,12 @@ impl H {
     pub fn cas(key: &str, from: Option<&str>, to: &str) -> Op {
         Op::Cas { key: key.into(), from: from.map(Into::into), to: to.into() }
     }
+    pub fn set(key: &str, v: &str, ttl_ms: Option<u64>) -> Op {
+        Op::Set { key: key.into(), value: v.into(), ttl_ms }
+    }
+    pub fn delete(key: &str) -> Op {
+        Op::Delete { key: key.into() }
+    }
     pub fn read(key: &str) -> Op {
         Op::Read { key: key.into(), level: ReadLevel::Linearizable, value: None }
     }
@@ -79,4 +94,50 @@ impl H {
     pub fn read_at(key: &str, level: ReadLevel, v: Option<&str>) -> Op {
         Op::Read { key: key.into(), level, value: v.map(Into::into) }
     }
+}
+
+/// One operation of a generated history, before it is given a process.
+pub struct Gen {
+    pub op: Op,
+    pub outcome: EventKind,
+    /// No completion event at all.
+    pub pending: bool,
+    pub invoke: u64,
+    pub complete: u64,
+}
+
+/// Gives each operation a process that is free at its invocation, and orders the events.
+pub fn to_events(mut gens: Vec<Gen>) -> Vec<Event> {
+    gens.sort_by_key(|g| g.invoke);
+    let mut free_at: Vec<u64> = Vec::new(); // per process: when its last op completed
+    let mut events: Vec<(u64, Event)> = Vec::new();
+    for g in gens {
+        let p = match free_at.iter().position(|&f| f < g.invoke) {
+            Some(p) => p,
+            None => {
+                free_at.push(0);
+                free_at.len() - 1
+            }
+        };
+        free_at[p] = if g.pending { u64::MAX } else { g.complete };
+        let process = p as Process;
+        let invoked = match &g.op {
+            Op::Read { key, level, .. } => Op::Read { key: key.clone(), level: *level, value: None },
+            other => other.clone(),
+        };
+        let event = |time_ns, kind, op| Event { index: 0, time_ns, process, kind, op, error: None };
+        events.push((g.invoke, event(g.invoke, EventKind::Invoke, invoked)));
+        if !g.pending {
+            events.push((g.complete, event(g.complete, g.outcome, g.op)));
+        }
+    }
+    events.sort_by_key(|(t, _)| *t);
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, mut e))| {
+            e.index = i as u64;
+            e
+        })
+        .collect()
 }

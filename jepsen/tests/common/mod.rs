@@ -123,7 +123,9 @@ pub fn reads_stale_by(history: &[Event], level: ReadLevel, by: Duration) -> Vec<
         .filter_map(|c| match &c.op {
             Op::Write { key, value } => Some((key.as_str(), value.as_str(), c)),
             Op::Cas { key, to, .. } => Some((key.as_str(), to.as_str(), c)),
-            Op::Read { .. } => None,
+            Op::Set { key, value, .. } => Some((key.as_str(), value.as_str(), c)),
+            // Register histories have no deletes; this helper does not reason about them.
+            Op::Read { .. } | Op::Delete { .. } => None,
         })
         .collect();
     let mut stale = Vec::new();

@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Offset added to this node's wall clock in ms (fault injection).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub clock_offset_ms: i64,
+    /// Accept fault-injection admin calls that change this node's clock offset while it runs
+    /// (for the fault-injection harness; never needed in production).
+    #[arg(long)]
+    pub fault_injection: bool,
     /// Raft heartbeat interval.
     #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -127,6 +131,7 @@ impl ServeArgs {
         config.max_value_bytes = self.max_value_bytes;
         config.routes = self.routes.iter().cloned().collect::<BTreeMap<_, _>>();
         config.clock_offset_ms = self.clock_offset_ms;
+        config.fault_injection = self.fault_injection;
         config.heartbeat_interval = self.heartbeat;
         config.election_timeout = self.election_timeout;
         config.request_timeout = self.request_timeout;

@@ -176,6 +176,8 @@ impl AdminService {
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
             read_index_requests,
             read_index_rounds,
+            clock_offset_ms: node.clock().offset_ms(),
+            voter: voters.contains(&node.id()),
         };
         let mut nodes = vec![me];
         if let Some(replication) = &metrics.replication {
@@ -189,6 +191,7 @@ impl AdminService {
                     addr: info.addr,
                     region: info.region,
                     role: if voters.contains(id) { "follower" } else { "learner" }.to_string(),
+                    voter: voters.contains(id),
                     lag: Some(last_log.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
                     ..Default::default()
                 });
@@ -256,6 +259,8 @@ impl AdminService {
             if entry.lag.is_none() {
                 entry.lag = lags.get(&id).and_then(|n| n.lag);
             }
+            // The membership as this node knows it, like every other entry's.
+            entry.voter = voters.contains(&id);
             nodes.push(entry);
         }
         if nodes[0].lag.is_none() {
@@ -423,6 +428,22 @@ impl AdminRpc for AdminService {
             .await
             .map(|(log_index, _)| pb::ConfigureResponse { log_index });
         or_forward!(self, result, forwarded, req, configure)
+    }
+
+    async fn set_clock_offset(
+        &self,
+        request: Request<pb::SetClockOffsetRequest>,
+    ) -> Result<Response<pb::SetClockOffsetResponse>, Status> {
+        if !self.node.config().fault_injection {
+            return Err(Error::PermissionDenied(
+                "clock offsets can only be changed on a node started with --fault-injection".into(),
+            )
+            .into());
+        }
+        let offset_ms = request.into_inner().offset_ms;
+        let previous_offset_ms = self.node.clock().set_offset_ms(offset_ms);
+        tracing::warn!(offset_ms, previous_offset_ms, "fault injection: wall clock offset changed");
+        Ok(Response::new(pb::SetClockOffsetResponse { previous_offset_ms }))
     }
 }
 

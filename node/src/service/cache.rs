@@ -272,7 +272,7 @@ impl CacheService {
             Ok(pb::ConditionKind::ConditionIfVersion) => Condition::IfVersion(m.if_version),
             Err(_) => return Err(Error::InvalidArgument(format!("unknown condition {}", m.condition))),
         };
-        let expires_at_ms = self.expires_at(m.ttl_ms, self.node.clock().now_ms())?;
+        let expires_at_ms = self.expires_at(m.ttl_ms, self.node.proposal_time_ms())?;
         Ok(Op::Set { key: m.key.clone(), value: m.value.clone(), expires_at_ms, condition })
     }
 
@@ -283,7 +283,7 @@ impl CacheService {
         } else {
             match m.ttl_ms {
                 None => return Err(Error::InvalidArgument("expire needs a ttl or persist".into())),
-                ttl => self.expires_at(ttl, self.node.clock().now_ms())?,
+                ttl => self.expires_at(ttl, self.node.proposal_time_ms())?,
             }
         };
         Ok(Op::Expire { key: m.key.clone(), expires_at_ms })

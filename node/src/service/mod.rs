@@ -40,6 +40,7 @@ impl From<Error> for Status {
                 }
                 status
             }
+            Error::PermissionDenied(_) => Status::permission_denied(message),
             Error::Unavailable(_) => Status::unavailable(message),
             Error::StaleReplica { bound_ms, .. } => {
                 let mut status = Status::unavailable(message);
@@ -150,6 +151,7 @@ mod tests {
             (Error::InvalidArgument("x".into()), Code::InvalidArgument),
             (Error::NotFound("x".into()), Code::NotFound),
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (Error::PermissionDenied("x".into()), Code::PermissionDenied),
             (Error::NotLeader { leader: None }, Code::Unavailable),
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::StaleReplica { bound_ms: Some(1400), max_ms: 200 }, Code::Unavailable),
