@@ -163,6 +163,29 @@ impl Node {
         }
     }
 
+    /// Fails with `Unavailable` when this node leads but no quorum has acknowledged it for longer
+    /// than an election timeout (its lease ran out): it is most likely cut off in a minority
+    /// while the majority elects a new leader, and a write proposed here would only hang until
+    /// the caller's deadline. Refusing before proposing changes nothing, so the caller may try
+    /// another node at once (which forwards to the new leader).
+    pub fn ensure_leader_has_quorum(&self) -> Result<()> {
+        let metrics = self.metrics();
+        if metrics.state != openraft::ServerState::Leader
+            || metrics.membership_config.membership().voter_ids().nth(1).is_none()
+        {
+            return Ok(());
+        }
+        let lease = self.inner.config.election_timeout;
+        match metrics.millis_since_quorum_ack.map(Duration::from_millis) {
+            Some(since) if since > lease => Err(Error::Unavailable(format!(
+                "node {} leads, but no quorum has answered it for {:.1}s (is it partitioned?)",
+                self.id(),
+                since.as_secs_f64()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Fails with `Unavailable` when this node has not joined a cluster yet.
     pub fn ensure_member(&self) -> Result<()> {
         if self.is_member_of_a_cluster() {

@@ -307,3 +307,42 @@ async fn a_clock_skewed_only_with_fault_injection_never_shortens_a_later_ttl() -
     assert_eq!(&read.value[..], b"b");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_lost_its_quorum_refuses_writes_at_once_instead_of_hanging() -> Result<()> {
+    let mut cluster = TestCluster::start(BIN, 3).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let mut raw = CacheClient::connect(format!("http://{}", cluster.addr(leader))).await?;
+    // Both followers die; the leader still believes it leads (Raft has no step-down by itself).
+    for id in (1..=3).filter(|id| *id != leader) {
+        cluster.kill(id)?;
+    }
+    // Once its lease (one election timeout) has run out, a write is refused as unavailable, so
+    // a client moves on to another node; before, it hung until the node's request timeout.
+    let refusal = eventually("a write refused for lack of a quorum", Duration::from_secs(20), || {
+        let mut raw = raw.clone();
+        async move {
+            let mut request = tonic::Request::new(pb::SetRequest {
+                key: "k".into(),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            });
+            request.set_timeout(Duration::from_secs(3));
+            let status = raw.set(request).await.err()?;
+            (status.code() == tonic::Code::Unavailable).then_some(status)
+        }
+    })
+    .await?;
+    assert!(refusal.message().contains("no quorum"), "{refusal:?}");
+    // With the followers back, the same node takes writes again (as leader or by forwarding).
+    for id in (1..=3).filter(|id| *id != leader) {
+        cluster.restart(id)?;
+    }
+    cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let client = cluster.client_of(leader).await?;
+    eventually("a write through the old leader", Duration::from_secs(20), || async {
+        client.set("k", "after").await.ok()
+    })
+    .await?;
+    Ok(())
+}

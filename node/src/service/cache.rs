@@ -69,6 +69,9 @@ impl CacheService {
             Err(e) => return WriteOutcome::Failed(e),
         };
         loop {
+            if let Err(no_quorum) = self.node.ensure_leader_has_quorum() {
+                return WriteOutcome::Failed(no_quorum);
+            }
             let cmd = self.node.command(op.clone(), write_id);
             match self.node.propose(cmd).await {
                 Ok((index, applied)) => return WriteOutcome::Done(write_response(index, applied)),

@@ -37,6 +37,21 @@ fn openraft_conformance_suite() -> Result<(), StorageError> {
     Suite::test_all(SledStoreBuilder)
 }
 
+/// Opens `dir` again after the stores that had it open were dropped. Their group-commit flusher
+/// runs on the runtime and lets go of the database (and so of sled's lock on the directory) a
+/// moment after the drop, so a lock refusal is retried briefly, yielding to the runtime.
+async fn reopen(dir: &std::path::Path, node_id: u64) -> Result<(LogStore, StateMachineStore)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open(dir, node_id) {
+            Err(Error::Storage(m)) if m.contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+}
+
 fn log_id(term: u64, index: u64) -> LogId {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
@@ -107,7 +122,7 @@ async fn restart_recovers_vote_log_committed_snapshot_and_cache() {
     };
     // Everything dropped: the directory's lock is released and the next open reads from disk.
 
-    let (mut log, mut sm) = open(dir.path(), 1).unwrap();
+    let (mut log, mut sm) = reopen(dir.path(), 1).await.unwrap();
     assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new_committed(2, 1)));
     assert_eq!(log.read_committed().await.unwrap(), Some(log_id(2, 10)));
     let state = log.get_log_state().await.unwrap();
@@ -199,12 +214,12 @@ async fn appends_queued_before_the_flusher_runs_share_one_flush() {
 async fn a_data_dir_belongs_to_one_node() {
     let dir = TempDir::new().unwrap();
     drop(open(dir.path(), 1).unwrap());
-    let err = open(dir.path(), 2).err().expect("opening as another node must fail");
+    let err = reopen(dir.path(), 2).await.err().expect("opening as another node must fail");
     let msg = err.to_string();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
     assert!(msg.contains("node 1") && msg.contains("node 2"), "{msg}");
     // The owner can still open it.
-    drop(open(dir.path(), 1).unwrap());
+    drop(reopen(dir.path(), 1).await.unwrap());
 }
 
 #[tokio::test]
@@ -244,7 +259,7 @@ async fn install_snapshot_replaces_state_and_persists() {
         follower.apply([set_entry(2, 5, "k5", "v5")]).await.unwrap();
     }
 
-    let (_log, mut follower) = open(follower_dir.path(), 2).unwrap();
+    let (_log, mut follower) = reopen(follower_dir.path(), 2).await.unwrap();
     assert_eq!(follower.get_current_snapshot().await.unwrap().unwrap().meta, snapshot.meta);
     assert_eq!(follower.reader().read(|cache, _| cache.state_hash()), leader_hash);
 
