@@ -312,7 +312,7 @@ async fn a_clock_skewed_only_with_fault_injection_never_shortens_a_later_ttl() -
 async fn a_leader_that_lost_its_quorum_refuses_writes_at_once_instead_of_hanging() -> Result<()> {
     let mut cluster = TestCluster::start(BIN, 3).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
-    let mut raw = CacheClient::connect(format!("http://{}", cluster.addr(leader))).await?;
+    let raw = CacheClient::connect(format!("http://{}", cluster.addr(leader))).await?;
     // Both followers die; the leader still believes it leads (Raft has no step-down by itself).
     for id in (1..=3).filter(|id| *id != leader) {
         cluster.kill(id)?;
