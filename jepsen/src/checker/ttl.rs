@@ -3,9 +3,10 @@
 //! deletes, and the early-expiry anomaly.
 //!
 //! **What a correct geocache does** (DESIGN.md section 3). A set with TTL `T` becomes an absolute
-//! `expires_at_ms = now_ms + T` on the node that proposes it, by that node's wall clock. The
-//! entry is gone once the state machine's clock (the largest `now_ms` applied) reaches it, and a
-//! read hides it once the answering node's own clock does (logical expiry). Purging is driven by
+//! `expires_at_ms = now_ms + T` on the node that proposes it, `now_ms` being that node's wall
+//! clock or the log clock if that is later (`Node::proposal_time_ms`), so never earlier than its
+//! wall clock. The entry is gone once the state machine's clock (the largest `now_ms` applied)
+//! reaches it, and a read hides it once the answering node's own clock does (logical expiry). Purging is driven by
 //! the leader's ticks and a node whose clock lags may still show the entry, so an entry may
 //! disappear *late*, and a lagging node may even show it again after another hid it. It must
 //! never disappear *early*.
