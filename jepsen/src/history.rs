@@ -62,12 +62,17 @@ pub enum ReadLevel {
 #[serde(tag = "f", rename_all = "lowercase")]
 pub enum Op {
     /// Read `key`. On an `Ok` completion `value` is what was read (`None`: the key was absent);
-    /// on an invocation or a `Fail`/`Info` completion it means nothing and is `None`.
+    /// on an invocation or a `Fail`/`Info` completion it means nothing and is `None`. `after`
+    /// (on the invocation and the completion alike) names the same worker's acknowledged write
+    /// whose version the read carried as `min_version` (read-your-writes); absent from the JSON
+    /// when the read was not pinned.
     Read {
         key: String,
         level: ReadLevel,
         #[serde(default)]
         value: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Pin>,
     },
     /// Write `value` to `key`.
     Write { key: String, value: String },
@@ -82,6 +87,26 @@ pub enum Op {
     },
     /// Delete `key`. Whether it existed is not recorded: the checkers need only that it is gone.
     Delete { key: String },
+}
+
+/// The acknowledged operation a read was pinned to with `min_version` (see [`Op::Read`]).
+/// JSON: `{"value":"p3-17"}` for a write, cas or set (values are unique in a test, so the value
+/// names the write), `{"delete":812}` for a delete (named by the history index of its
+/// invocation, as deletes carry no value).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Pin {
+    Value(String),
+    Delete(u64),
+}
+
+impl std::fmt::Display for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pin::Value(v) => write!(f, "the write of {v:?}"),
+            Pin::Delete(i) => write!(f, "the delete invoked at event {i}"),
+        }
+    }
 }
 
 impl Op {
@@ -135,7 +160,7 @@ mod tests {
                 time_ns: 5,
                 process: 1,
                 kind: EventKind::Invoke,
-                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: None },
+                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: None, after: None },
                 error: None,
             },
             Event {
@@ -143,7 +168,12 @@ mod tests {
                 time_ns: 9,
                 process: 1,
                 kind: EventKind::Ok,
-                op: Op::Read { key: "k".into(), level: ReadLevel::Bounded(200), value: Some("v1".into()) },
+                op: Op::Read {
+                    key: "k".into(),
+                    level: ReadLevel::Bounded(200),
+                    value: Some("v1".into()),
+                    after: Some(Pin::Value("v0".into())),
+                },
                 error: None,
             },
             Event {
@@ -179,5 +209,24 @@ mod tests {
         let parsed = parse_jsonl(old).unwrap();
         assert_eq!(parsed[0].op, Op::Write { key: "k".into(), value: "v".into() });
         assert_eq!(parsed[0].op.name(), "write");
+    }
+
+    #[test]
+    fn pins_serialize_only_when_present() {
+        let read = |after| Op::Read { key: "k".into(), level: ReadLevel::Stale, value: None, after };
+        let lines = [
+            serde_json::to_string(&read(None)).unwrap(),
+            serde_json::to_string(&read(Some(Pin::Value("p1-2".into())))).unwrap(),
+            serde_json::to_string(&read(Some(Pin::Delete(812)))).unwrap(),
+        ];
+        assert_eq!(lines[0], r#"{"f":"read","key":"k","level":"stale","value":null}"#);
+        assert_eq!(lines[1], r#"{"f":"read","key":"k","level":"stale","value":null,"after":{"value":"p1-2"}}"#);
+        assert_eq!(lines[2], r#"{"f":"read","key":"k","level":"stale","value":null,"after":{"delete":812}}"#);
+        for (line, after) in lines.iter().zip([None, Some(Pin::Value("p1-2".into())), Some(Pin::Delete(812))]) {
+            assert_eq!(serde_json::from_str::<Op>(line).unwrap(), read(after));
+        }
+        // A read written before pins existed.
+        let old = r#"{"f":"read","key":"k","level":"linearizable","value":"v"}"#;
+        assert!(matches!(serde_json::from_str::<Op>(old).unwrap(), Op::Read { after: None, .. }));
     }
 }

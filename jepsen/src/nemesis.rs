@@ -12,8 +12,12 @@
 //!
 //! The kinds:
 //! * `partition`: blackholes links through the fault proxy (connections stall, as in a real
-//!   partition; see `geocache_node::netsim`), in one of three shapes ([`PartitionShape`]):
-//!   random halves, one node isolated, or the current leader in a minority.
+//!   partition; see `geocache_node::netsim`), in one of five shapes ([`PartitionShape`]):
+//!   random halves, one node isolated, the current leader in a minority, a bridge (two halves
+//!   that reach each other only through one node), or one way (one node's calls to the others
+//!   blackholed while theirs to it go through; the leader half the time). The proxy has one
+//!   link per ordered pair, each carrying the calls one node makes to the other, so cutting
+//!   `a -> b` alone is a one-way cut.
 //! * `kill`: `kill -9` a random minority of the nodes (1 to (n-1)/2); restarted on the same
 //!   data dir at the window's end.
 //! * `pause`: SIGSTOP one random node; SIGCONT at the window's end.
@@ -52,7 +56,8 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
+use geocache_node::netsim::LinkState;
 use geocache_node::types::NodeId;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -142,18 +147,58 @@ pub enum PartitionShape {
     /// The current leader plus random others, (n-1)/2 in all, against the majority: forces an
     /// election, and leaves a deposed leader serving on the minority side.
     LeaderMinority,
+    /// Two halves that cannot reach each other, and one random node (the bridge) that reaches
+    /// both: each half sees a majority only through the bridge (Jepsen's "bridge").
+    Bridge,
+    /// One node (the leader half the time) whose calls to every other node are blackholed,
+    /// while theirs to it go through: it hears the cluster but cannot speak to it.
+    OneWay,
 }
 
 impl PartitionShape {
-    const ALL: [PartitionShape; 3] =
-        [PartitionShape::RandomHalves, PartitionShape::IsolateOne, PartitionShape::LeaderMinority];
+    const ALL: [PartitionShape; 5] = [
+        PartitionShape::RandomHalves,
+        PartitionShape::IsolateOne,
+        PartitionShape::LeaderMinority,
+        PartitionShape::Bridge,
+        PartitionShape::OneWay,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             PartitionShape::RandomHalves => "random-halves",
             PartitionShape::IsolateOne => "isolate-one",
             PartitionShape::LeaderMinority => "leader-minority",
+            PartitionShape::Bridge => "bridge",
+            PartitionShape::OneWay => "one-way",
         }
+    }
+
+    /// The links (`from`, `to`: calls from `from` to `to`) a partition of this shape with these
+    /// `groups` (as [`partition`] makes them) blackholes. Every other link stays up.
+    fn cut_links(self, groups: &[Vec<NodeId>]) -> Vec<(NodeId, NodeId)> {
+        let across = |a: &[NodeId], b: &[NodeId]| -> Vec<(NodeId, NodeId)> {
+            a.iter().flat_map(|x| b.iter().flat_map(move |y| [(*x, *y), (*y, *x)])).collect()
+        };
+        let mut cut = match (self, groups) {
+            // [left, [bridge], right]: only the two halves are cut from each other.
+            (PartitionShape::Bridge, [left, _, right]) => across(left, right),
+            // [[node], rest]: only the node's own calls.
+            (PartitionShape::OneWay, [node, rest]) => {
+                node.iter().flat_map(|x| rest.iter().map(move |y| (*x, *y))).collect()
+            }
+            _ => {
+                let mut cut = Vec::new();
+                for (i, a) in groups.iter().enumerate() {
+                    for b in &groups[i + 1..] {
+                        cut.extend(across(a, b));
+                    }
+                }
+                cut
+            }
+        };
+        cut.sort_unstable();
+        cut
     }
 }
 
@@ -216,7 +261,9 @@ pub const CRASH_POINTS: [(&str, &str); 10] = [
 /// One fault, with its targets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// Links between groups blackholed; links inside a group up.
+    /// Links between groups blackholed, links inside a group up; for a bridge, only the links
+    /// between the two halves, for one-way only the first group's calls to the second
+    /// ([`PartitionShape::cut_links`]).
     Partition { shape: PartitionShape, groups: Vec<Vec<NodeId>> },
     /// These nodes killed with SIGKILL.
     Kill { nodes: Vec<NodeId> },
@@ -247,6 +294,7 @@ impl Fault {
     /// the skewed node, the voter taken out (and the isolated one).
     pub fn nodes(&self) -> Vec<NodeId> {
         match self {
+            Fault::Partition { shape: PartitionShape::Bridge, groups } => groups.get(1).cloned().unwrap_or_default(),
             Fault::Partition { groups, .. } => groups.iter().min_by_key(|g| g.len()).cloned().unwrap_or_default(),
             Fault::Kill { nodes } => nodes.clone(),
             Fault::Pause { node } | Fault::CrashPoint { node, .. } | Fault::Clock { node, .. } => vec![*node],
@@ -262,7 +310,13 @@ impl Fault {
     /// keeps its node down for half of it first).
     pub async fn inject(&self, cluster: &Cluster, window: Duration) -> Result<()> {
         match self {
-            Fault::Partition { groups, .. } => cluster.net().partition(groups),
+            Fault::Partition { shape, groups } => {
+                let net = cluster.net();
+                net.heal();
+                for (from, to) in shape.cut_links(groups) {
+                    net.set_link(from, to, LinkState::Blackhole).with_context(|| format!("cut link {from}->{to}"))?;
+                }
+            }
             Fault::Kill { nodes } => {
                 for id in nodes {
                     cluster.kill(*id)?;
@@ -345,6 +399,12 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let list = |nodes: &[NodeId]| nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
         match self {
+            Fault::Partition { shape: PartitionShape::Bridge, groups } if groups.len() == 3 => {
+                write!(f, "partition bridge [{}] <{}> [{}]", list(&groups[0]), list(&groups[1]), list(&groups[2]))
+            }
+            Fault::Partition { shape: PartitionShape::OneWay, groups } if groups.len() == 2 => {
+                write!(f, "partition one-way [{}] -/-> [{}]", list(&groups[0]), list(&groups[1]))
+            }
             Fault::Partition { shape, groups } => {
                 let sides: Vec<String> = groups.iter().map(|g| format!("[{}]", list(g))).collect();
                 write!(f, "partition {} {}", shape.name(), sides.join(" | "))
@@ -611,6 +671,7 @@ async fn plan(kind: NemesisKind, cluster: &Cluster, clock_skew: Duration, rng: &
             let shape = *PartitionShape::ALL.choose(rng).expect("non-empty");
             let leader = match shape {
                 PartitionShape::LeaderMinority => cluster.leader().await,
+                PartitionShape::OneWay if rng.gen_bool(0.5) => cluster.leader().await,
                 _ => None,
             };
             partition(shape, &ids, leader, rng).map(|groups| Fault::Partition { shape, groups })
@@ -684,9 +745,10 @@ fn minority(n: usize) -> usize {
     ((n.saturating_sub(1)) / 2).max(1)
 }
 
-/// The sides of a partition of `ids` shaped `shape` (the leader, if known, for
-/// [`PartitionShape::LeaderMinority`]; without one, a random minority). `None` for a single
-/// node: nothing to cut.
+/// The sides of a partition of `ids` shaped `shape` (the leader, if known, on the small side
+/// of [`PartitionShape::LeaderMinority`] and as the [`PartitionShape::OneWay`] node; without
+/// one, random nodes): two groups, or three for a bridge (left, bridge, right). `None` when
+/// there are too few nodes to cut (one; two for a bridge).
 fn partition(
     shape: PartitionShape,
     ids: &[NodeId],
@@ -698,16 +760,29 @@ fn partition(
     }
     let mut shuffled = ids.to_vec();
     shuffled.shuffle(rng);
+    if shape == PartitionShape::Bridge {
+        if ids.len() < 3 {
+            return None;
+        }
+        let (bridge, rest) = shuffled.split_first().expect("three or more");
+        let (left, right) = rest.split_at(rest.len() / 2);
+        let mut groups = vec![left.to_vec(), vec![*bridge], right.to_vec()];
+        for g in &mut groups {
+            g.sort_unstable();
+        }
+        return Some(groups);
+    }
+    // The leader (if known) goes first, so it lands on the small side.
+    if matches!(shape, PartitionShape::LeaderMinority | PartitionShape::OneWay) {
+        if let Some(leader) = leader.filter(|l| ids.contains(l)) {
+            shuffled.retain(|id| *id != leader);
+            shuffled.insert(0, leader);
+        }
+    }
     let cut = match shape {
         PartitionShape::RandomHalves => ids.len() / 2,
-        PartitionShape::IsolateOne => 1,
-        PartitionShape::LeaderMinority => {
-            if let Some(leader) = leader.filter(|l| ids.contains(l)) {
-                shuffled.retain(|id| *id != leader);
-                shuffled.insert(0, leader);
-            }
-            minority(ids.len())
-        }
+        PartitionShape::IsolateOne | PartitionShape::OneWay | PartitionShape::Bridge => 1,
+        PartitionShape::LeaderMinority => minority(ids.len()),
     };
     let (small, large) = shuffled.split_at(cut);
     let mut groups = vec![small.to_vec(), large.to_vec()];
@@ -755,12 +830,38 @@ mod tests {
                 assert_eq!(all, ids);
             }
         }
+        for _ in 0..50 {
+            let bridge = partition(PartitionShape::Bridge, &ids, None, &mut rng).unwrap();
+            assert_eq!(bridge.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1, 2], "{bridge:?}");
+            let one = partition(PartitionShape::OneWay, &ids, Some(3), &mut rng).unwrap();
+            assert_eq!(one[0], vec![3]);
+            assert_eq!(one[1], vec![1, 2, 4, 5]);
+        }
+        assert_eq!(partition(PartitionShape::Bridge, &[1, 2], None, &mut rng), None);
         // Three nodes: every shape cuts one node off.
         for shape in PartitionShape::ALL {
             let g = partition(shape, &[1, 2, 3], Some(2), &mut rng).unwrap();
             assert_eq!(g[0].len(), 1, "{shape:?}: {g:?}");
         }
         assert_eq!(partition(PartitionShape::IsolateOne, &[1], None, &mut rng), None);
+    }
+
+    #[test]
+    fn partitions_cut_the_links_their_shape_says() {
+        let halves = PartitionShape::RandomHalves.cut_links(&[vec![1], vec![2, 3]]);
+        assert_eq!(halves, vec![(1, 2), (1, 3), (2, 1), (3, 1)]);
+        // The bridge (3) keeps both halves; only the halves are cut from each other.
+        let bridge = PartitionShape::Bridge.cut_links(&[vec![1, 2], vec![3], vec![4, 5]]);
+        assert_eq!(bridge, vec![(1, 4), (1, 5), (2, 4), (2, 5), (4, 1), (4, 2), (5, 1), (5, 2)]);
+        // One way: node 2's calls are cut, the others' calls to it are not.
+        let one_way = PartitionShape::OneWay.cut_links(&[vec![2], vec![1, 3]]);
+        assert_eq!(one_way, vec![(2, 1), (2, 3)]);
+        let f = Fault::Partition { shape: PartitionShape::Bridge, groups: vec![vec![1, 2], vec![3], vec![4, 5]] };
+        assert_eq!(f.to_string(), "partition bridge [1,2] <3> [4,5]");
+        assert_eq!(f.nodes(), vec![3]);
+        let f = Fault::Partition { shape: PartitionShape::OneWay, groups: vec![vec![2], vec![1, 3]] };
+        assert_eq!(f.to_string(), "partition one-way [2] -/-> [1,3]");
+        assert_eq!(f.nodes(), vec![2]);
     }
 
     #[test]

@@ -322,7 +322,7 @@ mod tests {
     }
 
     fn read() -> Op {
-        Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value: None }
+        Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value: None, after: None }
     }
 
     fn write(v: &str) -> Op {

@@ -318,8 +318,12 @@ mod tests {
     #[test]
     fn figures_split_phases_and_measure_recovery() {
         let w = |v: &str| Op::Write { key: "k".into(), value: v.into() };
-        let r =
-            |v: Option<&str>| Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value: v.map(Into::into) };
+        let r = |v: Option<&str>| Op::Read {
+            key: "k".into(),
+            level: ReadLevel::Linearizable,
+            value: v.map(Into::into),
+            after: None,
+        };
         let history = vec![
             ev(0, 0, 1, EventKind::Invoke, w("a")),
             ev(1, 10, 1, EventKind::Ok, w("a")), // healthy, 10 ms

@@ -567,13 +567,13 @@ async fn final_reads(cluster: &Cluster, recorder: &Recorder, notes: &mut Vec<Str
     let mut unread = Vec::new();
     for key in &keys {
         loop {
-            let op = Op::Read { key: key.clone(), level: ReadLevel::Linearizable, value: None };
+            let op = Op::Read { key: key.clone(), level: ReadLevel::Linearizable, value: None, after: None };
             recorder.invoke(process, &op);
             let result = client.get_with(key.clone(), workload::read_options(ReadLevel::Linearizable)).await;
             let done = match result {
                 Ok(entry) => {
                     let value = entry.map(|e| String::from_utf8_lossy(&e.value).into_owned());
-                    let read = Op::Read { key: key.clone(), level: ReadLevel::Linearizable, value };
+                    let read = Op::Read { key: key.clone(), level: ReadLevel::Linearizable, value, after: None };
                     recorder.complete(process, history::EventKind::Ok, read, None);
                     true
                 }
@@ -732,7 +732,7 @@ mod tests {
             time_ns: 0,
             process: 0,
             kind: history::EventKind::Invoke,
-            op: Op::Read { key: "k".into(), level, value: None },
+            op: Op::Read { key: "k".into(), level, value: None, after: None },
             error: None,
         };
         let history = vec![read(ReadLevel::Stale), read(ReadLevel::Bounded(5))];

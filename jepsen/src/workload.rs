@@ -31,6 +31,14 @@
 //! TTLs are short (200 ms to 2 s by default) and keys many, so entries really expire between
 //! writes and the checkers see reads of expired keys ([`crate::checker::ttl`]).
 //!
+//! **Read-your-writes.** When a worker's own write, cas, set or delete of a key is acknowledged,
+//! the worker's next read of that key at its home replica (at the configured level) carries the
+//! write's log index as `min_version`, and the read op records which write pinned it
+//! ([`Op::Read`]'s `after`: the value written, or the delete's invocation index). Only `ok`
+//! writes pin (an indeterminate one has no version); a newer own write of the key replaces the
+//! pin, and a read uses it up. The cas's own read is never pinned. The checker
+//! [`crate::checker::read_your_writes`] judges pinned reads from the history alone.
+//!
 //! Every call has a deadline (`timeout`, default 1 s), so a fault yields an indeterminate
 //! operation instead of a stalled worker. An error whose outcome is unknown
 //! ([`geocache_client::Error::outcome_known`] false: a timeout, a broken connection) is recorded
@@ -41,19 +49,20 @@
 //! seen `ops_per_key` operations and a fresh one takes its place, so each key's history stays
 //! small enough for the linearizability checker.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use geocache_client::{Client, Condition, ReadOptions, SetOptions};
+use geocache_client::{Client, Condition, ReadOptions, SetOptions, WriteResult};
 use geocache_node::types::NodeId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::history::{Event, EventKind, Op, Process, ReadLevel};
+use crate::history::{Event, EventKind, Op, Pin, Process, ReadLevel};
 
 /// Records a history as it happens: one clock (an [`Instant`] taken when the test started),
 /// indices in order, and running counts for the progress line.
@@ -91,9 +100,9 @@ impl Recorder {
         self.start
     }
 
-    /// Records that `process` invokes `op`.
-    pub fn invoke(&self, process: Process, op: &Op) {
-        self.push(process, EventKind::Invoke, op.clone(), None);
+    /// Records that `process` invokes `op`; returns the invocation's index in the history.
+    pub fn invoke(&self, process: Process, op: &Op) -> u64 {
+        self.push(process, EventKind::Invoke, op.clone(), None)
     }
 
     /// Records the completion of `process`'s operation.
@@ -113,7 +122,7 @@ impl Recorder {
         self.lock().clone()
     }
 
-    fn push(&self, process: Process, kind: EventKind, op: Op, error: Option<String>) {
+    fn push(&self, process: Process, kind: EventKind, op: Op, error: Option<String>) -> u64 {
         let slot = match kind {
             EventKind::Invoke => 0,
             EventKind::Ok => 1,
@@ -122,8 +131,10 @@ impl Recorder {
         };
         let mut events = self.lock();
         let event = Event { index: events.len() as u64, time_ns: self.now_ns(), process, kind, op, error };
+        let index = event.index;
         events.push(event);
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        index
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
@@ -284,6 +295,27 @@ pub(crate) fn error_kind(e: &geocache_client::Error) -> EventKind {
     }
 }
 
+/// Read-your-writes pins: per key, the log index of the worker's last acknowledged write (or
+/// delete) of it, and which write that was. The next home read of the key takes it.
+#[derive(Default)]
+struct Pins(HashMap<String, (u64, Pin)>);
+
+impl Pins {
+    /// An own write of `key` was acknowledged with `result`: pin the next read to it. (Call only
+    /// for `ok` writes; a result without a log index pins nothing.)
+    fn acknowledged(&mut self, key: &str, result: &WriteResult, pin: Pin) {
+        let version = if result.log_index > 0 { result.log_index } else { result.version };
+        if version > 0 {
+            self.0.insert(key.to_string(), (version, pin));
+        }
+    }
+
+    /// The pin of the next read of `key`, used up.
+    fn take(&mut self, key: &str) -> Option<(u64, Pin)> {
+        self.0.remove(key)
+    }
+}
+
 /// Which workload a worker runs, with its mix.
 #[derive(Clone, Copy, Debug)]
 enum Mix {
@@ -306,6 +338,7 @@ struct Worker {
     keys: Arc<Mutex<KeySpace>>,
     read_level: ReadLevel,
     mix: Mix,
+    pins: Pins,
 }
 
 impl Worker {
@@ -336,22 +369,34 @@ impl Worker {
         self.keys.lock().unwrap_or_else(|e| e.into_inner()).pick(&mut self.rng, cost)
     }
 
-    /// A read at the configured level from the home replica.
+    /// A read at the configured level from the home replica, pinned with `min_version` to the
+    /// worker's last acknowledged write of the key if it has not read the key since.
     async fn read_home(&mut self, key: String) {
         let home = self.home.clone();
-        self.read(&home, key, self.read_level).await;
+        let pin = self.pins.take(&key);
+        self.read(&home, key, self.read_level, pin).await;
     }
 
-    /// A read through `client`; returns the value and version read if it succeeded
-    /// (`Some(None)`: the key was absent).
-    async fn read(&mut self, client: &Client, key: String, level: ReadLevel) -> Option<Option<(String, u64)>> {
-        let op = Op::Read { key: key.clone(), level, value: None };
+    /// A read through `client` (with `min_version` if `pin`); returns the value and version read
+    /// if it succeeded (`Some(None)`: the key was absent).
+    async fn read(
+        &mut self,
+        client: &Client,
+        key: String,
+        level: ReadLevel,
+        pin: Option<(u64, Pin)>,
+    ) -> Option<Option<(String, u64)>> {
+        let (options, after) = match pin {
+            Some((version, pin)) => (read_options(level).with_min_version(version), Some(pin)),
+            None => (read_options(level), None),
+        };
+        let op = Op::Read { key: key.clone(), level, value: None, after: after.clone() };
         self.recorder.invoke(self.process, &op);
-        match client.get_with(key.clone(), read_options(level)).await {
+        match client.get_with(key.clone(), options).await {
             Ok(entry) => {
                 let read = entry.map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.version));
                 let value = read.as_ref().map(|(v, _)| v.clone());
-                self.recorder.complete(self.process, EventKind::Ok, Op::Read { key, level, value }, None);
+                self.recorder.complete(self.process, EventKind::Ok, Op::Read { key, level, value, after }, None);
                 Some(read)
             }
             Err(e) => {
@@ -365,8 +410,11 @@ impl Worker {
         let value = self.next_value();
         let op = Op::Write { key: key.clone(), value: value.clone() };
         self.recorder.invoke(self.process, &op);
-        match self.any.set(key, value).await {
-            Ok(w) if w.applied => self.recorder.complete(self.process, EventKind::Ok, op, None),
+        match self.any.set(key.clone(), value.clone()).await {
+            Ok(w) if w.applied => {
+                self.recorder.complete(self.process, EventKind::Ok, op, None);
+                self.pins.acknowledged(&key, &w, Pin::Value(value));
+            }
             // An unconditional write always applies; if the node says otherwise, it did not.
             Ok(w) => self.fail(EventKind::Fail, op, format!("not applied: {w:?}")),
             Err(e) => self.fail(error_kind(&e), op, e.to_string()),
@@ -375,7 +423,7 @@ impl Worker {
 
     async fn cas(&mut self, key: String) {
         let any = self.any.clone();
-        let Some(read) = self.read(&any, key.clone(), ReadLevel::Linearizable).await else {
+        let Some(read) = self.read(&any, key.clone(), ReadLevel::Linearizable, None).await else {
             return; // nothing to compare with
         };
         let to = self.next_value();
@@ -385,8 +433,11 @@ impl Worker {
         };
         let op = Op::Cas { key: key.clone(), from, to: to.clone() };
         self.recorder.invoke(self.process, &op);
-        match self.any.set_with(key, to, SetOptions::new().with_condition(condition)).await {
-            Ok(w) if w.applied => self.recorder.complete(self.process, EventKind::Ok, op, None),
+        match self.any.set_with(key.clone(), to.clone(), SetOptions::new().with_condition(condition)).await {
+            Ok(w) if w.applied => {
+                self.recorder.complete(self.process, EventKind::Ok, op, None);
+                self.pins.acknowledged(&key, &w, Pin::Value(to));
+            }
             Ok(_) => self.fail(EventKind::Fail, op, "condition did not hold".into()),
             Err(e) => self.fail(error_kind(&e), op, e.to_string()),
         }
@@ -407,8 +458,11 @@ impl Worker {
             None => SetOptions::new(),
         };
         self.recorder.invoke(self.process, &op);
-        match self.any.set_with(key, value, options).await {
-            Ok(w) if w.applied => self.recorder.complete(self.process, EventKind::Ok, op, None),
+        match self.any.set_with(key.clone(), value.clone(), options).await {
+            Ok(w) if w.applied => {
+                self.recorder.complete(self.process, EventKind::Ok, op, None);
+                self.pins.acknowledged(&key, &w, Pin::Value(value));
+            }
             // An unconditional set always applies; if the node says otherwise, it did not.
             Ok(w) => self.fail(EventKind::Fail, op, format!("not applied: {w:?}")),
             Err(e) => self.fail(error_kind(&e), op, e.to_string()),
@@ -418,9 +472,12 @@ impl Worker {
     /// A delete: `ok` whether or not the key existed (it is gone either way).
     async fn delete(&mut self, key: String) {
         let op = Op::Delete { key: key.clone() };
-        self.recorder.invoke(self.process, &op);
-        match self.any.delete(key).await {
-            Ok(_) => self.recorder.complete(self.process, EventKind::Ok, op, None),
+        let invoked = self.recorder.invoke(self.process, &op);
+        match self.any.delete(key.clone()).await {
+            Ok(w) => {
+                self.recorder.complete(self.process, EventKind::Ok, op, None);
+                self.pins.acknowledged(&key, &w, Pin::Delete(invoked));
+            }
             Err(e) => self.fail(error_kind(&e), op, e.to_string()),
         }
     }
@@ -520,6 +577,7 @@ async fn run_workers(
             keys: keys.clone(),
             read_level: config.read_level,
             mix,
+            pins: Pins::default(),
         };
         let mut stop = stop.clone();
         tasks.spawn(async move {
@@ -605,6 +663,27 @@ mod tests {
         assert_eq!(events.iter().map(|e| e.index).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
         assert!(events.windows(2).all(|w| w[0].time_ns <= w[1].time_ns));
         assert_eq!(recorder.counts(), Counts { invoked: 2, ok: 1, fail: 0, info: 1 });
+    }
+
+    #[test]
+    fn an_acknowledged_write_pins_the_next_read_of_its_key_once() {
+        let written = |log_index, version| WriteResult {
+            applied: true,
+            version,
+            existed: false,
+            previous_version: 0,
+            log_index,
+            expires_at_ms: None,
+        };
+        let mut pins = Pins::default();
+        pins.acknowledged("a", &written(7, 7), Pin::Value("p0-1".into()));
+        pins.acknowledged("a", &written(9, 9), Pin::Value("p0-2".into())); // a newer own write
+        pins.acknowledged("b", &written(11, 0), Pin::Delete(40)); // a delete leaves version 0
+        pins.acknowledged("c", &written(0, 0), Pin::Value("p0-3".into())); // no index: no pin
+        assert_eq!(pins.take("a"), Some((9, Pin::Value("p0-2".into()))));
+        assert_eq!(pins.take("a"), None, "a pin is used up by one read");
+        assert_eq!(pins.take("b"), Some((11, Pin::Delete(40))));
+        assert_eq!(pins.take("c"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{calls, run_test, Call};
-use geocache_jepsen::history::{EventKind, Op};
+use geocache_jepsen::history::{EventKind, Op, Pin};
 
 /// `Ok` reads that found a key absent after its TTL had passed, judged from the history alone:
 /// the key's last acknowledged set before the read began had a TTL, the read began at least that
@@ -74,6 +74,13 @@ fn cache_workload_is_valid_under_partition_and_kill_and_entries_expire() {
     assert_eq!(counts["write"]["ok"], 0, "the cache workload sets, it does not write: {counts:#}");
     assert_eq!(results["checks"]["durability"]["valid"], serde_json::json!(true));
 
+    // Read-your-writes ran: reads after a worker's own set or delete carried its `min_version`
+    // (the history names the pin), and none returned anything older.
+    let ryw = &results["checks"]["read_your_writes"];
+    eprintln!("{} pinned reads judged, {} violations", ryw["pinned_reads"], ryw["violations"]);
+    assert!(ryw["pinned_reads"].as_u64().unwrap() > 0, "no pinned read: {ryw:#}");
+    assert_eq!((&ryw["valid"], &ryw["violations"]), (&serde_json::json!(true), &serde_json::json!(0)), "{ryw:#}");
+
     // The TTL path ran: reads found keys absent after their TTL, by the checker's count and by
     // this test's own reading of the history.
     let ttl = &results["checks"]["ttl"];
@@ -81,6 +88,13 @@ fn cache_workload_is_valid_under_partition_and_kill_and_entries_expire() {
     assert!(ttl["expired_reads"].as_u64().unwrap() > 0, "no read saw an expiry: {ttl:#}");
     assert_eq!(ttl["early_expiries"], 0);
     let history = run.history();
+    let pinned_to = |delete| {
+        history.iter().any(|e| {
+            e.kind == EventKind::Ok
+                && matches!(&e.op, Op::Read { after: Some(pin), .. } if matches!(pin, Pin::Delete(_)) == delete)
+        })
+    };
+    assert!(pinned_to(false) && pinned_to(true), "no read pinned to a set, or none to a delete");
     let sets: Vec<Option<u64>> = history
         .iter()
         .filter_map(|e| match &e.op {

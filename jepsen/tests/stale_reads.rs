@@ -34,6 +34,14 @@ fn stale_reads_under_a_partition_are_caught() {
     let anomalies = results["checks"]["anomalies"].as_array().expect("anomalies");
     assert!(!anomalies.is_empty());
     assert!(anomalies.iter().any(|a| a["checker"] == "linearizable"), "{anomalies:#?}");
+    // Invalid for the right reason: stale reads may lag, but a read carrying the `min_version` of
+    // the worker's own write (the isolated replica waits for it, or the read times out) never
+    // returned anything older.
+    let ryw = &results["checks"]["read_your_writes"];
+    eprintln!("{} pinned reads judged, {} violations", ryw["pinned_reads"], ryw["violations"]);
+    assert!(ryw["pinned_reads"].as_u64().unwrap() > 0, "no pinned read: {ryw:#}");
+    assert_eq!(ryw["violations"], 0, "{ryw:#}");
+    assert!(anomalies.iter().all(|a| a["checker"] != "read-your-writes"), "{anomalies:#?}");
 
     // The history keeps the level reads were really issued at: the workload's reads are stale,
     // only the reads a cas makes first are linearizable.

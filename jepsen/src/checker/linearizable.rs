@@ -1052,10 +1052,13 @@ mod tests {
                         (Op::Cas { key: "k".into(), from, to: fresh.clone() }, outcome)
                     }
                 } else if rng.gen_bool(0.05) {
-                    (Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value: None }, EventKind::Info)
+                    (
+                        Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value: None, after: None },
+                        EventKind::Info,
+                    )
                 } else {
                     let value = state.clone();
-                    (Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value }, EventKind::Ok)
+                    (Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value, after: None }, EventKind::Ok)
                 };
                 if op.key() == "k" && matches!(op, Op::Write { .. } | Op::Cas { .. }) {
                     written.push(fresh);

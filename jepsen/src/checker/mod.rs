@@ -4,9 +4,10 @@
 //! [`operation`] pairs invocations with completions; [`linearizable`] checks each key as a
 //! linearizable register (writes, compare-and-sets, linearizable reads), or, in the cache
 //! workload, as a register whose value may expire (sets with a TTL, deletes); [`staleness`] checks
-//! bounded and stale reads against what was acknowledged before them; [`durability`] checks the
+//! bounded and stale reads against what was acknowledged before them; [`read_your_writes`] checks
+//! reads pinned with `min_version` to the reader's own acknowledged write; [`durability`] checks the
 //! final reads taken after every node was restarted against the acknowledged writes. [`ttl`]
-//! holds the expiry rules those three share (when an entry may disappear, given a slack for clock
+//! holds the expiry rules those checkers share (when an entry may disappear, given a slack for clock
 //! skew) and the early-expiry anomaly. [`check_all`] runs them all and combines their verdicts
 //! into the [`CheckReport`] that goes into `results.json`. [`convergence`] judges state hashes the runner samples from the nodes at the
 //! end (not the history); [`CheckReport::add_convergence`] folds its verdict in.
@@ -25,6 +26,7 @@ pub mod convergence;
 pub mod durability;
 pub mod linearizable;
 pub mod operation;
+pub mod read_your_writes;
 pub mod staleness;
 #[cfg(test)]
 mod test_history;
@@ -40,6 +42,7 @@ use self::convergence::{ConvergenceReport, Divergence};
 use self::durability::LostWrite;
 use self::linearizable::{LinearizabilityAnomaly, LinearizabilityResult};
 use self::operation::{HistoryError, Operation};
+use self::read_your_writes::PinViolation;
 use self::staleness::StaleRead;
 use self::ttl::{EarlyExpiry, TtlSummary};
 use crate::history::{Event, EventKind, Op, ReadLevel};
@@ -116,6 +119,9 @@ pub struct CheckReport {
     pub valid: Verdict,
     pub linearizable: LinearizableSummary,
     pub staleness: StalenessSummary,
+    /// Reads pinned with `min_version` to the reader's own acknowledged write.
+    #[serde(default)]
+    pub read_your_writes: ReadYourWritesSummary,
     pub durability: DurabilitySummary,
     /// The expiry rules: the slack allowed, how often reads saw an entry expire, early expiries.
     #[serde(default)]
@@ -125,8 +131,8 @@ pub struct CheckReport {
     pub convergence: Option<ConvergenceReport>,
     /// Every anomaly: linearizability ones first (one per invalid key; an early expiry when the
     /// simplest account of the key's violation is one), then stale reads and early expiries
-    /// among bounded and stale reads in key and invocation order, then lost writes, then a
-    /// divergence.
+    /// among bounded and stale reads in key and invocation order, then read-your-writes
+    /// violations (in key and invocation order), then lost writes, then a divergence.
     pub anomalies: Vec<Anomaly>,
     pub op_counts: OpCounts,
     /// Harness bugs: places where the history breaks its own format.
@@ -155,6 +161,22 @@ pub struct StalenessSummary {
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReadYourWritesSummary {
+    pub valid: Verdict,
+    /// `Ok` reads pinned to an acknowledged write, judged (at any level).
+    pub pinned_reads: usize,
+    /// How many of them returned something older than their pin.
+    pub violations: usize,
+}
+
+impl Default for ReadYourWritesSummary {
+    /// What a history without pinned reads (e.g. one recorded before they existed) gives.
+    fn default() -> Self {
+        ReadYourWritesSummary { valid: Verdict::Valid, pinned_reads: 0, violations: 0 }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct DurabilitySummary {
     pub valid: Verdict,
     /// Whether the history has final reads (taken after every node was restarted) at all.
@@ -173,6 +195,9 @@ pub struct DurabilitySummary {
 pub enum Anomaly {
     Linearizable(Box<LinearizabilityAnomaly>),
     Staleness(Box<StaleRead>),
+    /// A read pinned with `min_version` to its worker's own write returned something older.
+    #[serde(rename = "read-your-writes")]
+    ReadYourWrites(Box<PinViolation>),
     Durability(Box<LostWrite>),
     Convergence(Box<Divergence>),
     #[serde(rename = "early-expiry")]
@@ -300,6 +325,7 @@ pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
     let lin = linearizable::check(&ops, config.budget, slack_ms);
     let elapsed_ms = started.elapsed().as_micros() as f64 / 1e3;
     let stale = staleness::check(&ops, slack_ms);
+    let ryw = read_your_writes::check(&ops, slack_ms);
     let durable = durability::check(&ops, slack_ms);
 
     let mut anomalies = Vec::new();
@@ -323,6 +349,7 @@ pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
     }
     anomalies.extend(stale.violations.iter().cloned().map(|v| Anomaly::Staleness(Box::new(v))));
     anomalies.extend(stale.early_expiries.iter().cloned().map(|v| Anomaly::EarlyExpiry(Box::new(v))));
+    anomalies.extend(ryw.violations.iter().cloned().map(|v| Anomaly::ReadYourWrites(Box::new(v))));
     anomalies.extend(durable.lost.iter().cloned().map(|v| Anomaly::Durability(Box::new(v))));
 
     let linearizable = LinearizableSummary {
@@ -335,6 +362,8 @@ pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
         elapsed_ms,
     };
     let staleness = StalenessSummary { valid: stale.valid, reads: stale.reads_checked };
+    let read_your_writes =
+        ReadYourWritesSummary { valid: ryw.valid, pinned_reads: ryw.pinned_reads, violations: ryw.violations.len() };
 
     let durability = DurabilitySummary {
         valid: durable.valid,
@@ -346,7 +375,7 @@ pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
     let mut ttl = ttl::summarize(&ops, slack_ms);
     ttl.early_expiries = anomalies.iter().filter(|a| matches!(a, Anomaly::EarlyExpiry(_))).count();
 
-    let mut valid = linearizable.valid.and(staleness.valid).and(durability.valid);
+    let mut valid = linearizable.valid.and(staleness.valid).and(read_your_writes.valid).and(durability.valid);
     if !history_errors.is_empty() {
         // A broken record proves nothing either way about the system.
         valid = Verdict::Unknown;
@@ -355,6 +384,7 @@ pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
         valid,
         linearizable,
         staleness,
+        read_your_writes,
         durability,
         ttl,
         convergence: None,
@@ -407,6 +437,7 @@ impl CheckReport {
 mod tests {
     use super::test_history::H;
     use super::*;
+    use crate::history::Pin;
 
     #[test]
     fn verdict_serializes_as_results_json_expects() {
@@ -454,6 +485,47 @@ mod tests {
         assert_eq!(json["anomalies"][0]["rule"], "stale");
         let back: CheckReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn check_all_reports_read_your_writes_violations_at_every_level() {
+        let mut h = H::new();
+        h.w(1, 0, 10, "k", "v0");
+        h.w(2, 20, 30, "k", "v1");
+        // A linearizable read pinned to v1 that returns v0: the linearizability checker catches it
+        // as before, and the pin check too.
+        h.call(2, 40, 50, EventKind::Ok, H::pinned("k", ReadLevel::Linearizable, Pin::Value("v1".into()), Some("v0")));
+        // A stale read may lag, but not behind its own pin.
+        h.call(2, 60, 70, EventKind::Ok, H::pinned("k", ReadLevel::Stale, Pin::Value("v1".into()), Some("v0")));
+        h.call(2, 80, 90, EventKind::Ok, H::pinned("k", ReadLevel::Stale, Pin::Value("v1".into()), Some("v1")));
+        let report = check_all(&h.history(), &CheckConfig::new(Duration::from_secs(5)));
+        assert_eq!(report.valid, Verdict::Invalid, "{report:#?}");
+        assert_eq!(report.linearizable.valid, Verdict::Invalid);
+        assert_eq!(report.staleness.valid, Verdict::Valid);
+        assert_eq!(
+            report.read_your_writes,
+            ReadYourWritesSummary { valid: Verdict::Invalid, pinned_reads: 3, violations: 2 }
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        let ryw: Vec<&serde_json::Value> =
+            json["anomalies"].as_array().unwrap().iter().filter(|a| a["checker"] == "read-your-writes").collect();
+        assert_eq!(ryw.len(), 2, "{json:#}");
+        assert_eq!(ryw[0]["rule"], "older-value");
+        assert_eq!(ryw[0]["read"]["op"]["after"], serde_json::json!({"value": "v1"}));
+        assert_eq!(json["read_your_writes"]["pinned_reads"], 3);
+        let back: CheckReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back, report);
+
+        // Without pins (or in an old results.json) the summary is empty and valid.
+        let mut h = H::new();
+        h.w(1, 0, 10, "k", "v0");
+        h.call(2, 20, 30, EventKind::Ok, H::read_at("k", ReadLevel::Stale, Some("v0")));
+        let report = check_all(&h.history(), &CheckConfig::new(Duration::from_secs(5)));
+        assert_eq!(report.valid, Verdict::Valid, "{report:#?}");
+        assert_eq!(report.read_your_writes, ReadYourWritesSummary::default());
+        let mut json = serde_json::to_value(&report).unwrap();
+        json.as_object_mut().unwrap().remove("read_your_writes");
+        assert_eq!(serde_json::from_value::<CheckReport>(json).unwrap(), report);
     }
 
     #[test]

@@ -104,13 +104,16 @@ impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "p{} ", self.process)?;
         match &self.op {
-            Op::Read { key, level, value } => {
+            Op::Read { key, level, value, after } => {
                 let level = match level {
                     ReadLevel::Linearizable => "linearizable".to_string(),
                     ReadLevel::Bounded(d) => format!("bounded({d}ms)"),
                     ReadLevel::Stale => "stale".to_string(),
                 };
                 write!(f, "{level} read {key}")?;
+                if let Some(pin) = after {
+                    write!(f, " (min_version of {pin})")?;
+                }
                 if self.outcome == EventKind::Ok {
                     write!(f, " -> {}", value_str(value.as_deref()))?;
                 }
@@ -219,7 +222,9 @@ pub fn pair(history: &[Event]) -> (Vec<Operation>, Vec<HistoryError>) {
 /// Same function on the same key with the same arguments (a read's result may differ).
 fn same_operation(invoke: &Op, complete: &Op) -> bool {
     match (invoke, complete) {
-        (Op::Read { key: k1, level: l1, .. }, Op::Read { key: k2, level: l2, .. }) => k1 == k2 && l1 == l2,
+        (Op::Read { key: k1, level: l1, after: a1, .. }, Op::Read { key: k2, level: l2, after: a2, .. }) => {
+            k1 == k2 && l1 == l2 && a1 == a2
+        }
         (a @ Op::Write { .. }, b @ Op::Write { .. })
         | (a @ Op::Cas { .. }, b @ Op::Cas { .. })
         | (a @ Op::Set { .. }, b @ Op::Set { .. })

@@ -32,8 +32,8 @@
 //! The checker is exact with respect to this rule, so its verdict is never `unknown`.
 //!
 //! **Not checked here.** Linearizable reads (the linearizability checker's), read-your-writes with
-//! `min_version` (the history does not record it yet), and the bounds replicas report about
-//! themselves.
+//! `min_version` ([`super::read_your_writes`]'s, at every level), and the bounds replicas report
+//! about themselves.
 
 use std::collections::BTreeMap;
 

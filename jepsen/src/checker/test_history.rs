@@ -1,6 +1,6 @@
 //! Hand-written histories for the checkers' tests. Times are given in milliseconds.
 
-use crate::history::{Event, EventKind, Op, Process, ReadLevel};
+use crate::history::{Event, EventKind, Op, Pin, Process, ReadLevel};
 
 /// A history under construction.
 #[derive(Default)]
@@ -31,7 +31,9 @@ impl H {
     /// [`H::history`] to sort the events by time.
     pub fn call(&mut self, process: Process, start_ms: u64, end_ms: u64, kind: EventKind, op: Op) -> &mut Self {
         let invoked = match &op {
-            Op::Read { key, level, .. } => Op::Read { key: key.clone(), level: *level, value: None },
+            Op::Read { key, level, after, .. } => {
+                Op::Read { key: key.clone(), level: *level, value: None, after: after.clone() }
+            }
             other => other.clone(),
         };
         self.push(process, start_ms, EventKind::Invoke, invoked);
@@ -86,13 +88,17 @@ impl H {
         Op::Delete { key: key.into() }
     }
     pub fn read(key: &str) -> Op {
-        Op::Read { key: key.into(), level: ReadLevel::Linearizable, value: None }
+        Op::Read { key: key.into(), level: ReadLevel::Linearizable, value: None, after: None }
     }
     pub fn read_ok(key: &str, v: Option<&str>) -> Op {
-        Op::Read { key: key.into(), level: ReadLevel::Linearizable, value: v.map(Into::into) }
+        Op::Read { key: key.into(), level: ReadLevel::Linearizable, value: v.map(Into::into), after: None }
     }
     pub fn read_at(key: &str, level: ReadLevel, v: Option<&str>) -> Op {
-        Op::Read { key: key.into(), level, value: v.map(Into::into) }
+        Op::Read { key: key.into(), level, value: v.map(Into::into), after: None }
+    }
+    /// A read at `level` pinned (`min_version`) to `pin`, returning `v`.
+    pub fn pinned(key: &str, level: ReadLevel, pin: Pin, v: Option<&str>) -> Op {
+        Op::Read { key: key.into(), level, value: v.map(Into::into), after: Some(pin) }
     }
 }
 
@@ -122,7 +128,9 @@ pub fn to_events(mut gens: Vec<Gen>) -> Vec<Event> {
         free_at[p] = if g.pending { u64::MAX } else { g.complete };
         let process = p as Process;
         let invoked = match &g.op {
-            Op::Read { key, level, .. } => Op::Read { key: key.clone(), level: *level, value: None },
+            Op::Read { key, level, after, .. } => {
+                Op::Read { key: key.clone(), level: *level, value: None, after: after.clone() }
+            }
             other => other.clone(),
         };
         let event = |time_ns, kind, op| Event { index: 0, time_ns, process, kind, op, error: None };

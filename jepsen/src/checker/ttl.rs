@@ -582,7 +582,7 @@ mod tests {
                         _ => None,
                     };
                     let outcome = if outcome == EventKind::Ok { EventKind::Ok } else { EventKind::Info };
-                    (Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value }, outcome)
+                    (Op::Read { key: "k".into(), level: ReadLevel::Linearizable, value, after: None }, outcome)
                 };
                 let pending = outcome == EventKind::Info && rng.gen_bool(0.3);
                 gens.push(Gen {

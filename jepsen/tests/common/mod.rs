@@ -130,7 +130,7 @@ pub fn reads_stale_by(history: &[Event], level: ReadLevel, by: Duration) -> Vec<
         .collect();
     let mut stale = Vec::new();
     for read in calls.iter().filter(|c| c.kind == EventKind::Ok) {
-        let Op::Read { key, level: l, value } = &read.op else { continue };
+        let Op::Read { key, level: l, value, .. } = &read.op else { continue };
         if *l != level {
             continue;
         }
