@@ -464,6 +464,31 @@ impl FaultWindow {
     }
 }
 
+#[cfg(test)]
+impl FaultWindow {
+    /// A window with only what every kind has (the kind-specific fields empty), for tests.
+    pub(crate) fn plain(
+        nemesis: NemesisKind,
+        fault: &str,
+        nodes: Vec<NodeId>,
+        start_ns: u64,
+        end_ns: Option<u64>,
+    ) -> Self {
+        FaultWindow {
+            nemesis,
+            fault: fault.into(),
+            nodes,
+            groups: None,
+            fault_point: None,
+            died: None,
+            clock_offset_ms: None,
+            membership: None,
+            start_ns,
+            end_ns,
+        }
+    }
+}
+
 /// How far apart the clocks of the nodes may have been during a run with these windows, in
 /// ms: the largest offset applied ahead minus the largest behind (each at least 0, since the
 /// other nodes kept the host's clock). Log time is the largest clock any proposer stamped, so
@@ -907,18 +932,7 @@ mod tests {
 
     #[test]
     fn windows_contain_their_span() {
-        let w = FaultWindow {
-            nemesis: NemesisKind::Pause,
-            fault: "pause [1]".into(),
-            nodes: vec![1],
-            groups: None,
-            fault_point: None,
-            died: None,
-            clock_offset_ms: None,
-            membership: None,
-            start_ns: 10,
-            end_ns: Some(20),
-        };
+        let w = FaultWindow::plain(NemesisKind::Pause, "pause [1]", vec![1], 10, Some(20));
         assert!(!w.contains(9) && w.contains(10) && w.contains(19) && !w.contains(20));
     }
 
@@ -931,16 +945,8 @@ mod tests {
         assert_eq!(skew(Duration::ZERO, &mut rng), 0);
 
         let window = |offset: Option<i64>| FaultWindow {
-            nemesis: NemesisKind::Clock,
-            fault: String::new(),
-            nodes: vec![1],
-            groups: None,
-            fault_point: None,
-            died: None,
             clock_offset_ms: offset,
-            membership: None,
-            start_ns: 0,
-            end_ns: None,
+            ..FaultWindow::plain(NemesisKind::Clock, "", vec![1], 0, None)
         };
         assert_eq!(clock_spread_ms(&[]), 0);
         assert_eq!(clock_spread_ms(&[window(None)]), 0);

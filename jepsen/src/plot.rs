@@ -330,18 +330,13 @@ mod tests {
     }
 
     fn window(nemesis: NemesisKind, start_ms: u64, end_ms: Option<u64>) -> FaultWindow {
-        FaultWindow {
+        FaultWindow::plain(
             nemesis,
-            fault: format!("{nemesis} [1]"),
-            nodes: vec![1],
-            groups: None,
-            fault_point: None,
-            died: None,
-            clock_offset_ms: None,
-            membership: None,
-            start_ns: start_ms * 1_000_000,
-            end_ns: end_ms.map(|ms| ms * 1_000_000),
-        }
+            &format!("{nemesis} [1]"),
+            vec![1],
+            start_ms * 1_000_000,
+            end_ms.map(|ms| ms * 1_000_000),
+        )
     }
 
     /// Every element `<name .../>` of the document, as its text.

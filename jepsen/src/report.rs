@@ -339,18 +339,7 @@ mod tests {
             ev(11, 200, 5, EventKind::Invoke, w("e")),
             ev(12, 230, 5, EventKind::Ok, w("e")), // faulted, yet ok: 180 ms into the window
         ];
-        let windows = vec![FaultWindow {
-            nemesis: NemesisKind::Pause,
-            fault: "pause [1]".into(),
-            nodes: vec![1],
-            groups: None,
-            fault_point: None,
-            died: None,
-            clock_offset_ms: None,
-            membership: None,
-            start_ns: 50_000_000,
-            end_ns: Some(300_000_000),
-        }];
+        let windows = vec![FaultWindow::plain(NemesisKind::Pause, "pause [1]", vec![1], 50_000_000, Some(300_000_000))];
         let f = Figures::compute(&history, &windows);
         assert_eq!(f.ops["all"], Outcomes { ok: 4, fail: 1, info: 1, pending: 1 });
         assert_eq!(f.ops["write"], Outcomes { ok: 3, fail: 1, info: 0, pending: 1 });

@@ -24,8 +24,6 @@
 //! a value nobody wrote is left to the linearizability checker. A key whose final reads all failed
 //! is `unknown`; a history with no final reads at all (the final phase did not run) is not judged.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::operation::Operation;
@@ -69,10 +67,7 @@ pub struct DurabilityReport {
 
 /// Judges the final reads of `ops` (from [`super::operation::pair`]); `slack_ms` is the TTL slack.
 pub fn check(ops: &[Operation], slack_ms: u64) -> DurabilityReport {
-    let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
-    for op in ops {
-        by_key.entry(op.op.key()).or_default().push(op);
-    }
+    let by_key = super::operation::by_key(ops);
     let final_reads = ops.iter().any(|o| is_final_process(o.process));
     let mut report = DurabilityReport {
         valid: Verdict::Valid,

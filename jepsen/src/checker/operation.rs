@@ -150,6 +150,16 @@ pub struct HistoryError {
     pub message: String,
 }
 
+/// `ops` grouped by key, in key order, each group in the order of `ops`: every checker judges
+/// one key at a time.
+pub fn by_key(ops: &[Operation]) -> std::collections::BTreeMap<&str, Vec<&Operation>> {
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&Operation>> = std::collections::BTreeMap::new();
+    for op in ops {
+        by_key.entry(op.op.key()).or_default().push(op);
+    }
+    by_key
+}
+
 /// Pairs every invocation with its completion. Returns the operations in invocation order and
 /// the history's format errors (offending events are skipped).
 pub fn pair(history: &[Event]) -> (Vec<Operation>, Vec<HistoryError>) {

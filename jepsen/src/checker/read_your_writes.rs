@@ -22,8 +22,6 @@
 //! operation wrote, or only a failed one wrote, is left to the staleness and linearizability
 //! checkers. The verdict is never `unknown`.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::operation::{value_str, Operation};
@@ -64,10 +62,7 @@ pub struct ReadYourWritesReport {
 /// Checks every `Ok` pinned read of `ops` (from [`super::operation::pair`]); `slack_ms` is the
 /// TTL slack.
 pub fn check(ops: &[Operation], slack_ms: u64) -> ReadYourWritesReport {
-    let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
-    for op in ops {
-        by_key.entry(op.op.key()).or_default().push(op);
-    }
+    let by_key = super::operation::by_key(ops);
     let mut pinned_reads = 0;
     let mut violations = Vec::new();
     for (key, ops) in by_key {

@@ -35,8 +35,6 @@
 //! `min_version` ([`super::read_your_writes`]'s, at every level), and the bounds replicas report
 //! about themselves.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::operation::Operation;
@@ -90,10 +88,7 @@ pub struct StalenessReport {
 /// Checks every `Ok` bounded and stale read of `ops` (from [`super::operation::pair`]);
 /// `slack_ms` is the TTL slack.
 pub fn check(ops: &[Operation], slack_ms: u64) -> StalenessReport {
-    let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
-    for op in ops {
-        by_key.entry(op.op.key()).or_default().push(op);
-    }
+    let by_key = super::operation::by_key(ops);
     let mut reads_checked = 0;
     let mut violations = Vec::new();
     let mut early_expiries = Vec::new();

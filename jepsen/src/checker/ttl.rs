@@ -232,10 +232,7 @@ pub struct TtlSummary {
 
 /// Counts what [`TtlSummary`] reports (all but `early_expiries`) over `ops`.
 pub fn summarize(ops: &[Operation], slack_ms: u64) -> TtlSummary {
-    let mut by_key: std::collections::BTreeMap<&str, Vec<&Operation>> = std::collections::BTreeMap::new();
-    for op in ops {
-        by_key.entry(op.op.key()).or_default().push(op);
-    }
+    let by_key = super::operation::by_key(ops);
     let mut summary = TtlSummary { slack_ms, ..TtlSummary::default() };
     for ops in by_key.values() {
         summary.sets_with_ttl += ops.iter().filter(|o| o.is_acknowledged_write() && o.ttl_ms().is_some()).count();
