@@ -169,14 +169,19 @@ impl Node {
     /// the caller's deadline. Refusing before proposing changes nothing, so the caller may try
     /// another node at once (which forwards to the new leader).
     pub fn ensure_leader_has_quorum(&self) -> Result<()> {
-        let metrics = self.metrics();
-        if metrics.state != openraft::ServerState::Leader
-            || metrics.membership_config.membership().voter_ids().nth(1).is_none()
-        {
-            return Ok(());
-        }
+        // On every write: look at the metrics in place instead of cloning them.
+        let since_quorum_ack = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            let leads_others = m.state == openraft::ServerState::Leader
+                && m.membership_config.membership().voter_ids().nth(1).is_some();
+            if !leads_others {
+                return Ok(());
+            }
+            m.millis_since_quorum_ack.map(Duration::from_millis)
+        };
         let lease = self.inner.config.election_timeout;
-        match metrics.millis_since_quorum_ack.map(Duration::from_millis) {
+        match since_quorum_ack {
             Some(since) if since > lease => Err(Error::Unavailable(format!(
                 "node {} leads, but no quorum has answered it for {:.1}s (is it partitioned?)",
                 self.id(),
