@@ -300,9 +300,9 @@ impl Client {
         Ok(resp.into())
     }
 
-    /// Sets the replicated cache capacity (0 = unlimited), so every replica evicts alike.
-    /// Returns the log index of the change.
-    pub async fn configure(&self, max_entries: u64, max_bytes: u64) -> Result<LogIndex> {
+    /// Changes the replicated cache capacity (0 = unlimited; `None` keeps that limit as it is),
+    /// so every replica evicts alike. Returns the log index of the change.
+    pub async fn configure(&self, max_entries: Option<u64>, max_bytes: Option<u64>) -> Result<LogIndex> {
         let req = pb::ConfigureRequest { max_entries, max_bytes };
         let resp = self
             .inner

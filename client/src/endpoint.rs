@@ -25,7 +25,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// Accepts `host:port` and `http://host:port` (a trailing `/` is dropped). Refuses an empty
 /// address, a missing port (a typo would otherwise dial port 80 and time out), a path, and
-/// `https://` (TLS is not supported yet, DESIGN.md section 8).
+/// `https://` (TLS is not supported yet, docs/ARCHITECTURE.md §9).
 pub(crate) fn normalize(addr: &str) -> Result<String> {
     let addr = addr.trim();
     let bad = |why: &str| Error::InvalidArgument(format!("bad node address {addr:?}: {why}"));

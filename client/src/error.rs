@@ -1,6 +1,6 @@
 //! The client's one error type, and the one place gRPC status codes are mapped back to it.
 //!
-//! Variants are sorted by what the caller can do about them (STYLE.md, "Errors"):
+//! Variants are sorted by what the caller can do about them (docs/ARCHITECTURE.md §6):
 //!
 //! | variant              | comes from                                  | retry?  | outcome known? |
 //! |----------------------|---------------------------------------------|---------|----------------|
@@ -165,7 +165,7 @@ pub(crate) fn is_local_failure(status: &tonic::Status) -> bool {
 }
 
 impl From<tonic::Status> for Error {
-    /// Maps a gRPC status back to the error the node meant (STYLE.md's error table), telling
+    /// Maps a gRPC status back to the error the node meant (the table in docs/ARCHITECTURE.md §6.2), telling
     /// apart a status the node sent from one tonic made up for a local transport failure.
     fn from(status: tonic::Status) -> Self {
         if let Some(local) = classify_local(&status) {

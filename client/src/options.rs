@@ -10,7 +10,7 @@ use geocache_proto as pb;
 
 use crate::error::{Error, Result};
 
-/// How fresh a read must be (DESIGN.md section 4).
+/// How fresh a read must be (docs/ARCHITECTURE.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
     /// Sees every write acknowledged before the read started. Answered by the leader after a

@@ -1,4 +1,4 @@
-//! Write identities for exactly-once application (DESIGN.md section 3, "Exactly once").
+//! Write identities for exactly-once application (docs/ARCHITECTURE.md §4.2).
 //!
 //! A client picks a random nonzero `client_id` once and numbers its writes `seq = 1, 2, 3, ...`.
 //! Every attempt of one write carries the same [`WriteId`], so when an attempt's outcome is

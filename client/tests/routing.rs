@@ -217,7 +217,7 @@ async fn status_teaches_the_client_who_leads() {
     let member = geocache_client::Member::new(4, "127.0.0.1:7004", "ap-south");
     let membership = client.add_learner(member.clone(), false).await.unwrap();
     assert_eq!(membership.learners, vec![member]);
-    assert_eq!(client.configure(100, 0).await.unwrap(), 3);
+    assert_eq!(client.configure(Some(100), Some(0)).await.unwrap(), 3);
 }
 
 /// Accepts connections, reads the start of each request, then drops the connection: a node

@@ -260,8 +260,6 @@ impl Cluster {
             ];
             args.extend(net.route_args(*id));
             args.extend(spec.extra_args.iter().cloned());
-            // So the clock nemesis can skew a running node (admin `SetClockOffset`).
-            args.push("--fault-injection".into());
             args.push("--exit-with-stdin".into());
             let node = NodeSpec {
                 id: *id,
@@ -744,7 +742,7 @@ impl Cluster {
         let child = Command::new(&self.spec.bin)
             .arg("serve")
             .args(&node.spec.args)
-            .args((clock_offset != 0).then(|| format!("--clock-offset-ms={clock_offset}")))
+            .env("GEOCACHE_CLOCK_OFFSET_MS", clock_offset.to_string())
             // Kept open by this process: when it goes, the node goes (`--exit-with-stdin`).
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

@@ -1,6 +1,6 @@
 //! geocache-jepsen: a Jepsen-style fault-injection harness for geocache.
 //!
-//! The roles, one module each (DESIGN.md section 2): [`control`] runs real `geocache` processes
+//! The roles, one module each (docs/ARCHITECTURE.md §7.3): [`control`] runs real `geocache` processes
 //! on loopback behind the node's own `netsim` fault proxy; [`nemesis`] injects faults (through
 //! that proxy, signals and restarts) on a seeded schedule; [`workload`] generates operations and
 //! runs them through clients; [`history`] records every invocation and completion; [`checker`]

@@ -52,8 +52,8 @@ struct TestArgs {
     latency: Option<LatencyMatrix>,
     /// Faults to inject, comma-separated: partition, kill, pause, crash-points, clock,
     /// membership; `all` (every one, in turn); or `none`.
-    /// crash-points needs a node binary built with the `fault-points` feature of geocache-node
-    /// (the harness's own geocache-node-under-test is); it also makes the nodes snapshot every
+    /// crash-points and clock need the harness's own node binary, geocache-node-under-test (the
+    /// default), which has fault injection; crash-points also makes the nodes snapshot every
     /// 200 entries so the snapshot and purge points are reached.
     #[arg(long, default_value = "partition,kill,pause", value_parser = parse_nemesis)]
     nemesis: NemesisList,
@@ -118,8 +118,8 @@ struct TestArgs {
     /// Output directory.
     #[arg(long, default_value = "runs/latest")]
     out: PathBuf,
-    /// The geocache binary [default: `geocache` next to this executable, else the
-    /// `geocache-node-under-test` this crate builds there]
+    /// The node binary [default: the `geocache-node-under-test` this crate builds next to this
+    /// executable: `geocache` plus fault injection, which the user's `geocache` never has]
     #[arg(long = "bin", env = "GEOCACHE_BIN")]
     bin: Option<PathBuf>,
     /// Raft heartbeat interval of the nodes (default: fitted to --latency; 150ms without).
@@ -198,16 +198,13 @@ fn parse_latency(s: &str) -> Result<LatencyMatrix, String> {
     LatencyMatrix::parse(s).map_err(|e| e.to_string())
 }
 
-/// `geocache` next to this executable (cargo builds both into target/<profile>/), or, if only
-/// this crate was built (`cargo run -p geocache-jepsen`), the identical
-/// `geocache-node-under-test` this crate builds beside it. If neither exists, the path of the
-/// first, so the error names what to build.
+/// The `geocache-node-under-test` this crate builds next to this executable (cargo builds both
+/// into target/<profile>/): the node with fault injection, which the clock and crash-points
+/// nemeses need.
 fn default_bin() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
     let dir = exe.parent().ok_or("this executable has no directory")?;
-    let geocache = dir.join("geocache");
-    let twin = dir.join("geocache-node-under-test");
-    Ok(if !geocache.exists() && twin.exists() { twin } else { geocache })
+    Ok(dir.join("geocache-node-under-test"))
 }
 
 fn test_config(args: TestArgs) -> Result<TestConfig, String> {

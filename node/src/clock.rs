@@ -1,10 +1,10 @@
-//! The one place a node reads wall-clock time (DESIGN.md section 6).
+//! The one place a node reads wall-clock time (docs/ARCHITECTURE.md §4.1).
 //!
 //! Wall time only stamps proposed commands (`Command::now_ms`) and hides entries that look expired
 //! by this node's clock when it serves a read. Timeouts and staleness bounds use `Instant` instead.
 //! The offset lets the fault harness skew one node's clock without touching the host's: it is set
-//! at start (`--clock-offset-ms`) and, on a node started with `--fault-injection`, changed while
-//! it runs (admin `SetClockOffset`), so the harness can make the clock jump and strobe. Copies of
+//! at start and changed while it runs (admin `SetClockOffset`) only in the harness's node build
+//! ([`crate::faults`]), so the harness can make the clock jump and strobe. Copies of
 //! a `Clock` share one offset.
 
 use std::sync::atomic::{AtomicI64, Ordering};

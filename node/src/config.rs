@@ -14,6 +14,8 @@ use crate::types::NodeId;
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
 /// Default largest value, in bytes.
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 4 * 1024 * 1024;
+/// Room in a client message for everything but its key and value (ids, options, metadata).
+pub const CLIENT_MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 
 /// Everything `geocache serve` needs.
 #[derive(Clone, Debug)]
@@ -35,12 +37,13 @@ pub struct Config {
     /// Largest accepted value in bytes. Default 4 MiB.
     pub max_value_bytes: usize,
     /// Route overrides: to reach node ID dial this address instead of its membership address
-    /// (DESIGN.md section 5; used by the latency/fault proxy).
+    /// (docs/ARCHITECTURE.md §5; used by the latency/fault proxy).
     pub routes: BTreeMap<NodeId, String>,
-    /// Offset added to this node's wall clock, in ms (fault injection).
+    /// Offset added to this node's wall clock, in ms (fault injection). Always 0 in the
+    /// `geocache` binary: only the harness's build sets it ([`crate::faults`]).
     pub clock_offset_ms: i64,
-    /// Accept fault-injection admin calls (`SetClockOffset`). Off by default: only a test
-    /// harness should be able to skew a node's clock.
+    /// Accept fault-injection admin calls (`SetClockOffset`). Never true in the `geocache`
+    /// binary: only the harness's build sets it ([`crate::faults`]).
     pub fault_injection: bool,
     /// Raft heartbeat interval. Default 150 ms.
     pub heartbeat_interval: Duration,
@@ -51,6 +54,12 @@ pub struct Config {
     pub tick_interval: Duration,
     /// Longest a request may take inside the node before it answers `Timeout`. Default 5 s.
     pub request_timeout: Duration,
+    /// Most connections open at once (clients, peers and admin together); more are closed as
+    /// soon as they are accepted. Default 1024.
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (clients reconnect by
+    /// themselves). Default 5 minutes.
+    pub idle_timeout: Duration,
     /// How often the replica probes the leader for a read index to keep its staleness bound
     /// fresh. Default 50 ms. A bound is at least about one probe interval plus one round trip.
     pub probe_interval: Duration,
@@ -77,6 +86,8 @@ impl Config {
             election_timeout: Duration::from_millis(1000),
             tick_interval: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
             probe_interval: Duration::from_millis(50),
             snapshot_every: 10_000,
         }
@@ -109,6 +120,12 @@ impl Config {
         if self.probe_interval.is_zero() {
             return bad("probe_interval", "must be positive");
         }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be at least 1");
+        }
+        if self.idle_timeout.is_zero() {
+            return bad("idle_timeout", "must be positive");
+        }
         if self.request_timeout.is_zero() {
             return bad("request_timeout", "must be positive");
         }
@@ -116,6 +133,25 @@ impl Config {
             return bad("snapshot_every", "must be at least 1");
         }
         Ok(())
+    }
+
+    /// Checks a client's key against the limits (non-empty, at most `max_key_bytes`).
+    pub fn validate_key(&self, key: &str) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidArgument("key must not be empty".into()));
+        }
+        let max = self.max_key_bytes;
+        if key.len() > max {
+            return Err(Error::InvalidArgument(format!("key is {} bytes, over the limit of {max} bytes", key.len())));
+        }
+        Ok(())
+    }
+
+    /// Largest client API message accepted or sent: a key and a value at their limits plus the
+    /// fields around them. Anything larger is refused while it is being received, before it is
+    /// buffered whole.
+    pub fn max_client_message_bytes(&self) -> usize {
+        self.max_value_bytes.saturating_add(self.max_key_bytes).saturating_add(CLIENT_MESSAGE_OVERHEAD_BYTES)
     }
 
     /// The openraft configuration derived from this one.

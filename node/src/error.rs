@@ -21,8 +21,8 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
-    /// The node is configured to refuse this request (e.g. fault injection on a node started
-    /// without `--fault-injection`).
+    /// The node is configured to refuse this request (e.g. fault injection outside the harness's
+    /// node build).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
 
@@ -44,9 +44,14 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(String),
 
-    /// Local storage failed; the node is unhealthy.
+    /// Local storage failed or is damaged; the node is unhealthy.
     #[error("storage: {0}")]
     Storage(String),
+
+    /// The data dir is open in another process (or, briefly, in this one after a store was
+    /// dropped): two nodes must never share one.
+    #[error("data dir {0} is in use by another process")]
+    DataDirInUse(String),
 
     /// Raft stopped or hit an unrecoverable error.
     #[error("fatal: {0}")]
@@ -66,6 +71,7 @@ impl Error {
             | Error::Timeout(m)
             | Error::Storage(m)
             | Error::Fatal(m) => m.clone(),
+            Error::DataDirInUse(_) => self.to_string(),
             Error::StaleReplica { bound_ms, max_ms } => stale_detail(*bound_ms, *max_ms),
             Error::NotLeader { .. } => self.to_string(),
         }

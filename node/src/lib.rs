@@ -1,19 +1,21 @@
 //! geocache node library: a replicated LRU+TTL cache node.
 //!
-//! Layers, one module each (DESIGN.md section 2); data flows one way,
-//! `service` -> raft -> `store` -> `state_machine`:
+//! Modules and how they depend on each other: docs/ARCHITECTURE.md §1. A write goes
+//! `service` -> [`node::Node::propose`] -> openraft -> `store` -> `state_machine` (§2). The main modules:
 //! * [`state_machine`]: the pure, deterministic cache.
 //! * [`store`]: sled log store and the openraft state-machine adapter.
 //! * [`network`]: Raft RPCs between nodes over gRPC.
 //! * [`read`]: consistency levels (read index, waits for an applied index).
-//! * [`service`]: the gRPC edge; the only code that knows status codes.
+//! * [`service`]: the gRPC edge; the one mapping from [`Error`] to status codes (§6).
 //! * [`cli`], [`config`]: flags, validation, the `geocache` commands.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod election;
 pub mod error;
+pub mod faults;
 pub mod netsim;
 pub mod network;
 pub mod node;

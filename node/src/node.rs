@@ -211,7 +211,7 @@ impl Node {
     /// The time a command proposed now is stamped with, and the time a relative TTL counts
     /// from: this node's wall clock, or the log's clock (as this replica applied it) if that is
     /// later. The log clock runs ahead of this node's after a leader whose clock ran fast
-    /// (DESIGN.md section 3: it never goes back); counting from it means such a leader makes
+    /// (docs/ARCHITECTURE.md §4.1: it never goes back); counting from it means such a leader makes
     /// entries live longer by the skew until the clocks agree again, instead of making a short
     /// TTL written by a correct leader expire the moment it is applied.
     pub fn proposal_time_ms(&self) -> u64 {

@@ -11,10 +11,10 @@ use geocache_proto::admin_server::AdminServer;
 use geocache_proto::cache_server::CacheServer;
 use geocache_proto::raft_server::RaftServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
+use tonic::service::Routes;
 
 use crate::config::Config;
+use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::network::inbound::RaftService;
 use crate::network::{GrpcNetworkFactory, PeerChannels, MAX_MESSAGE_BYTES};
@@ -47,37 +47,35 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     let elector = tokio::spawn(crate::election::run(node.clone(), tail.clone()));
     tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
 
-    // Small request/response messages: without TCP_NODELAY, Nagle plus delayed ACKs add tens of
-    // milliseconds to a local read.
-    let incoming = TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            let _ = stream.set_nodelay(true);
-        }
-        stream
-    });
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
     let toucher = tokio::spawn(report_recency(node.clone()));
     let prober = tokio::spawn(crate::read::staleness::run_probe(node.clone()));
-    let served = tonic::transport::Server::builder()
-        .add_service(
-            CacheServer::new(CacheService::new(node.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(AdminServer::new(AdminService::new(node.clone())))
-        .add_service(
-            RaftServer::new(RaftService::new(node.clone(), tail))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+    // Client messages are sized from the value limit, so an oversized one is refused while it
+    // arrives instead of being buffered whole; Raft batches may carry many values.
+    let client_message_bytes = node.config().max_client_message_bytes();
+    let routes = Routes::new(
+        CacheServer::new(CacheService::new(node.clone()))
+            .max_decoding_message_size(client_message_bytes)
+            .max_encoding_message_size(client_message_bytes),
+    )
+    .add_service(AdminServer::new(AdminService::new(node.clone())))
+    .add_service(
+        RaftServer::new(RaftService::new(node.clone(), tail))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+    )
+    .prepare();
+    let limits = ConnectionLimits {
+        max_connections: node.config().max_connections,
+        idle_timeout: node.config().idle_timeout,
+        request_timeout: node.config().request_timeout,
+    };
+    crate::connections::serve(listener, routes, limits, shutdown).await;
     ticker.abort();
     toucher.abort();
     prober.abort();
     elector.abort();
     let stopped = raft.shutdown().await;
-    served.map_err(|e| Error::Fatal(format!("gRPC server failed: {e}")))?;
     stopped.map_err(|e| Error::Fatal(format!("raft did not stop cleanly: {e}")))?;
     Ok(())
 }
@@ -113,7 +111,8 @@ async fn report_recency(node: Node) {
         } else if let Some((leader, addr)) = node.leader() {
             match node.peers().channel_to(leader, &addr) {
                 Ok(channel) => {
-                    let mut request = tonic::Request::new(geocache_proto::TouchRequest { keys });
+                    let mut request =
+                        tonic::Request::new(geocache_proto::TouchRequest { keys, cluster_id: node.identity().get() });
                     request.set_timeout(node.config().request_timeout);
                     geocache_proto::raft_client::RaftClient::new(channel)
                         .touch(request)

@@ -1,6 +1,6 @@
 //! Read-your-writes: a read that carried `min_version` (the log index of the same worker's
 //! acknowledged write `W` of the key) never returns a version older than `W`, at whatever level
-//! it was issued (DESIGN.md section 4; the workload records the pin as [`Op::Read`]'s `after`).
+//! it was issued (docs/ARCHITECTURE.md §3.5; the workload records the pin as [`Op::Read`]'s `after`).
 //!
 //! **The rule.** For an `Ok` read `r` pinned to `W` (an `Ok` write, cas, set or delete of the
 //! read's key; a pin naming anything else is no pin: only acknowledged writes have a version):

@@ -1,5 +1,5 @@
 //! Bounded staleness: a `bounded(d)` read sees every write acknowledged more than `d` before it
-//! began (DESIGN.md section 4).
+//! began (docs/ARCHITECTURE.md §3.3).
 //!
 //! **The rule.** For an `Ok` read `r` at level `bounded(d)` invoked at `t`, let `W` be the writes,
 //! compare-and-sets, sets and deletes of its key acknowledged (`Ok` completion) strictly before

@@ -2,7 +2,7 @@
 //! staleness and durability checkers share for the cache workload's sets with a TTL and its
 //! deletes, and the early-expiry anomaly.
 //!
-//! **What a correct geocache does** (DESIGN.md section 3). A set with TTL `T` becomes an absolute
+//! **What a correct geocache does** (docs/ARCHITECTURE.md §4.1). A set with TTL `T` becomes an absolute
 //! `expires_at_ms = now_ms + T` on the node that proposes it, `now_ms` being that node's wall
 //! clock or the log clock if that is later (`Node::proposal_time_ms`), so never earlier than its
 //! wall clock. The entry is gone once the state machine's clock (the largest `now_ms` applied)

@@ -305,7 +305,13 @@ async fn cluster(c: ClusterCommand, admin: &mut AdminClient<Channel>, target: &T
         ClusterCommand::Configure { max_entries, max_bytes, .. } => {
             let r =
                 admin.configure(pb::ConfigureRequest { max_entries, max_bytes }).await.map_err(status)?.into_inner();
-            println!("capacity set: max_entries={max_entries} max_bytes={max_bytes} (log index {})", r.log_index);
+            let show = |limit: Option<u64>| limit.map_or("unchanged".to_string(), |l| l.to_string());
+            println!(
+                "capacity set: max_entries={} max_bytes={} (log index {})",
+                show(max_entries),
+                show(max_bytes),
+                r.log_index
+            );
             Ok(())
         }
         ClusterCommand::Status { json, .. } => {

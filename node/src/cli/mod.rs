@@ -16,6 +16,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, DEFAULT_MAX_KEY_BYTES, DEFAULT_MAX_VALUE_BYTES};
+use crate::faults::FaultInjection;
 use crate::state_machine::Limits;
 use crate::types::NodeId;
 
@@ -92,13 +93,6 @@ pub struct ServeArgs {
     /// Route override ID=ADDR: reach node ID through ADDR (e.g. a latency proxy). Repeatable.
     #[arg(long = "route", value_parser = parse_route)]
     pub routes: Vec<(NodeId, String)>,
-    /// Offset added to this node's wall clock in ms (fault injection).
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub clock_offset_ms: i64,
-    /// Accept fault-injection admin calls that change this node's clock offset while it runs
-    /// (for the fault-injection harness; never needed in production).
-    #[arg(long)]
-    pub fault_injection: bool,
     /// Raft heartbeat interval.
     #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     pub heartbeat: Duration,
@@ -108,6 +102,12 @@ pub struct ServeArgs {
     /// Longest a request may take inside the node.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Most connections open at once (clients, peers and admin together); more are closed at once.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Close a connection that has had no request in flight for this long (clients reconnect).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// How often to probe the leader for a read index (keeps the staleness bound fresh).
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub probe_interval: Duration,
@@ -130,11 +130,11 @@ impl ServeArgs {
         config.max_key_bytes = self.max_key_bytes;
         config.max_value_bytes = self.max_value_bytes;
         config.routes = self.routes.iter().cloned().collect::<BTreeMap<_, _>>();
-        config.clock_offset_ms = self.clock_offset_ms;
-        config.fault_injection = self.fault_injection;
         config.heartbeat_interval = self.heartbeat;
         config.election_timeout = self.election_timeout;
         config.request_timeout = self.request_timeout;
+        config.max_connections = self.max_connections;
+        config.idle_timeout = self.idle_timeout;
         config.probe_interval = self.probe_interval;
         config.snapshot_every = self.snapshot_every;
         config
@@ -213,14 +213,17 @@ pub enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set the replicated cache capacity (0 = unlimited).
+    /// Change the replicated cache capacity; a limit not given stays as it is.
+    #[command(group = clap::ArgGroup::new("limit").required(true).multiple(true).args(["max_entries", "max_bytes"]))]
     Configure {
         #[command(flatten)]
         target: Target,
-        #[arg(long, default_value_t = 0)]
-        max_entries: u64,
-        #[arg(long, default_value_t = 0)]
-        max_bytes: u64,
+        /// Most entries held at once (0 = unlimited).
+        #[arg(long)]
+        max_entries: Option<u64>,
+        /// Most bytes held at once, key + value + 64 per entry (0 = unlimited).
+        #[arg(long)]
+        max_bytes: Option<u64>,
     },
 }
 
@@ -318,16 +321,31 @@ fn parse_member(s: &str) -> Result<(NodeId, String, String), String> {
 /// The whole `geocache` program: parse the command line, set up logging, run, exit.
 /// Kept in the library so the integration tests can build an identical binary of their own.
 pub fn main() -> ! {
-    let cli = Cli::parse();
+    start(Cli::parse(), None)
+}
+
+/// The fault-injection harness's node program: `geocache` whose `serve` runs with `faults`
+/// (named fault points, a clock offset, and the admin call that changes the offset). Only the
+/// harness's own binary calls this; see [`crate::faults`].
+pub fn main_with_fault_injection(faults: FaultInjection) -> ! {
+    let clock_offset_ms = faults.clock_offset_ms;
+    crate::faults::install(faults.points);
+    start(Cli::parse(), Some(clock_offset_ms))
+}
+
+/// `fault_clock_offset_ms`: `Some` only in the harness build, which accepts fault injection.
+fn start(cli: Cli, fault_clock_offset_ms: Option<i64>) -> ! {
     // Fail-stop: a panic anywhere (a bug, a corrupt snapshot, a fault point) ends the process
     // rather than leave a half-working node that could diverge; it restarts from its disk.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // Except where the store turns sled's panic on a damaged file into a clear error.
+        if crate::store::panic_is_caught_here() {
+            return;
+        }
         default_hook(info);
         std::process::abort();
     }));
-    // Fault points (only in builds with the `fault-points` feature), from FAILPOINTS.
-    let _fault_points = fail::FailScenario::setup();
     // Servers log at info by default; one-shot commands stay quiet unless RUST_LOG says otherwise.
     let default = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -340,22 +358,22 @@ pub fn main() -> ! {
             std::process::exit(2);
         }
     };
-    let code = runtime.block_on(run(cli));
+    let code = runtime.block_on(run(cli, fault_clock_offset_ms));
     // Don't wait for stray background tasks (e.g. lazily connecting channels) to finish.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     std::process::exit(code)
 }
 
 /// Runs a parsed command line; returns the process exit code.
-pub async fn run(cli: Cli) -> i32 {
+async fn run(cli: Cli, fault_clock_offset_ms: Option<i64>) -> i32 {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(args, fault_clock_offset_ms).await,
         Command::Dev(args) => dev::run(args).await,
         other => client_cmds::run(other).await,
     }
 }
 
-async fn serve(args: ServeArgs) -> i32 {
+async fn serve(args: ServeArgs, fault_clock_offset_ms: Option<i64>) -> i32 {
     if args.exit_with_stdin {
         std::thread::spawn(|| {
             // Reads until EOF, i.e. until the parent holding the pipe's other end is gone.
@@ -363,7 +381,11 @@ async fn serve(args: ServeArgs) -> i32 {
             std::process::exit(0);
         });
     }
-    let config = args.to_config();
+    let mut config = args.to_config();
+    if let Some(offset_ms) = fault_clock_offset_ms {
+        config.fault_injection = true;
+        config.clock_offset_ms = offset_ms;
+    }
     if let Err(e) = config.validate() {
         eprintln!("geocache serve: {e}");
         return 2;

@@ -1,5 +1,5 @@
 //! A user-space latency and fault proxy between nodes: distance and partitions on loopback, where
-//! the kernel offers no netem or iptables (DESIGN.md section 5). Used by `geocache dev
+//! the kernel offers no netem or iptables (docs/ARCHITECTURE.md §5). Used by `geocache dev
 //! --wan-latency` and by the Jepsen harness.
 //!
 //! A [`Netsim`] owns one *link* per ordered pair of nodes `(from, to)`: a TCP proxy on its own

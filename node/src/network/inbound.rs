@@ -1,5 +1,11 @@
 //! The inbound side of Raft traffic: the `Raft` gRPC service that hands peers' messages to the
 //! local openraft instance, and answers read-index requests from followers.
+//!
+//! Invariant: nothing reaches openraft (or is proposed) before it is admitted: it carries this
+//! node's cluster id, and every term and log index in it is below a ceiling no real cluster
+//! reaches ([`MAX_TERM`], [`MAX_LOG_INDEX`]). A forged term near `u64::MAX` would otherwise be
+//! persisted as this node's vote and make its next election overflow, on every restart. This
+//! guards against mistakes and the worst forgeries; authenticating peers is a separate layer.
 
 use geocache_proto::raft_server::Raft as RaftRpc;
 use geocache_proto::{RaftPayload, ReadIndexRequest, ReadIndexResponse, TouchRequest, TouchResponse};
@@ -9,6 +15,15 @@ use super::{decode, encode};
 use crate::error::Error;
 use crate::node::Node;
 use crate::store::LogTail;
+use crate::types::{LogId, TypeConfig, Vote};
+
+/// Highest term this node accepts. Terms grow by one per election: at one election every 100 ms
+/// a cluster needs over 3,000 years to get here, and everything below it has room to count up.
+pub const MAX_TERM: u64 = 1 << 40;
+/// Highest log index this node accepts: at ten million entries a second, over 14,000 years.
+pub const MAX_LOG_INDEX: u64 = 1 << 62;
+/// Most keys in one `Touch` (a follower drains at most `read::recency::MAX_NOTED_KEYS` at once).
+const MAX_TOUCH_KEYS: usize = crate::read::recency::MAX_NOTED_KEYS;
 
 /// Serves `geocache.v1.Raft` for one node.
 pub struct RaftService {
@@ -23,16 +38,20 @@ impl RaftService {
 }
 
 impl RaftService {
-    /// Refuses a message from another cluster (or from a node in none); a node in no cluster yet
-    /// joins the sender's, which is how members added after init learn the cluster id.
-    async fn admit(&self, request: &Request<RaftPayload>) -> Result<(), Status> {
-        let theirs = request.get_ref().cluster_id;
+    /// Refuses a message from another cluster (or from a node in none). A node in no cluster yet
+    /// joins the sender's through a Raft message that is already decoded and checked
+    /// (`Joining::Allowed`): a vote or replication, which is how members named at init or added
+    /// later learn the cluster id. So a message it refuses can never bind it to a cluster.
+    async fn admit(&self, theirs: u64, joining: Joining) -> Result<(), Status> {
         if theirs == 0 {
             return Err(Error::FailedPrecondition("raft message from a node that belongs to no cluster".into()).into());
         }
-        let ours = match self.node.identity().get() {
-            0 => self.node.identity().adopt(theirs).await?,
-            ours => ours,
+        let ours = match (self.node.identity().get(), joining) {
+            (0, Joining::Allowed) => self.node.identity().adopt(theirs).await?,
+            (0, Joining::Never) => {
+                return Err(Error::FailedPrecondition("this node belongs to no cluster yet".into()).into())
+            }
+            (ours, _) => ours,
         };
         if ours != theirs {
             return Err(Error::FailedPrecondition(format!(
@@ -44,8 +63,71 @@ impl RaftService {
     }
 }
 
+/// Whether a message may make a node that is in no cluster yet join the sender's.
+#[derive(Clone, Copy)]
+enum Joining {
+    /// A Raft message, decoded and checked.
+    Allowed,
+    /// Anything else (only leaders take recency notes).
+    Never,
+}
+
+/// A leader never replicates to itself over the network: such a message is forged, and
+/// openraft would run its follower path on the leader's own log.
+fn check_not_from_self(node: &Node, vote: &Vote) -> Result<(), Error> {
+    if vote.leader_id.node_id == node.id() {
+        return Err(Error::InvalidArgument(format!(
+            "replication naming this node ({}) as its leader did not come from it",
+            node.id()
+        )));
+    }
+    Ok(())
+}
+
 fn bad_payload(e: bincode::Error) -> Status {
     Status::from(Error::InvalidArgument(format!("undecodable raft payload: {e}")))
+}
+
+/// Refuses a term or index no real cluster reaches (see the module doc).
+fn check_term(what: &str, term: u64) -> Result<(), Error> {
+    if term > MAX_TERM {
+        return Err(Error::InvalidArgument(format!("{what} has term {term}, above the highest possible {MAX_TERM}")));
+    }
+    Ok(())
+}
+
+fn check_log_id(what: &str, log_id: Option<&LogId>) -> Result<(), Error> {
+    let Some(log_id) = log_id else { return Ok(()) };
+    check_term(what, log_id.leader_id.term)?;
+    if log_id.index > MAX_LOG_INDEX {
+        return Err(Error::InvalidArgument(format!(
+            "{what} has log index {}, above the highest possible {MAX_LOG_INDEX}",
+            log_id.index
+        )));
+    }
+    Ok(())
+}
+
+fn check_vote(what: &str, vote: &Vote) -> Result<(), Error> {
+    check_term(what, vote.leader_id.term)
+}
+
+fn check_append(req: &openraft::raft::AppendEntriesRequest<TypeConfig>) -> Result<(), Error> {
+    check_vote("append-entries vote", &req.vote)?;
+    check_log_id("append-entries prev_log_id", req.prev_log_id.as_ref())?;
+    check_log_id("append-entries leader_commit", req.leader_commit.as_ref())?;
+    req.entries.iter().try_for_each(|entry| check_log_id("append-entries entry", Some(&entry.log_id)))
+}
+
+fn check_vote_request(req: &openraft::raft::VoteRequest<crate::types::NodeId>) -> Result<(), Error> {
+    check_vote("vote request", &req.vote)?;
+    check_log_id("vote request last_log_id", req.last_log_id.as_ref())
+}
+
+fn check_snapshot(req: &openraft::raft::InstallSnapshotRequest<TypeConfig>) -> Result<(), Error> {
+    check_vote("install-snapshot vote", &req.vote)?;
+    check_log_id("snapshot last_log_id", req.meta.last_log_id.as_ref())?;
+    check_log_id("snapshot membership", req.meta.last_membership.log_id().as_ref())
 }
 
 fn payload<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
@@ -56,8 +138,11 @@ fn payload<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Stat
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request).await?;
+        let theirs = request.get_ref().cluster_id;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
+        check_append(&req)?;
+        check_not_from_self(&self.node, &req.vote)?;
+        self.admit(theirs, Joining::Allowed).await?;
         let reply = self.node.raft().append_entries(req).await;
         // Accepted from the current leader (anything but a higher vote): that is contact, for
         // the pre-vote. Only liveness depends on it, never what a read may return.
@@ -68,14 +153,19 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request).await?;
+        let theirs = request.get_ref().cluster_id;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
+        check_vote_request(&req)?;
+        self.admit(theirs, Joining::Allowed).await?;
         payload(&self.node.raft().vote(req).await)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request).await?;
+        let theirs = request.get_ref().cluster_id;
         let req = decode(&request.into_inner().data).map_err(bad_payload)?;
+        check_snapshot(&req)?;
+        check_not_from_self(&self.node, &req.vote)?;
+        self.admit(theirs, Joining::Allowed).await?;
         payload(&self.node.raft().install_snapshot(req).await)
     }
 
@@ -85,8 +175,10 @@ impl RaftRpc for RaftService {
     }
 
     async fn pre_vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request).await?;
+        let theirs = request.get_ref().cluster_id;
         let req: crate::election::PreVoteRequest = decode(&request.into_inner().data).map_err(bad_payload)?;
+        check_log_id("pre-vote last_log_id", req.last_log_id.as_ref())?;
+        self.admit(theirs, Joining::Allowed).await?;
         let answer = crate::election::judge(&self.node, &self.tail, &req)?;
         tracing::debug!(candidate = req.candidate, granted = answer.granted, reason = %answer.reason, "pre-vote");
         payload(&answer)
@@ -94,7 +186,15 @@ impl RaftRpc for RaftService {
 
     async fn touch(&self, request: Request<TouchRequest>) -> Result<Response<TouchResponse>, Status> {
         // Proposed only if this node leads; a follower's notes are not forwarded twice.
-        let keys = request.into_inner().keys;
+        let request = request.into_inner();
+        self.admit(request.cluster_id, Joining::Never).await?;
+        let keys = request.keys;
+        if keys.len() > MAX_TOUCH_KEYS {
+            return Err(
+                Error::InvalidArgument(format!("{} keys in one touch, over {MAX_TOUCH_KEYS}", keys.len())).into()
+            );
+        }
+        keys.iter().try_for_each(|key| self.node.config().validate_key(key))?;
         if !keys.is_empty() {
             self.node.propose(self.node.command(crate::state_machine::Op::Touch { keys }, None)).await?;
         }

@@ -7,7 +7,7 @@
 //!
 //! Invariants: an openraft message crosses the wire as bincode inside an opaque `RaftPayload`, so
 //! only this module knows the encoding; a peer's address comes from the route overrides first
-//! (DESIGN.md section 5, used by the fault proxy) and from the membership otherwise.
+//! (docs/ARCHITECTURE.md §5, used by the fault proxy) and from the membership otherwise.
 
 pub mod inbound;
 
@@ -113,9 +113,15 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
     bincode::serialize(value)
 }
 
-/// Decodes an openraft message from the wire.
+/// Decodes an openraft message from the wire. The same encoding as `bincode::deserialize`, but
+/// never allocating more than the message's own size, whatever lengths a malformed one claims.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
-    bincode::deserialize(bytes)
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(bytes.len() as u64)
+        .deserialize(bytes)
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;

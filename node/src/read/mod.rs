@@ -1,6 +1,6 @@
 //! Read consistency: turning a read request into "the local state machine may now answer".
 //!
-//! Owns the read-index protocol (DESIGN.md section 4). A linearizable read on the leader runs
+//! Owns the read-index protocol (docs/ARCHITECTURE.md §3). A linearizable read on the leader runs
 //! openraft's quorum check (`get_read_log_id`) and waits for its own state machine to reach the
 //! returned index. On a follower it asks the leader for a *fresh* read index over the `Raft`
 //! service on every attempt, then waits until it has applied that index locally, so the data never
@@ -89,9 +89,11 @@ pub async fn prepare_read(
 
 /// A fresh read index: from the local quorum check on the leader, or asked of the leader.
 pub(crate) async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<ConfirmedIndex> {
-    // Test builds only: a deliberately broken follower that skips the read index, so the harness
-    // can show it catches the stale reads that follow.
-    fail::fail_point!("read-skip-read-index", !node.is_leader(), |_| Ok(ConfirmedIndex { index: 0, term: 0 }));
+    // Harness builds only: a deliberately broken follower that skips the read index, so the
+    // harness can show it catches the stale reads that follow.
+    if !node.is_leader() && crate::faults::point("read-skip-read-index") {
+        return Ok(ConfirmedIndex { index: 0, term: 0 });
+    }
     if node.is_leader() {
         return leader_read_index(node).await;
     }

@@ -1,6 +1,6 @@
 //! Recency notes: which keys local reads used since the last `Touch` proposal.
 //!
-//! LRU order must change only through the log (DESIGN.md section 3), so a read does not reorder
+//! LRU order must change only through the log (docs/ARCHITECTURE.md §4.3), so a read does not reorder
 //! the cache; it leaves a note here instead. The notes are coalesced per key and drained
 //! periodically into one `Touch { keys }` command.
 //!

@@ -1,4 +1,4 @@
-//! The replica's staleness bound (DESIGN.md section 4), measured on its own monotonic clock.
+//! The replica's staleness bound (docs/ARCHITECTURE.md §3.3), measured on its own monotonic clock.
 //!
 //! Every probe interval the replica notes the instant P, obtains a fresh read index (from the
 //! leader over the `Raft` service, or from its own quorum round when it is the leader), and waits

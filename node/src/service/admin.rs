@@ -18,6 +18,9 @@ use crate::node::Node;
 use crate::state_machine::{Limits, Op};
 use crate::types::{NodeId, NodeInfo};
 
+/// How long `add` waits for a new learner's first answer before reporting it unreachable.
+const LEARNER_FIRST_ANSWER: Duration = Duration::from_secs(3);
+
 /// How long a status request waits for each peer's own view before reporting it unreachable.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -67,41 +70,63 @@ impl AdminService {
                 )));
             }
         }
+        // One process must never count as two members (it would hold two votes).
+        if let Some((other, _)) = membership.nodes().find(|(other, n)| **other != id && n.addr == info.addr) {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is already the address of node {other}; one process cannot be two members",
+                info.addr
+            )));
+        }
         let deadline = tokio::time::Instant::now() + timeout;
-        // openraft's own blocking wait counts a learner within 5000 entries as caught up, even one
-        // that never answered; wait instead until it has the entry that added it.
-        let add = self.node.raft().add_learner(id, info, false);
+        let add = self.node.raft().add_learner(id, info.clone(), false);
         let written = tokio::time::timeout_at(deadline, add)
             .await
             .map_err(|_| Error::Timeout(format!("adding learner {id} was not confirmed in time")))?
             .map_err(|e| self.node.write_error(e))?;
         if m.wait_caught_up {
-            let target = written.log_id.index;
-            let mut metrics = self.node.raft().metrics();
-            let caught_up = async {
-                loop {
-                    let matched = metrics
-                        .borrow_and_update()
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id).cloned().flatten())
-                        .map(|l| l.index);
-                    if matched.is_some_and(|m| m >= target) {
-                        return Ok(());
-                    }
-                    if metrics.changed().await.is_err() {
-                        return Err(Error::Fatal("raft stopped".into()));
-                    }
-                }
-            };
-            tokio::time::timeout_at(deadline, caught_up).await.map_err(|_| {
-                Error::Timeout(format!(
-                    "learner {id} was added but has not caught up within {} (is it running, and not part of another cluster?)",
-                    fmt_duration(timeout)
-                ))
-            })??;
+            self.wait_caught_up(id, &info, written.log_id.index, deadline).await?;
         }
         Ok(self.membership_response(written.log_id.index))
+    }
+
+    /// Waits until learner `id` has the entry at `target` (the one that added it). openraft's
+    /// own blocking wait counts a learner within 5000 entries as caught up, even one that never
+    /// answered. A learner that has not answered at all within [`LEARNER_FIRST_ANSWER`] is
+    /// reported at once instead of waiting out the caller's deadline; either way the error says
+    /// that it stays in the membership as a learner and how to undo that.
+    async fn wait_caught_up(
+        &self,
+        id: NodeId,
+        info: &NodeInfo,
+        target: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let first_answer_by = deadline.min(started + LEARNER_FIRST_ANSWER);
+        let left_behind = format!(
+            "node {id} stays in the membership as a learner (log index {target}): start it and run `geocache cluster add` again, or `geocache cluster remove --id {id}`"
+        );
+        let matched = |m: &crate::types::RaftMetrics| {
+            m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
+        };
+        let first_wait = self.node.raft().wait(Some(first_answer_by - started));
+        if first_wait.metrics(|m| matched(m).is_some(), "learner's first answer").await.is_err() {
+            return Err(Error::FailedPrecondition(format!(
+                "learner {id} at {} has not answered in {} (is it running, reachable, and not part of another cluster?); {left_behind}",
+                info.addr,
+                fmt_duration(first_answer_by - started)
+            )));
+        }
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let catch_up_wait = self.node.raft().wait(Some(remaining));
+        let caught_up = catch_up_wait.metrics(|m| matched(m).is_some_and(|index| index >= target), "learner caught up");
+        caught_up.await.map_err(|_| {
+            Error::Timeout(format!(
+                "learner {id} answers but has not caught up within {}; {left_behind}",
+                fmt_duration(deadline - started)
+            ))
+        })?;
+        Ok(())
     }
 
     async fn change_membership_local(&self, m: &pb::ChangeMembershipRequest) -> Result<pb::MembershipResponse> {
@@ -278,12 +303,16 @@ async fn configure_after_init(node: Node, limits: Limits) {
     while tokio::time::Instant::now() < deadline {
         let result = match node.leader() {
             Some((leader, _)) if leader == node.id() => {
-                node.propose(node.command(Op::Configure { limits }, None)).await.map(|_| ())
+                let op = Op::Configure { max_entries: Some(limits.max_entries), max_bytes: Some(limits.max_bytes) };
+                node.propose(node.command(op, None)).await.map(|_| ())
             }
             Some(leader) => match AdminService::admin_client(&node, &leader) {
                 Ok(mut client) => client
                     .configure(forwarded_request(
-                        pb::ConfigureRequest { max_entries: limits.max_entries, max_bytes: limits.max_bytes },
+                        pb::ConfigureRequest {
+                            max_entries: Some(limits.max_entries),
+                            max_bytes: Some(limits.max_bytes),
+                        },
                         node.config().request_timeout,
                     ))
                     .await
@@ -421,10 +450,13 @@ impl AdminRpc for AdminService {
     ) -> Result<Response<pb::ConfigureResponse>, Status> {
         let forwarded = is_forwarded(&request);
         let req = request.into_inner();
-        let limits = Limits { max_entries: req.max_entries, max_bytes: req.max_bytes };
+        if req.max_entries.is_none() && req.max_bytes.is_none() {
+            return Err(Error::InvalidArgument("configure needs max_entries, max_bytes or both".into()).into());
+        }
+        let op = Op::Configure { max_entries: req.max_entries, max_bytes: req.max_bytes };
         let result = self
             .node
-            .propose(self.node.command(Op::Configure { limits }, None))
+            .propose(self.node.command(op, None))
             .await
             .map(|(log_index, _)| pb::ConfigureResponse { log_index });
         or_forward!(self, result, forwarded, req, configure)
@@ -436,7 +468,7 @@ impl AdminRpc for AdminService {
     ) -> Result<Response<pb::SetClockOffsetResponse>, Status> {
         if !self.node.config().fault_injection {
             return Err(Error::PermissionDenied(
-                "clock offsets can only be changed on a node started with --fault-injection".into(),
+                "clock offsets can only be changed in the fault-injection harness's node build".into(),
             )
             .into());
         }
@@ -474,6 +506,8 @@ fn member_to_wire(id: NodeId, info: &NodeInfo) -> pb::Member {
     pb::Member { id, addr: info.addr.clone(), region: info.region.clone() }
 }
 
+/// To a tenth of a second: `3s`, `2s 500ms`.
 fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+    let tenths = (d.as_millis() as u64 + 50) / 100;
+    humantime::format_duration(Duration::from_millis(tenths * 100)).to_string()
 }

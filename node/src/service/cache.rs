@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use super::{forward_target, forwarded_request, grpc_timeout, is_forwarded};
 use crate::error::{Error, Result};
-use crate::network::MAX_MESSAGE_BYTES;
 use crate::node::Node;
 use crate::read::{self, ReadLevel};
 use crate::state_machine::{Condition, EntryView, Op, Rejection, Response as Applied, WriteId};
@@ -27,14 +26,7 @@ impl CacheService {
     }
 
     fn validate_key(&self, key: &str) -> Result<()> {
-        if key.is_empty() {
-            return Err(Error::InvalidArgument("key must not be empty".into()));
-        }
-        let max = self.node.config().max_key_bytes;
-        if key.len() > max {
-            return Err(Error::InvalidArgument(format!("key is {} bytes, over the limit of {max} bytes", key.len())));
-        }
-        Ok(())
+        self.node.config().validate_key(key)
     }
 
     /// Absolute expiry (log time) for a relative TTL, as the proposer computes it.
@@ -51,9 +43,8 @@ impl CacheService {
 
     fn client_for(&self, leader: &(u64, String)) -> Result<CacheClient<tonic::transport::Channel>> {
         let channel = self.node.peers().channel_to(leader.0, &leader.1).map_err(Error::Unavailable)?;
-        Ok(CacheClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+        let max = self.node.config().max_client_message_bytes();
+        Ok(CacheClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
     }
 
     /// Proposes `op` locally; on `NotLeader` hands back the leader to forward to.

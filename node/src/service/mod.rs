@@ -6,7 +6,7 @@
 //!
 //! Invariants: a request that fails validation changes nothing; a request is forwarded to the
 //! leader at most once (the `x-geocache-forwarded` header), so forwarding never loops; every error
-//! leaves here with exactly the code the table in STYLE.md gives it.
+//! leaves here with exactly the code the table in docs/ARCHITECTURE.md §6.2 gives it.
 
 mod admin;
 mod cache;
@@ -52,26 +52,14 @@ impl From<Error> for Status {
                 status
             }
             Error::Timeout(_) => Status::deadline_exceeded(message),
-            Error::Storage(_) | Error::Fatal(_) => Status::new(Code::Internal, message),
+            Error::Storage(_) | Error::DataDirInUse(_) | Error::Fatal(_) => Status::new(Code::Internal, message),
         }
     }
 }
 
 /// The caller's deadline from the `grpc-timeout` header (e.g. `5S`, `250m`), if any.
 fn grpc_timeout<T>(request: &tonic::Request<T>) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
-    let amount: u64 = amount.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.saturating_mul(3600)),
-        "M" => Duration::from_secs(amount.saturating_mul(60)),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+    crate::connections::parse_grpc_timeout(request.metadata().get("grpc-timeout")?.to_str().ok()?)
 }
 
 /// Whether another node already forwarded this request (so it must not be forwarded again).

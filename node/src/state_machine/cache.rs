@@ -136,8 +136,8 @@ impl Cache {
                 self.sessions.expire_idle(self.clock_ms);
                 applied()
             }
-            Op::Configure { limits } => {
-                self.limits = *limits;
+            Op::Configure { max_entries, max_bytes } => {
+                self.limits = self.limits.changed(*max_entries, *max_bytes);
                 self.make_room(0, 0);
                 applied()
             }

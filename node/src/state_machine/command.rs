@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 /// A Raft log index. A key's version is the index of the write that produced it.
 pub type LogIndex = u64;
 
-/// Identifies a client write so a retried write is applied at most once (DESIGN.md section 3).
+/// Identifies a client write so a retried write is applied at most once (docs/ARCHITECTURE.md §4.2).
 ///
 /// Following the Raft thesis section 6.3, the client also says which of its earlier writes it has
 /// seen answered (`acked_below`), so the state machine can forget their stored responses.
@@ -48,6 +48,13 @@ pub struct Limits {
     pub max_bytes: u64,
 }
 
+impl Limits {
+    /// These limits with the given ones replaced (`None` keeps the current one).
+    pub fn changed(self, max_entries: Option<u64>, max_bytes: Option<u64>) -> Limits {
+        Limits { max_entries: max_entries.unwrap_or(self.max_entries), max_bytes: max_bytes.unwrap_or(self.max_bytes) }
+    }
+}
+
 /// Fixed bytes charged per entry on top of key and value, standing for the index structures.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 64;
 
@@ -77,8 +84,9 @@ pub enum Op {
     Touch { keys: Vec<String> },
     /// Advance the clock and purge expired entries (proposed periodically by the leader).
     Tick,
-    /// Set the capacity limits; evicts at once if the cache is over the new limits.
-    Configure { limits: Limits },
+    /// Change the capacity limits (`None` keeps that limit as it is); evicts at once if the
+    /// cache is over the new limits.
+    Configure { max_entries: Option<u64>, max_bytes: Option<u64> },
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses it alike.

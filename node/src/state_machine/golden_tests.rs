@@ -163,12 +163,7 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
         }
         "touch" => Op::Touch { keys: std::mem::take(&mut words) },
         "tick" => Op::Tick,
-        "configure" => Op::Configure {
-            limits: Limits {
-                max_entries: num(opt("max_entries"))?.unwrap_or(0),
-                max_bytes: num(opt("max_bytes"))?.unwrap_or(0),
-            },
-        },
+        "configure" => Op::Configure { max_entries: num(opt("max_entries"))?, max_bytes: num(opt("max_bytes"))? },
         _ => return Err(format!("unknown command {verb}")),
     };
     if !words.is_empty() && !matches!(op, Op::Touch { .. } | Op::Delete { .. } | Op::Expire { .. }) {

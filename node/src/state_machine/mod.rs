@@ -1,5 +1,5 @@
 //! The replicated cache: keys, values, versions, expiry times, LRU order, capacity limits,
-//! exactly-once client sessions and the log clock (DESIGN.md section 3).
+//! exactly-once client sessions and the log clock (docs/ARCHITECTURE.md §4).
 //!
 //! [`Cache::apply`] takes the Raft log index and [`Command`] of a committed entry and returns a
 //! [`Response`]; [`Cache::get`] answers reads; [`Cache::snapshot`] and [`Cache::restore`] move the

@@ -214,8 +214,11 @@ impl Model {
                 self.sessions.retain(|_, s| clock - s.last_active_ms <= SESSION_IDLE_MS);
                 done
             }
-            Op::Configure { limits } => {
-                self.limits = *limits;
+            Op::Configure { max_entries, max_bytes } => {
+                self.limits = Limits {
+                    max_entries: max_entries.unwrap_or(self.limits.max_entries),
+                    max_bytes: max_bytes.unwrap_or(self.limits.max_bytes),
+                };
                 self.make_room(0, 0);
                 done
             }
@@ -243,7 +246,7 @@ enum OpSpec {
     Expire { key: usize, ttl: Option<i64> },
     Touch { keys: Vec<usize> },
     Tick,
-    Configure { max_entries: u64, max_bytes: u64 },
+    Configure { max_entries: Option<u64>, max_bytes: Option<u64> },
 }
 
 #[derive(Clone, Debug)]
@@ -294,7 +297,7 @@ fn op_spec() -> impl Strategy<Value = OpSpec> {
         2 => (0..KEYS.len(), ttl()).prop_map(|(key, ttl)| OpSpec::Expire { key, ttl }),
         2 => prop::collection::vec(0..KEYS.len(), 0..4).prop_map(|keys| OpSpec::Touch { keys }),
         1 => Just(OpSpec::Tick),
-        1 => (0u64..5, prop_oneof![Just(0u64), 60u64..400])
+        1 => (prop::option::of(0u64..5), prop::option::of(prop_oneof![Just(0u64), 60u64..400]))
             .prop_map(|(max_entries, max_bytes)| OpSpec::Configure { max_entries, max_bytes }),
     ]
 }
@@ -357,7 +360,7 @@ impl Proposer {
             OpSpec::Touch { keys } => Op::Touch { keys: keys.iter().map(|k| KEYS[*k].to_string()).collect() },
             OpSpec::Tick => Op::Tick,
             OpSpec::Configure { max_entries, max_bytes } => {
-                Op::Configure { limits: Limits { max_entries: *max_entries, max_bytes: *max_bytes } }
+                Op::Configure { max_entries: *max_entries, max_bytes: *max_bytes }
             }
         };
         let mut cmd = Command { now_ms, write_id: None, op };

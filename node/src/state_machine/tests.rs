@@ -50,7 +50,7 @@ impl Machine {
     }
 
     fn configure(&mut self, now_ms: u64, max_entries: u64, max_bytes: u64) -> Response {
-        self.run(now_ms, Op::Configure { limits: Limits { max_entries, max_bytes } })
+        self.run(now_ms, Op::Configure { max_entries: Some(max_entries), max_bytes: Some(max_bytes) })
     }
 
     fn value(&self, key: &str) -> Option<String> {

@@ -174,10 +174,10 @@ async fn run_flusher(db: Weak<sled::Db>, mut queue: mpsc::UnboundedReceiver<Comp
         let result = match db.upgrade() {
             Some(db) => {
                 counters.flushes.fetch_add(1, Ordering::Relaxed);
-                fail::fail_point!("log-flush-before");
+                crate::faults::point("log-flush-before");
                 let flushed = db.flush_async().await.map_err(io::Error::from);
                 // Durable, but openraft not told yet: a crash here must lose nothing acknowledged.
-                fail::fail_point!("log-flush-after");
+                crate::faults::point("log-flush-after");
                 flushed
             }
             None => Err(io::Error::other("log store dropped before its appends were flushed")),
@@ -259,10 +259,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Persists the vote and flushes before returning (Raft §5.1: a vote must survive a crash, or
     /// a node could vote twice in one term). The flush also covers every earlier append.
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        fail::fail_point!("vote-save-before");
+        crate::faults::point("vote-save-before");
         self.write_meta(keys::VOTE, vote, StorageIOError::write_vote)?;
         self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
-        fail::fail_point!("vote-save-after");
+        crate::faults::point("vote-save-after");
         Ok(())
     }
 
@@ -317,7 +317,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_meta(keys::LAST_PURGED, &log_id, StorageIOError::write_logs)?;
         self.flush().await?;
         // `last_purged` is durable but the entries are still there.
-        fail::fail_point!("purge-mid");
+        crate::faults::point("purge-mid");
 
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {

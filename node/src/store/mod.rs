@@ -95,8 +95,9 @@ pub fn open(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore)
 pub fn open_with_identity(dir: &Path, node_id: NodeId) -> Result<(LogStore, StateMachineStore, ClusterIdentity)> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| Error::Fatal(format!("store::open must run inside a Tokio runtime: {e}")))?;
-    let db = sled::open(dir)?;
-    let meta = db.open_tree(keys::META_TREE)?;
+    let db_file = dir.join("db");
+    let existed = db_file.exists();
+    let (db, meta) = open_db(dir, &db_file)?;
 
     match meta.get(keys::NODE_ID)? {
         Some(stored) => {
@@ -110,6 +111,10 @@ pub fn open_with_identity(dir: &Path, node_id: NodeId) -> Result<(LogStore, Stat
                 )));
             }
         }
+        // sled recovers a damaged (e.g. truncated) file as the longest intact prefix it finds,
+        // which can be nothing at all: a database that existed but lost even its first record
+        // has lost data, and must not start as a fresh node.
+        None if existed => return Err(damaged(&db_file, "its first record (the node id) is missing")),
         None => {
             meta.insert(keys::NODE_ID, &node_id.to_be_bytes())?;
             db.flush()?;
@@ -118,17 +123,89 @@ pub fn open_with_identity(dir: &Path, node_id: NodeId) -> Result<(LogStore, Stat
 
     let log = db.open_tree(keys::LOG_TREE)?;
     let snapshots = db.open_tree(keys::SNAPSHOT_TREE)?;
+    check_commit_point_is_covered(&meta, &log, &snapshots).map_err(|why| damaged(&db_file, &why))?;
     let identity = ClusterIdentity::load(meta.clone())?;
     let log_store = LogStore::new(db.clone(), log, meta, &runtime);
     let state_machine = StateMachineStore::load(db, snapshots, node_id)?;
     Ok((log_store, state_machine, identity))
 }
 
+/// The error for a database that is damaged: names the file and what to do.
+fn damaged(db_file: &Path, why: &str) -> Error {
+    Error::Storage(format!(
+        "the database file {} is damaged ({why}); refusing to start with lost data. Restore the \
+         data dir from a backup, or remove this node from the cluster (`geocache cluster remove`), \
+         empty its data dir and add it back so it copies the data from the others",
+        db_file.display()
+    ))
+}
+
+thread_local! {
+    /// Set while this thread opens sled: a panic there is turned into an error (see
+    /// [`panic_is_caught_here`]).
+    static OPENING_DB: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread right now is one [`open`] catches and reports as a damaged
+/// store (sled panics on some damaged files). The process's fail-stop panic hook asks this so
+/// it neither aborts nor prints a panic for it.
+pub fn panic_is_caught_here() -> bool {
+    OPENING_DB.with(|opening| opening.get())
+}
+
+/// Opens sled and its `meta` tree; a panic inside sled becomes a [`damaged`] error.
+fn open_db(dir: &Path, db_file: &Path) -> Result<(sled::Db, sled::Tree)> {
+    OPENING_DB.with(|opening| opening.set(true));
+    let opened = std::panic::catch_unwind(|| -> Result<(sled::Db, sled::Tree)> {
+        let db = sled::open(dir).map_err(|e| match e {
+            sled::Error::Corruption { .. } => damaged(db_file, &e.to_string()),
+            e if e.to_string().contains("could not acquire lock") => Error::DataDirInUse(dir.display().to_string()),
+            e => Error::from(e),
+        })?;
+        let meta = db.open_tree(keys::META_TREE)?;
+        Ok((db, meta))
+    });
+    OPENING_DB.with(|opening| opening.set(false));
+    opened.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(damaged(db_file, &format!("sled could not read it: {message}")))
+    })
+}
+
+/// A commit point past both the log's end and the snapshot means committed entries are gone.
+fn check_commit_point_is_covered(meta: &sled::Tree, log: &sled::Tree, snapshots: &sled::Tree) -> Result<(), String> {
+    let undecodable = |what: &str| format!("the {what} record does not decode");
+    let Some(committed) = meta.get(keys::COMMITTED).map_err(|e| e.to_string())? else { return Ok(()) };
+    let committed: crate::types::LogId = decode(&committed).map_err(|_| undecodable("commit point"))?;
+    let last_logged = match log.last().map_err(|e| e.to_string())? {
+        Some((key, _)) => decode_u64(&key).ok_or_else(|| undecodable("log key"))?,
+        None => 0,
+    };
+    let snapshotted = match snapshots.get(keys::SNAPSHOT_META).map_err(|e| e.to_string())? {
+        Some(bytes) => {
+            let meta: crate::types::SnapshotMeta = decode(&bytes).map_err(|_| undecodable("snapshot"))?;
+            meta.last_log_id.map_or(0, |l| l.index)
+        }
+        None => 0,
+    };
+    if committed.index > last_logged.max(snapshotted) {
+        return Err(format!(
+            "entries up to {} were committed, but the log ends at {last_logged} and the snapshot at {snapshotted}",
+            committed.index
+        ));
+    }
+    Ok(())
+}
+
 /// Which cluster this node belongs to (0 = none yet), persisted in the `meta` tree.
 ///
 /// Chosen at random by the node that initialises the cluster and adopted by every other node from
 /// the first Raft message it accepts; from then on, Raft messages from any other cluster are
-/// refused (DESIGN.md section 6).
+/// refused (docs/ARCHITECTURE.md §4.7).
 #[derive(Clone)]
 pub struct ClusterIdentity {
     meta: sled::Tree,

@@ -215,9 +215,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let data = encode(&file)
             .map_err(|e| StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e)))?;
         let meta = file.meta;
-        fail::fail_point!("snapshot-build-before-persist");
+        crate::faults::point("snapshot-build-before-persist");
         self.shared.persist_snapshot(&meta, &data, false).await?;
-        fail::fail_point!("snapshot-build-after-persist");
+        crate::faults::point("snapshot-build-after-persist");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
@@ -255,7 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         drop(applied);
         // Applied in memory, answers not yet sent: a crash here must replay the same entries.
-        fail::fail_point!("apply-after");
+        crate::faults::point("apply-after");
         Ok(responses)
     }
 
@@ -277,10 +277,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let file = decode_file(meta, &data)?;
         let cache = Cache::restore(file.cache);
-        fail::fail_point!("snapshot-install-before-persist");
+        crate::faults::point("snapshot-install-before-persist");
         self.shared.persist_snapshot(meta, &data, true).await?;
         // Persisted, but the in-memory state machine is still the old one.
-        fail::fail_point!("snapshot-install-mid");
+        crate::faults::point("snapshot-install-mid");
 
         let mut applied = self.shared.write()?;
         *applied = Applied { cache, last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };

@@ -44,7 +44,7 @@ async fn reopen(dir: &std::path::Path, node_id: u64) -> Result<(LogStore, StateM
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         match open(dir, node_id) {
-            Err(Error::Storage(m)) if m.contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+            Err(Error::DataDirInUse(_)) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await
             }
             other => return other,
@@ -269,4 +269,54 @@ async fn install_snapshot_replaces_state_and_persists() {
     let mut received = follower.begin_receiving_snapshot().await.unwrap();
     received.get_mut().extend_from_slice(snapshot.snapshot.get_ref());
     assert!(follower.install_snapshot(&wrong_meta, received).await.is_err());
+}
+
+/// Writes a store with a committed log, closes it, then cuts its `db` file to `keep(len)` bytes.
+async fn damaged_store(keep: impl Fn(u64) -> u64) -> TempDir {
+    let dir = TempDir::new().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path(), 1).unwrap();
+        append_durably(&mut log, sample_log(300)).await;
+        log.save_committed(Some(log_id(2, 300))).await.unwrap();
+    }
+    // Wait until the closed store has let go of the directory, then damage the file.
+    drop(reopen(dir.path(), 1).await.unwrap());
+    let _ = reopen(dir.path(), 1).await.map(drop);
+    let db = dir.path().join("db");
+    let len = std::fs::metadata(&db).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(keep(len)).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn a_truncated_database_is_refused_naming_the_file_or_opens_with_nothing_lost() {
+    let mut refusals = 0;
+    for keep in [0, 100, 4096, 64 * 1024, 256 * 1024] {
+        let dir = damaged_store(|len| keep.min(len)).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let opened = loop {
+            match open(dir.path(), 1) {
+                Err(Error::DataDirInUse(_)) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                other => break other,
+            }
+        };
+        match opened {
+            // sled found every record it needs (the cut fell in unused space): nothing lost.
+            Ok((mut log, _sm)) => {
+                assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 300)), "kept {keep} bytes");
+                assert_eq!(log.try_get_log_entries(0..301).await.unwrap(), sample_log(300), "kept {keep} bytes");
+            }
+            Err(Error::Storage(message)) => {
+                refusals += 1;
+                assert!(message.contains(&dir.path().join("db").display().to_string()), "{message}");
+                assert!(message.contains("damaged"), "{message}");
+                // Refusing changed nothing: it is refused again.
+                assert!(matches!(reopen(dir.path(), 1).await.map(drop), Err(Error::Storage(_))), "kept {keep} bytes");
+            }
+            Err(other) => panic!("kept {keep} bytes: a damaged store must be refused as a storage error: {other:?}"),
+        }
+    }
+    assert!(refusals >= 2, "cutting the file to 0 or 100 bytes loses data and must be refused");
 }
