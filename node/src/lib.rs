@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod election;
 pub mod error;
+pub mod launcher;
 pub mod netsim;
 pub mod network;
 pub mod node;
