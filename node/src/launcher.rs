@@ -399,7 +399,8 @@ mod tests {
     #[test]
     fn serve_args_put_the_fixed_flags_first_and_exit_with_stdin_last() {
         let root = Path::new("/tmp/x");
-        let spec = NodeSpec::in_dir(root, 2, "127.0.0.1:7002".parse().unwrap(), &REGIONS).with_args(["--max-entries", "3"]);
+        let spec =
+            NodeSpec::in_dir(root, 2, "127.0.0.1:7002".parse().unwrap(), &REGIONS).with_args(["--max-entries", "3"]);
         assert_eq!(spec.region, "eu-west");
         assert_eq!(spec.log_path.as_deref(), Some(Path::new("/tmp/x/node-2.log")));
         assert_eq!(
@@ -433,7 +434,9 @@ mod tests {
         .unwrap();
         assert_eq!(got, 3);
         let err = eventually("nothing", Duration::from_millis(200), || async { None::<()> }).await.unwrap_err();
-        assert!(matches!(err, LaunchError::TimedOut { ref what, within } if what == "nothing" && within == Duration::from_millis(200)));
+        assert!(
+            matches!(err, LaunchError::TimedOut { ref what, within } if what == "nothing" && within == Duration::from_millis(200))
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use geocache_tests::{eventually, outcome, TestCluster};
+use geocache_tests::{eventually, outcome, run_cli, TestCluster};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -355,9 +355,8 @@ async fn a_cli_write_whose_answer_is_lost_is_retried_and_applied_once() -> Resul
     // `--if-absent`: a retry the node did not recognise as the same write would find the key
     // present and fail its condition.
     let endpoint = proxy.addr.clone();
-    let bin_cluster = TestCluster::new(BIN)?;
     let cli = tokio::task::spawn_blocking(move || {
-        bin_cluster.cli_at(&endpoint, &["set", "once", &value, "--if-absent", "--timeout", "20s"])
+        run_cli(BIN.as_ref(), &endpoint, &["set", "once", &value, "--if-absent", "--timeout", "20s"])
     });
 
     // The node applied the first attempt; only then is its connection (and answer) cut.
