@@ -157,6 +157,8 @@ impl From<pb::NodeStatus> for NodeStatus {
 pub struct Status {
     /// The node that answered.
     pub node_id: NodeId,
+    /// The id of the cluster it belongs to (random, fixed at init; 0 before init).
+    pub cluster_id: u64,
     /// The leader it knows, if any.
     pub leader_id: Option<NodeId>,
     /// Its current term.
@@ -183,6 +185,7 @@ impl From<pb::StatusResponse> for Status {
     fn from(s: pb::StatusResponse) -> Self {
         Status {
             node_id: s.node_id,
+            cluster_id: s.cluster_id,
             leader_id: s.leader_id,
             term: s.term,
             initialized: s.initialized,

@@ -96,6 +96,7 @@ pub struct ClientBuilder {
     attempt_timeout: Option<Duration>,
     refresh_interval: Duration,
     discovery: bool,
+    only_endpoints: bool,
     default_ttl: Option<Duration>,
     default_consistency: Consistency,
 }
@@ -110,6 +111,7 @@ impl Default for ClientBuilder {
             attempt_timeout: None,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             discovery: true,
+            only_endpoints: false,
             default_ttl: None,
             default_consistency: Consistency::Linearizable,
         }
@@ -170,6 +172,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether every call must go to one of the endpoints given (default: `false`). With
+    /// `true`, a leader hint naming another node is ignored (the call goes on with the
+    /// endpoints), and so are members learned by discovery: nothing is ever sent to a node
+    /// that is not an endpoint. Writes a node forwards to its leader itself still work. With
+    /// [`discovery`](Self::discovery) off too, this is the `geocache` command line's client:
+    /// it asks exactly the node it was given.
+    pub fn only_endpoints(mut self, only_endpoints: bool) -> Self {
+        self.only_endpoints = only_endpoints;
+        self
+    }
+
     /// Time to live of the values [`Client::get_or_load`] stores (at least 1 ms).
     /// Default: none, the values live until evicted or deleted.
     pub fn default_ttl(mut self, default_ttl: Duration) -> Self {
@@ -215,7 +228,8 @@ impl ClientBuilder {
             }
             r => r.map(|r| r.trim().to_string()),
         };
-        let router = Router::new(seeds, region, self.connect_timeout, self.timeout, self.attempt_timeout);
+        let router = Router::new(seeds, region, self.connect_timeout, self.timeout, self.attempt_timeout)
+            .pinned(self.only_endpoints);
         let inner = Arc::new(Inner {
             router,
             writes: WriteIds::random(),

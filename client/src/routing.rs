@@ -114,6 +114,9 @@ pub(crate) struct Router {
     wake: Arc<Notify>,
     timeout: Duration,
     attempt_timeout: Option<Duration>,
+    /// Only the seeds are ever asked (leader hints and learned members naming other nodes are
+    /// ignored); see `ClientBuilder::only_endpoints`.
+    pinned: bool,
 }
 
 impl Router {
@@ -135,7 +138,19 @@ impl Router {
             wake: Arc::new(Notify::new()),
             timeout,
             attempt_timeout,
+            pinned: false,
         }
+    }
+
+    /// With `pinned`, no call ever goes to a node that is not a seed.
+    pub(crate) fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
+        self
+    }
+
+    /// Whether a call may go to `addr` (normalised).
+    fn may_ask(&self, addr: &str) -> bool {
+        !self.pinned || self.seeds.iter().any(|s| s == addr)
     }
 
     pub(crate) fn seeds(&self) -> &[String] {
@@ -185,6 +200,10 @@ impl Router {
     /// Whether the guess changed.
     fn replace_leader(&self, addr: &str) -> bool {
         match normalize(addr) {
+            Ok(addr) if !self.may_ask(&addr) => {
+                debug!(%addr, "ignoring a leader outside the endpoints (pinned)");
+                false
+            }
             Ok(addr) => {
                 let mut leader = self.leader.lock().unwrap_or_else(|e| e.into_inner());
                 if *leader == addr {
@@ -226,8 +245,10 @@ impl Router {
                 let leader = self.leader();
                 read_order(&self.view(), &self.seeds, self.region(), &leader, *consistency)
             }
-            Route::Only(addr) => vec![addr.clone()],
+            // Asked for by name: exactly that node.
+            Route::Only(addr) => return vec![addr.clone()],
         };
+        list.retain(|addr| self.may_ask(addr));
         dedup_in_order(&mut list);
         list
     }
@@ -310,7 +331,7 @@ impl Router {
 
             let hint = err.leader_hint().map(normalize);
             let fresh = match (&route, hint) {
-                (Route::Leader, Some(Ok(hint))) if hint != target => {
+                (Route::Leader, Some(Ok(hint))) if hint != target && self.may_ask(&hint) => {
                     self.set_leader(&hint);
                     targets.jump(hint);
                     true
@@ -477,6 +498,26 @@ mod tests {
         assert_eq!(r.candidates(&STALE), ["http://a:1", "http://b:2", "http://c:3"]);
         r.set_leader("not an address");
         assert_eq!(r.leader(), "http://c:3");
+    }
+
+    #[tokio::test]
+    async fn a_pinned_router_never_leaves_its_seeds() {
+        let seeds = vec!["http://a:1".to_string(), "http://b:2".into()];
+        let r = Router::new(seeds, None, Duration::from_secs(1), Duration::from_secs(1), None).pinned(true);
+        r.set_leader("c:3");
+        assert_eq!(r.leader(), "http://a:1", "a hint outside the seeds is ignored");
+        r.set_leader("b:2");
+        assert_eq!(r.leader(), "http://b:2");
+        r.view().topology.nodes.push(crate::topology::Node {
+            id: 4,
+            addr: "http://d:4".into(),
+            region: "r".into(),
+            role: crate::admin::Role::Leader,
+        });
+        for route in [Route::Leader, Route::AnyLeaderFirst, STALE, BOUNDED] {
+            assert_eq!(r.candidates(&route).len(), 2, "{route:?}");
+            assert!(r.candidates(&route).iter().all(|a| a == "http://a:1" || a == "http://b:2"), "{route:?}");
+        }
     }
 
     #[tokio::test]

@@ -478,6 +478,7 @@ mod tests {
     fn topology_from_status() {
         let status = |initialized: bool, nodes: Vec<NodeStatus>| Status {
             node_id: 2,
+            cluster_id: 7,
             leader_id: Some(1),
             term: 3,
             initialized,

@@ -35,6 +35,30 @@ async fn follows_leader_hint_and_remembers_the_leader() {
 }
 
 #[tokio::test]
+async fn a_client_held_to_its_endpoints_ignores_leader_hints() {
+    let c = cluster();
+    let (leader, leader_addr) = spawn(FakeNode::new(1, &c)).await;
+    let (follower, follower_addr) = spawn(FakeNode::new(2, &c).always(Fault::NotLeader(leader_addr.clone()))).await;
+    let client = Client::builder()
+        .endpoints([follower_addr.as_str()])
+        .discovery(false)
+        .only_endpoints(true)
+        .timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+
+    let err = client.set("k", "v").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert_eq!(err.leader_hint(), Some(leader_addr.as_str()), "the hint is reported, not followed");
+    let err = client.get("k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(follower.count("set") >= 1 && follower.count("get") >= 1);
+    assert!(leader.seen().is_empty(), "the leader was asked: {:?}", leader.seen());
+    assert_eq!(client.leader_addr(), format!("http://{follower_addr}"));
+}
+
+#[tokio::test]
 async fn retries_of_one_write_reuse_its_write_id() {
     let c = cluster();
     let (leader, addr) =

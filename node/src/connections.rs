@@ -11,7 +11,8 @@
 //!   it sent none, never more than [`MAX_REQUEST_TIME_FACTOR`] request timeouts (so a half-sent
 //!   request cannot hold its stream forever). A request that misses it is answered
 //!   `DEADLINE_EXCEEDED` with a message that fits the operation: a write's outcome is unknown, a
-//!   read or status call changed nothing.
+//!   read or status call changed nothing; one whose deadline is under [`MIN_DEADLINE`] is
+//!   refused before it starts, and says nothing was done.
 //!
 //! Invariant: no accepted socket outlives the node's shutdown by more than [`SHUTDOWN_GRACE`].
 
@@ -34,6 +35,9 @@ use tonic::Status;
 
 /// How long a connection being shut down may take to finish its requests before it is closed.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// A deadline shorter than this has passed before a request can start (tokio's timer counts in
+/// milliseconds); such a request is refused at once.
+pub const MIN_DEADLINE: Duration = Duration::from_millis(1);
 /// A caller's deadline is honoured up to this many request timeouts (an admin `add` waiting
 /// for a learner to catch up may rightly take longer than one).
 pub const MAX_REQUEST_TIME_FACTOR: u32 = 10;
@@ -188,6 +192,18 @@ where
             .unwrap_or(self.limits.request_timeout)
             .min(longest);
         let operation = Operation::of(request.uri().path());
+        if deadline < MIN_DEADLINE {
+            // Gone before anything could start (the timer alone rounds up to a millisecond):
+            // refuse rather than start work whose answer nobody waits for.
+            let message = format!(
+                "the deadline of {} passed before the request started; nothing was done",
+                humantime::format_duration(deadline)
+            );
+            return Box::pin(async move {
+                drop(in_flight);
+                Ok(Status::deadline_exceeded(message).into_http())
+            });
+        }
         let answer = self.inner.call(request);
         Box::pin(async move {
             let _in_flight = in_flight;
@@ -250,6 +266,8 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
 
     #[test]
@@ -268,6 +286,77 @@ mod tests {
         assert!(!read.contains("applied"), "{read}");
         let write = Operation::of("/geocache.v1.Cache/Set").deadline_message(Duration::from_millis(5));
         assert!(write.contains("may or may not have applied"), "{write}");
+    }
+
+    /// A service whose answer never comes (a write waiting on a quorum that is gone).
+    #[derive(Clone)]
+    struct NeverAnswers;
+
+    impl Service<Request<()>> for NeverAnswers {
+        type Response = Response<Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Response<Body>, Infallible>;
+
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    fn answer_of(response: &Response<Body>) -> (String, String) {
+        let header =
+            |name: &str| response.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        // `grpc-message` is percent-encoded.
+        let message = percent_encoding::percent_decode_str(&header("grpc-message")).decode_utf8_lossy().into_owned();
+        (header("grpc-status"), message)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_its_deadline_is_answered_deadline_exceeded_for_its_operation() {
+        let limits = ConnectionLimits {
+            max_connections: 1,
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(5),
+        };
+        let mut service = WithDeadlines { inner: NeverAnswers, activity: Arc::new(Activity::new()), limits };
+        let request = |path: &str, timeout: Option<&str>| {
+            let mut builder = Request::post(path);
+            if let Some(timeout) = timeout {
+                builder = builder.header("grpc-timeout", timeout);
+            }
+            builder.body(()).unwrap()
+        };
+        let deadline_exceeded = (Code::DeadlineExceeded as i32).to_string();
+
+        // The caller's deadline, mid-flight: a write's outcome is unknown.
+        let started = Instant::now();
+        let response = service.call(request("/geocache.v1.Cache/Set", Some("250m"))).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        let (code, message) = answer_of(&response);
+        assert_eq!(code, deadline_exceeded);
+        assert!(message.contains("may or may not have applied"), "{message}");
+
+        // No caller deadline: the node's request timeout; a read changed nothing.
+        let started = Instant::now();
+        let response = service.call(request("/geocache.v1.Cache/Get", None)).await.unwrap();
+        assert_eq!(started.elapsed(), limits.request_timeout);
+        let (code, message) = answer_of(&response);
+        assert_eq!(code, deadline_exceeded);
+        assert!(message.contains("nothing was changed"), "{message}");
+
+        // A caller's deadline longer than the node allows is cut to ten request timeouts.
+        let started = Instant::now();
+        service.call(request("/geocache.v1.Admin/AddLearner", Some("1H"))).await.unwrap();
+        assert_eq!(started.elapsed(), limits.request_timeout * MAX_REQUEST_TIME_FACTOR);
+
+        // Gone before it starts: refused at once, nothing done.
+        let started = Instant::now();
+        let response = service.call(request("/geocache.v1.Cache/Set", Some("1n"))).await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!(answer_of(&response).1.contains("nothing was done"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -16,6 +16,7 @@ pub mod connections;
 pub mod election;
 pub mod error;
 pub mod faults;
+pub mod launcher;
 pub mod netsim;
 pub mod network;
 pub mod node;

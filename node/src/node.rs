@@ -249,47 +249,33 @@ impl Node {
     /// The current leader, waiting (until `deadline`) through an election if none is known.
     /// The leader may be this node.
     pub async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<(NodeId, String)> {
-        let mut metrics = self.inner.raft.metrics();
-        let wait = async {
-            loop {
-                let known = {
-                    let m = metrics.borrow_and_update();
-                    m.current_leader.and_then(|id| {
-                        let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
-                        Some((id, addr))
-                    })
-                };
-                if let Some(leader) = known {
-                    return Ok(leader);
-                }
-                if metrics.changed().await.is_err() {
-                    return Err(Error::Fatal("raft stopped".into()));
-                }
-            }
+        let leader_of = |m: &RaftMetrics| {
+            let id = m.current_leader?;
+            Some((id, m.membership_config.membership().get_node(&id)?.addr.clone()))
         };
-        tokio::time::timeout_at(deadline, wait)
-            .await
-            .map_err(|_| Error::Unavailable("no leader elected in time (is a majority of voters reachable?)".into()))?
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let wait = self.inner.raft.wait(Some(within));
+        match wait.metrics(|m| leader_of(m).is_some(), "a known leader").await {
+            Ok(m) => leader_of(&m).ok_or_else(|| Error::Fatal("the leader vanished from the metrics".into())),
+            Err(openraft::metrics::WaitError::ShuttingDown) => Err(Error::Fatal("raft stopped".into())),
+            Err(_) => Err(Error::Unavailable("no leader elected in time (is a majority of voters reachable?)".into())),
+        }
     }
 
     /// After a failed forward to `old_leader`: waits (briefly, and never past `deadline`) until
     /// this node sees another leader, so the retry goes somewhere new.
     pub async fn wait_for_leader_change(&self, old_leader: NodeId, deadline: tokio::time::Instant) {
         const PATIENCE: Duration = Duration::from_millis(500);
-        let until = deadline.min(tokio::time::Instant::now() + PATIENCE);
-        let mut metrics = self.inner.raft.metrics();
-        let changed = async {
-            loop {
-                let leader = metrics.borrow_and_update().current_leader;
-                if leader.is_some_and(|l| l != old_leader) || metrics.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout_at(until, changed).await;
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now()).min(PATIENCE);
+        let wait = self.inner.raft.wait(Some(within));
+        let _ = wait.metrics(|m| m.current_leader.is_some_and(|l| l != old_leader), "another leader").await;
     }
 
     /// Waits until the local state machine has applied `index`, for at most `timeout`.
+    ///
+    /// On the read path (follower reads, `min_version`): it looks at each metrics update in place
+    /// instead of through `Raft::wait`, which clones the whole metrics (membership, replication
+    /// map) on every update.
     pub async fn wait_applied(&self, index: LogIndex, timeout: Duration) -> Result<()> {
         let mut metrics = self.inner.raft.metrics();
         let wait = async {

@@ -4,8 +4,11 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use geocache_node::launcher::{self, NodeProcess, NodeSpec};
 
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
@@ -13,73 +16,54 @@ use geocache_proto::cache_client::CacheClient;
 use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_geocache");
+const WITHIN: Duration = Duration::from_secs(30);
 
-/// One `geocache serve` process, killed on drop.
+/// One `geocache serve` process (killed on drop) and its data dir.
 struct Node {
-    child: Child,
+    process: NodeProcess,
+    spec: NodeSpec,
     addr: String,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Node 1's spec in a fresh temp dir, on a free port, its stderr in `node-1.log` there.
+fn node_spec(extra: &[&str]) -> (NodeSpec, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", launcher::free_port().unwrap()).parse().unwrap();
+    let spec = NodeSpec::in_dir(dir.path(), 1, addr, &launcher::REGIONS).with_args(extra.iter().copied());
+    (spec, dir)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `geocache serve` for node 1; it exits when this process goes (`--exit-with-stdin`).
-fn serve_command(addr: &str, dir: &std::path::Path, extra: &[&str]) -> Command {
-    let mut command = one_shot_serve_command(addr, dir, extra);
-    command.arg("--exit-with-stdin");
-    command
-}
-
-/// `geocache serve` run to completion with `Command::output` (no stdin to watch).
-fn one_shot_serve_command(addr: &str, dir: &std::path::Path, extra: &[&str]) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .args(["serve", "--id", "1", "--listen", addr, "--data-dir"])
-        .arg(dir)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    command
+fn spawn(spec: &NodeSpec, env: &[(&str, &str)]) -> NodeProcess {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    NodeProcess::spawn(Path::new(BIN), spec, &[], &env).unwrap()
 }
 
 /// Starts a one-node cluster and waits until it takes writes.
 async fn start_node(extra: &[&str], env: &[(&str, &str)]) -> Node {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let child = serve_command(&addr, dir.path(), extra).envs(env.iter().copied()).spawn().unwrap();
-    let node = Node { child, addr, dir };
-    eventually("the node to answer init", || async {
-        let mut admin = AdminClient::connect(format!("http://{}", node.addr)).await.ok()?;
-        admin.init(pb::InitRequest { members: vec![] }).await.ok()
-    })
-    .await;
-    eventually("the first write", || async { set(&node.addr, "warm-up", b"1".to_vec()).await.ok() }).await;
-    node
+    let (spec, dir) = node_spec(extra);
+    let process = spawn(&spec, env);
+    launcher::init(&spec, vec![], WITHIN).await.unwrap();
+    let addr = spec.addr.to_string();
+    eventually("the first write", || async { set(&addr, "warm-up", b"1".to_vec()).await.ok() }).await;
+    Node { process, spec, addr, _dir: dir }
 }
 
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Waits for `process` to exit by itself; its exit code.
+async fn exit_code(mut process: NodeProcess) -> Option<i32> {
+    eventually("the process to exit", || {
+        let exited = process.try_wait().unwrap();
+        async move { exited.map(|status| status.code()) }
+    })
+    .await
+}
+
+async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    launcher::eventually(what, WITHIN, probe).await.unwrap()
 }
 
 async fn cache(addr: &str) -> CacheClient<tonic::transport::Channel> {
@@ -107,14 +91,13 @@ fn get_request(key: &str) -> pb::GetRequest {
 
 #[tokio::test]
 async fn fault_points_and_fault_flags_do_not_exist_in_the_users_binary() {
-    // In a build with live fault points the first write's flush would kill the node, and a
-    // follower... here the only node would skip nothing; the flush point is the test.
+    // With live fault points the first write's log flush or apply would kill the node.
     let node = start_node(&[], &[("FAILPOINTS", "log-flush-after=panic;apply-after=panic")]).await;
     for i in 0..5 {
         set(&node.addr, &format!("k{i}"), b"v".to_vec()).await.expect("writes go on: FAILPOINTS means nothing");
     }
     let mut node = node;
-    assert!(node.child.try_wait().unwrap().is_none(), "the node is still running");
+    assert!(node.process.try_wait().unwrap().is_none(), "the node is still running");
 
     let mut admin = AdminClient::connect(format!("http://{}", node.addr)).await.unwrap();
     let refused = admin.set_clock_offset(pb::SetClockOffsetRequest { offset_ms: 3_600_000 }).await.unwrap_err();
@@ -123,8 +106,7 @@ async fn fault_points_and_fault_flags_do_not_exist_in_the_users_binary() {
     assert_eq!(status.nodes[0].clock_offset_ms, 0);
 
     for flag in ["--fault-injection", "--clock-offset-ms=5"] {
-        let out =
-            one_shot_serve_command("127.0.0.1:1", node.dir.path(), &[flag]).stdin(Stdio::null()).output().unwrap();
+        let out = Command::new(BIN).args(["serve", "--id", "2", flag]).stdin(Stdio::null()).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{flag} must be refused: {out:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument"), "{out:?}");
     }
@@ -134,22 +116,19 @@ async fn fault_points_and_fault_flags_do_not_exist_in_the_users_binary() {
 async fn a_damaged_database_stops_serve_with_a_clear_error_and_no_panic() {
     let node = start_node(&[], &[]).await;
     set(&node.addr, "kept", b"v".to_vec()).await.unwrap();
-    let mut node = node;
-    let _ = node.child.kill();
-    let _ = node.child.wait();
-    let (addr, dir) = (node.addr.clone(), node.dir.path().to_path_buf());
-    let db = dir.join("db");
+    let Node { process, spec, _dir: dir, .. } = node;
+    process.kill().unwrap();
+    let db = spec.data_dir.join("db");
     std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(100).unwrap();
 
-    let out: Output = one_shot_serve_command(&addr, &dir, &[]).stdin(Stdio::null()).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&db.display().to_string()), "names the file: {stderr}");
-    assert!(stderr.contains("damaged"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    // Refused again on the next start: the refusal did not turn it into an empty store.
-    let again: Output = one_shot_serve_command(&addr, &dir, &[]).stdin(Stdio::null()).output().unwrap();
-    assert_eq!(again.status.code(), Some(2), "{}", String::from_utf8_lossy(&again.stderr));
+    for start in ["first", "second"] {
+        let code = exit_code(spawn(&spec, &[])).await;
+        let log = std::fs::read_to_string(spec.log_path.as_ref().unwrap()).unwrap();
+        assert_eq!(code, Some(2), "{start} start after the damage: {log}");
+        assert!(log.contains(&format!("{} is damaged", db.display())), "names the file: {log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    drop(dir);
 }
 
 #[tokio::test]
@@ -170,18 +149,20 @@ async fn client_messages_are_sized_from_the_value_limit() {
 #[tokio::test]
 async fn a_missed_server_deadline_is_deadline_exceeded_and_malformed_protobuf_is_invalid_argument() {
     let node = start_node(&[], &[]).await;
-    // tonic's own client would give up at its end first, so the request goes out by hand.
-    for i in 0..5 {
+    // tonic's own client would give up at its end first, so the requests go out by hand.
+    for i in 0..20 {
         let set = pb::SetRequest { key: format!("late{i}"), value: b"v".to_vec().into(), ..Default::default() };
         let (code, message) = raw_grpc(&node.addr, "/geocache.v1.Cache/Set", &set, "1n").await;
         assert_eq!(code, Code::DeadlineExceeded as i32, "{message}");
-        assert!(message.contains("may or may not have applied"), "{message}");
+        assert!(message.contains("nothing was done"), "{message}");
+    }
+    for i in 0..20 {
+        let found = cache(&node.addr).await.get(get_request(&format!("late{i}"))).await.unwrap().into_inner();
+        assert!(!found.found, "a write refused for its deadline was applied anyway");
     }
     let (code, message) = raw_grpc(&node.addr, "/geocache.v1.Cache/Get", &get_request("late0"), "1n").await;
-    if code != Code::Ok as i32 {
-        assert_eq!(code, Code::DeadlineExceeded as i32, "{message}");
-        assert!(!message.contains("applied"), "a read must not talk of writes: {message}");
-    }
+    assert_eq!(code, Code::DeadlineExceeded as i32, "{message}");
+    assert!(!message.contains("applied"), "a read must not talk of writes: {message}");
 
     // A GetRequest whose field 1 (the key, a string) arrives as a varint.
     let mut grpc = tonic::client::Grpc::new(

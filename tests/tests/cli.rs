@@ -1,11 +1,14 @@
 //! The `geocache` command line against real processes: membership changes step by step, exit
 //! codes, and bad input that must be refused with a clear message while changing nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use geocache_tests::{eventually, outcome, TestCluster};
+use geocache_tests::{eventually, outcome, run_cli, TestCluster};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_geocache-under-test");
 
@@ -144,7 +147,7 @@ async fn exit_codes_and_deadlines() -> Result<()> {
     let started = std::time::Instant::now();
     let (code, _, err) = outcome(&cluster.cli_at(&dead, &["get", "a", "--timeout", "2s"]));
     assert_eq!(code, 2);
-    assert!(err.contains("unreachable"), "{err}");
+    assert!(err.contains(&dead) && err.contains("cannot connect"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30), "the CLI hung");
 
     // A node that is not in any cluster says so.
@@ -233,5 +236,144 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
         down.then_some(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_reads_back_a_value_of_the_largest_allowed_size() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 1).await?;
+    // Exactly the default value limit (4 MiB). One command-line argument is capped at 128 KiB
+    // on Linux, so the value is stored through the Rust client; the CLI reads it back.
+    let value = vec![b'v'; geocache_node::config::DEFAULT_MAX_VALUE_BYTES];
+    let client = cluster.client_of(1).await?;
+    client.set("big", value.clone()).await?;
+
+    let output = cluster.cli(1, &["get", "big", "--timeout", "20s"]);
+    let (code, _, err) = outcome(&output);
+    assert_eq!(code, 0, "get of a maximal value failed: {err}");
+    assert_eq!(output.stdout.len(), value.len() + 1, "value and a newline");
+    assert!(output.stdout[..value.len()] == value[..], "the value read back differs");
+    Ok(())
+}
+
+/// A TCP proxy in front of one node that loses the answer to the first request carrying at
+/// least `request_bytes` bytes: once that much has gone from the client to the node on the
+/// first connection, nothing more comes back on it, and the connection is cut when `cut` is
+/// notified. Later connections pass both ways untouched. Counts connections.
+struct AnswerLosingProxy {
+    addr: String,
+    connections: Arc<AtomicUsize>,
+    request_sent: Arc<tokio::sync::Notify>,
+    cut: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AnswerLosingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AnswerLosingProxy {
+    async fn start(upstream: String, request_bytes: usize) -> Result<AnswerLosingProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let request_sent = Arc::new(tokio::sync::Notify::new());
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (count, sent, cut_it) = (connections.clone(), request_sent.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            let mut tasks = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+                if !first {
+                    tasks.spawn(async move {
+                        let (mut client, mut server) = (client, server);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    });
+                    continue;
+                }
+                let (sent, cut_it) = (sent.clone(), cut_it.clone());
+                tasks.spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let forwarded = Arc::new(AtomicUsize::new(0));
+                    let up_count = forwarded.clone();
+                    let up = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // Counted before it is passed on, so the node's answer to it can
+                            // never slip through.
+                            if up_count.fetch_add(n, Ordering::SeqCst) + n >= request_bytes {
+                                sent.notify_one();
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let down = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if forwarded.load(Ordering::SeqCst) >= request_bytes {
+                                continue; // the answer is lost
+                            }
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    // Both halves drop (the connection closes) when the test says so.
+                    tokio::select! {
+                        _ = async { tokio::join!(up, down) } => {}
+                        _ = cut_it.notified() => {}
+                    }
+                });
+            }
+        });
+        Ok(AnswerLosingProxy { addr, connections, request_sent, cut, task })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_write_whose_answer_is_lost_is_retried_and_applied_once() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 1).await?;
+    // Large enough to tell the write's request from the connection's handshake; small enough
+    // for one command-line argument and one HTTP/2 flow-control window.
+    let value = "w".repeat(32 * 1024);
+    let proxy = AnswerLosingProxy::start(cluster.addr(1), value.len()).await?;
+
+    // `--if-absent`: a retry the node did not recognise as the same write would find the key
+    // present and fail its condition.
+    let endpoint = proxy.addr.clone();
+    let cli = tokio::task::spawn_blocking(move || {
+        run_cli(BIN.as_ref(), &endpoint, &["set", "once", &value, "--if-absent", "--timeout", "20s"])
+    });
+
+    // The node applied the first attempt; only then is its connection (and answer) cut.
+    tokio::time::timeout(Duration::from_secs(20), proxy.request_sent.notified()).await?;
+    let client = cluster.client_of(1).await?;
+    let applied = eventually("the first attempt to apply", Duration::from_secs(20), || async {
+        client.get_with("once", geocache_client::ReadOptions::stale()).await.ok().flatten()
+    })
+    .await?;
+    proxy.cut.notify_one();
+
+    let (code, out, err) = outcome(&cli.await?);
+    assert_eq!(code, 0, "the CLI should retry the lost write and get the first answer: {err}");
+    assert_eq!(out, format!("stored: version {}", applied.version), "the answer is the first attempt's");
+    assert!(proxy.connections.load(Ordering::SeqCst) >= 2, "the CLI never retried");
+    // Applied once: still the first attempt's version.
+    let now = client.get("once").await?.context("the key")?;
+    assert_eq!(now.version, applied.version);
     Ok(())
 }

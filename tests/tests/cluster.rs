@@ -266,48 +266,6 @@ async fn a_write_acknowledged_just_before_a_whole_cluster_crash_is_read_first_th
     Ok(())
 }
 
-/// Host wall clock, unix ms.
-fn host_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clock_skewed_only_with_fault_injection_never_shortens_a_later_ttl() -> Result<()> {
-    const HOUR_MS: i64 = 3_600_000;
-    let mut cluster = TestCluster::new(BIN)?;
-    cluster.spawn(1, &["--fault-injection"])?;
-    let mut admin = cluster.admin(1).await?;
-    admin.init(pb::InitRequest { members: vec![] }).await.context("init")?;
-    cluster.wait_for_leader(Duration::from_secs(20)).await?;
-    // A node started without the flag refuses, and its clock stays as it was.
-    cluster.spawn(2, &[])?;
-    let refused = cluster.admin(2).await?.set_clock_offset(pb::SetClockOffsetRequest { offset_ms: HOUR_MS }).await;
-    let status = refused.expect_err("refused without --fault-injection");
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("--fault-injection"), "{status:?}");
-    assert_eq!(cluster.local_status(2).await.context("node 2 status")?.nodes[0].clock_offset_ms, 0);
-
-    // Node 1 (the leader) runs an hour fast: the time it stamps moves the log clock an hour on.
-    let previous = admin.set_clock_offset(pb::SetClockOffsetRequest { offset_ms: HOUR_MS }).await?.into_inner();
-    assert_eq!(previous.previous_offset_ms, 0);
-    assert_eq!(cluster.local_status(1).await.context("node 1 status")?.nodes[0].clock_offset_ms, HOUR_MS);
-    let client = cluster.client_of(1).await?;
-    let ten_minutes = Duration::from_secs(600);
-    let fast = client.set_with("fast", "a", SetOptions::new().with_ttl(ten_minutes)).await?;
-    let expires = fast.expires_at_ms.context("an expiry")?;
-    assert!(expires >= host_now_ms() + HOUR_MS as u64 + 590_000, "stamped by the fast clock: {expires}");
-
-    // Its clock is corrected. The log clock stays an hour ahead (it never goes back), so a TTL
-    // counted from the node's own clock would have expired on arrival; it counts from the log's.
-    admin.set_clock_offset(pb::SetClockOffsetRequest { offset_ms: 0 }).await?;
-    let later = client.set_with("later", "b", SetOptions::new().with_ttl(ten_minutes)).await?;
-    assert!(later.applied, "{later:?}");
-    assert!(later.expires_at_ms.context("an expiry")? >= expires, "{later:?} vs {expires}");
-    let read = client.get("later").await?.context("a ten-minute entry written a moment ago is there")?;
-    assert_eq!(&read.value[..], b"b");
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_lost_its_quorum_refuses_writes_at_once_instead_of_hanging() -> Result<()> {
     let mut cluster = TestCluster::start(BIN, 3).await?;

@@ -1,15 +1,23 @@
-//! The client-side verbs (`set`, `get`, `del`, `ttl`, `expire`, `cluster ...`): one gRPC call (or a
-//! short sequence) to exactly the endpoint given, under the command's deadline.
+//! The client-side verbs (`set`, `get`, `del`, `ttl`, `expire`, `cluster ...`), built on
+//! `geocache-client` held to exactly the endpoint given (discovery off, leader hints not followed:
+//! it is the operator's way to inspect one replica), under the command's deadline.
+//!
+//! The client does the protocol: it numbers writes (so its retries inside one command, after a
+//! lost answer, are answered with the first result instead of applying twice), maps gRPC
+//! statuses to [`Error`], and checks keys, TTLs and staleness bounds before sending. This module
+//! only turns arguments into calls, and answers and errors into output and exit codes (README,
+//! "The command line"): 0 success, 1 a missing key for `get`/`ttl`/`expire`, 2 any error with one
+//! line naming the cause. A new command is a new client: rerunning a command is a new write.
 
 use std::io::Write;
 use std::time::Duration;
 
-use geocache_proto as pb;
-use geocache_proto::admin_client::AdminClient;
-use geocache_proto::cache_client::CacheClient;
-use tonic::transport::{Channel, Endpoint};
+use geocache_client::{Client, Condition, Error, Member, Membership, ReadOptions, SetOptions, Status, WriteResult};
 
 use super::{ClusterCommand, Command, ConsistencyArg, Target};
+
+/// Longest the CLI waits to open its connection (within the command's deadline).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A failed command: the one line printed to stderr, and the exit code.
 struct Failure {
@@ -23,6 +31,10 @@ fn fail(message: impl Into<String>) -> Failure {
     Failure { message: message.into(), code: 2 }
 }
 
+fn not_found() -> Failure {
+    Failure { message: "not found".into(), code: 1 }
+}
+
 pub(super) async fn run(command: Command) -> i32 {
     let (name, target) = match &command {
         Command::Set(a) => ("set", a.target.clone()),
@@ -33,6 +45,7 @@ pub(super) async fn run(command: Command) -> i32 {
         Command::Cluster(c) => ("cluster", cluster_target(c).clone()),
         Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::run"),
     };
+    // The client keeps every call within the deadline; this also bounds commands of two calls.
     let result = match tokio::time::timeout(target.timeout, execute(command, &target)).await {
         Ok(result) => result,
         Err(_) => Err(fail(format!(
@@ -64,131 +77,90 @@ fn cluster_target(c: &ClusterCommand) -> &Target {
     }
 }
 
-fn channel(target: &Target) -> Result<Channel, Failure> {
-    let uri =
-        if target.endpoint.contains("://") { target.endpoint.clone() } else { format!("http://{}", target.endpoint) };
-    let endpoint =
-        Endpoint::from_shared(uri).map_err(|e| fail(format!("invalid endpoint {:?}: {e}", target.endpoint)))?;
-    Ok(endpoint.connect_timeout(target.timeout.min(Duration::from_secs(2))).timeout(target.timeout).connect_lazy())
+/// A client that asks exactly `target.endpoint` and nothing else. Its calls end a little
+/// before the command's deadline, so a call that keeps failing reports its last error rather
+/// than the bare deadline.
+async fn client(target: &Target) -> Result<Client, Failure> {
+    let margin = (target.timeout / 10).min(Duration::from_millis(200));
+    Client::builder()
+        .endpoints([target.endpoint.as_str()])
+        .discovery(false)
+        .only_endpoints(true)
+        .timeout((target.timeout - margin).max(Duration::from_millis(1)))
+        .connect_timeout(target.timeout.min(CONNECT_TIMEOUT))
+        .build()
+        .await
+        .map_err(|e| fail(format!("--endpoint {:?}: {e}", target.endpoint)))
 }
 
-/// One line naming the cause of a failed call.
-fn describe(target: &Target, status: tonic::Status) -> Failure {
-    let message = status.message();
-    let text = match status.code() {
-        tonic::Code::Unavailable if is_transport(&status) => {
-            format!("endpoint {} is unreachable: {}", target.endpoint, transport_cause(&status))
-        }
-        tonic::Code::Unavailable
-            if status
-                .metadata()
-                .get(geocache_proto::ERROR_KIND_HEADER)
-                .is_some_and(|k| k == geocache_proto::STALE_REPLICA) =>
-        {
-            format!("stale replica: {message}")
-        }
-        tonic::Code::Unavailable => format!("unavailable: {message}"),
-        tonic::Code::InvalidArgument => format!("invalid argument: {message}"),
-        tonic::Code::NotFound => format!("not found: {message}"),
-        tonic::Code::FailedPrecondition => message.to_string(),
-        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            format!("timed out: {message} (a write may or may not have applied)")
-        }
-        code => format!("{code:?}: {message}"),
+/// Whether the call could have changed anything (so an unknown outcome must be said).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Read,
+    Write,
+}
+
+/// One line naming the cause of a failed call, worded for what the call was.
+fn describe(target: &Target, call: Call, err: Error) -> Failure {
+    let maybe = match call {
+        Call::Write => " (the change may or may not have applied)",
+        Call::Read => "",
     };
-    fail(text)
-}
-
-/// Whether tonic failed to reach the server at all (as opposed to the server answering UNAVAILABLE).
-fn is_transport(status: &tonic::Status) -> bool {
-    status.metadata().is_empty() && std::error::Error::source(status).is_some()
-}
-
-fn transport_cause(status: &tonic::Status) -> String {
-    let mut cause = status.message().to_string();
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        cause = e.to_string();
-        source = e.source();
-    }
-    cause
-}
-
-fn write_id_none() -> Option<pb::WriteId> {
-    None
+    fail(match err {
+        Error::Unavailable { message, leader: None } => format!("{} is unavailable: {message}", target.endpoint),
+        Error::Unavailable { message, leader: Some(leader) } => {
+            format!("{} is unavailable: {message} (leader at {leader})", target.endpoint)
+        }
+        Error::Timeout(message) => format!("timed out: {message}{maybe}"),
+        Error::Transport(message) => format!("connection to {} failed: {message}{maybe}", target.endpoint),
+        Error::Internal(message) => format!("internal error at {}: {message}{maybe}", target.endpoint),
+        other => other.to_string(),
+    })
 }
 
 async fn execute(command: Command, target: &Target) -> CmdResult {
-    let ch = channel(target)?;
-    let mut cache = CacheClient::new(ch.clone());
-    let mut admin = AdminClient::new(ch);
-    let status = |s| describe(target, s);
+    let client = client(target).await?;
+    let read_failed = |e| describe(target, Call::Read, e);
+    let write_failed = |e| describe(target, Call::Write, e);
     match command {
         Command::Set(a) => {
-            let (condition, if_version) = if a.if_absent {
-                (pb::ConditionKind::ConditionIfAbsent, 0)
+            let condition = if a.if_absent {
+                Condition::IfAbsent
             } else if a.if_present {
-                (pb::ConditionKind::ConditionIfPresent, 0)
+                Condition::IfPresent
             } else if let Some(v) = a.if_version {
-                (pb::ConditionKind::ConditionIfVersion, v)
+                Condition::IfVersion(v)
             } else {
-                (pb::ConditionKind::ConditionAlways, 0)
+                Condition::Always
             };
-            let ttl_ms = match a.ttl {
-                Some(ttl) if ttl.as_millis() == 0 => {
-                    return Err(fail("ttl must be at least 1ms (omit --ttl for no expiry)"))
-                }
-                Some(ttl) => Some(u64::try_from(ttl.as_millis()).map_err(|_| fail("ttl is too large"))?),
-                None => None,
-            };
-            let req = pb::SetRequest {
-                key: a.key,
-                value: a.value.into_bytes().into(),
-                ttl_ms,
-                condition: condition as i32,
-                if_version,
-                write_id: write_id_none(),
-            };
-            let r = cache.set(req).await.map_err(status)?.into_inner();
+            let mut options = SetOptions::new().with_condition(condition);
+            if let Some(ttl) = a.ttl {
+                options = options.with_ttl(ttl);
+            }
+            let r = client.set_with(a.key, a.value.into_bytes(), options).await.map_err(write_failed)?;
             report_write(&r, "stored")
         }
         Command::Get(a) => {
-            let consistency = match a.consistency {
-                ConsistencyArg::Linearizable => pb::Consistency::Linearizable,
-                ConsistencyArg::Bounded => pb::Consistency::Bounded,
-                ConsistencyArg::Stale => pb::Consistency::Stale,
-            };
-            let max_staleness_ms = match (a.consistency, a.max_staleness) {
-                (ConsistencyArg::Bounded, Some(d)) if d.as_millis() == 0 => {
-                    return Err(fail("--max-staleness must be at least 1ms"))
-                }
-                (ConsistencyArg::Bounded, Some(d)) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            let options = match (a.consistency, a.max_staleness) {
+                (ConsistencyArg::Bounded, Some(d)) => ReadOptions::bounded(d),
                 (ConsistencyArg::Bounded, None) => return Err(fail("--consistency bounded needs --max-staleness")),
                 (_, Some(_)) => return Err(fail("--max-staleness only applies to --consistency bounded")),
-                (_, None) => 0,
+                (ConsistencyArg::Linearizable, None) => ReadOptions::linearizable(),
+                (ConsistencyArg::Stale, None) => ReadOptions::stale(),
             };
-            // The node may wait (min_version) only as long as this command's deadline.
-            let mut req = tonic::Request::new(pb::GetRequest {
-                key: a.key,
-                consistency: consistency as i32,
-                max_staleness_ms,
-                min_version: a.min_version,
-            });
-            req.set_timeout(target.timeout);
-            let r = cache.get(req).await.map_err(status)?.into_inner();
+            let options = if a.min_version > 0 { options.with_min_version(a.min_version) } else { options };
+            let entry = client.get_with(a.key, options).await.map_err(read_failed)?;
             if a.verbose {
-                eprintln!("{}", describe_read(r.found, r.version, r.expires_at_ms, r.meta.as_ref()));
+                eprintln!("{}", describe_read(entry.as_ref()));
             }
-            if !r.found {
-                return Err(Failure { message: "not found".into(), code: 1 });
-            }
+            let entry = entry.ok_or_else(not_found)?;
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&r.value);
+            let _ = out.write_all(&entry.value);
             let _ = out.write_all(b"\n");
             Ok(())
         }
         Command::Del(a) => {
-            let r = cache.delete(pb::DeleteRequest { key: a.key, write_id: None }).await.map_err(status)?.into_inner();
+            let r = client.delete(a.key).await.map_err(write_failed)?;
             if r.existed {
                 println!("deleted (log index {})", r.log_index);
             } else {
@@ -197,40 +169,27 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             Ok(())
         }
         Command::Ttl(a) => {
-            let req =
-                pb::TtlRequest { key: a.key, consistency: pb::Consistency::Linearizable as i32, ..Default::default() };
-            let r = cache.ttl(req).await.map_err(status)?.into_inner();
-            if !r.found {
-                return Err(Failure { message: "not found".into(), code: 1 });
-            }
-            match r.remaining_ms {
-                Some(ms) => println!("{}", humantime::format_duration(Duration::from_millis(ms))),
+            let info = client.ttl_with(a.key, ReadOptions::linearizable()).await.map_err(read_failed)?;
+            match info.ok_or_else(not_found)?.remaining {
+                Some(left) => println!("{}", humantime::format_duration(left)),
                 None => println!("no expiry"),
             }
             Ok(())
         }
         Command::Expire(a) => {
-            let ttl_ms = match a.ttl {
-                Some(ttl) if ttl.as_millis() == 0 => return Err(fail("ttl must be at least 1ms")),
-                Some(ttl) => Some(u64::try_from(ttl.as_millis()).map_err(|_| fail("ttl is too large"))?),
-                None => None,
-            };
-            let req = pb::ExpireRequest { key: a.key, ttl_ms, persist: a.persist, write_id: None };
-            let r = cache.expire(req).await.map_err(status)?.into_inner();
+            // `--persist` (clap: exactly one of the two) is no TTL.
+            let r = client.expire(a.key, a.ttl).await.map_err(write_failed)?;
             if !r.applied {
-                return Err(Failure { message: "not found".into(), code: 1 });
+                return Err(not_found());
             }
             report_write(&r, "expiry updated")
         }
-        Command::Cluster(c) => cluster(c, &mut admin, target).await,
+        Command::Cluster(c) => cluster(c, &client, target).await,
         Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::run"),
     }
 }
 
-fn report_write(r: &pb::WriteResponse, verb: &str) -> CmdResult {
-    if !r.rejected.is_empty() {
-        return Err(fail(format!("rejected: {}", r.rejected)));
-    }
+fn report_write(r: &WriteResult, verb: &str) -> CmdResult {
     if !r.applied {
         return Err(fail(format!("condition failed: nothing changed (current version {})", r.previous_version)));
     }
@@ -238,48 +197,42 @@ fn report_write(r: &pb::WriteResponse, verb: &str) -> CmdResult {
     Ok(())
 }
 
-fn describe_read(found: bool, version: u64, expires_at_ms: Option<u64>, meta: Option<&pb::ReadMeta>) -> String {
-    let mut parts = vec![format!("found={found}")];
-    if found {
-        parts.push(format!("version={version}"));
-        parts.push(match expires_at_ms {
-            Some(t) => format!("expires_at_ms={t}"),
-            None => "expires=never".into(),
-        });
-    }
-    if let Some(m) = meta {
-        parts.push(format!("node={} region={} applied={}", m.node_id, m.region, m.applied_index));
-        parts.push(match m.staleness_bound_ms {
-            Some(b) => format!("staleness_bound={b}ms"),
-            None => "staleness_bound=unknown".into(),
-        });
-    }
+fn describe_read(entry: Option<&geocache_client::Entry>) -> String {
+    let Some(e) = entry else { return "found=false".into() };
+    let mut parts = vec!["found=true".to_string(), format!("version={}", e.version)];
+    parts.push(match e.expires_at_ms {
+        Some(t) => format!("expires_at_ms={t}"),
+        None => "expires=never".into(),
+    });
+    let m = &e.meta;
+    parts.push(format!("node={} region={} applied={}", m.node_id, m.region, m.applied_index));
+    parts.push(match m.staleness_bound_ms {
+        Some(b) => format!("staleness_bound={b}ms"),
+        None => "staleness_bound=unknown".into(),
+    });
     parts.join(" ")
 }
 
-fn members_line(r: &pb::MembershipResponse) -> String {
-    let list = |ms: &[pb::Member]| {
-        ms.iter().map(|m| format!("{}={}@{}", m.id, m.addr, m.region)).collect::<Vec<_>>().join(", ")
-    };
+fn members_line(r: &Membership) -> String {
+    let list =
+        |ms: &[Member]| ms.iter().map(|m| format!("{}={}@{}", m.id, m.addr, m.region)).collect::<Vec<_>>().join(", ");
     format!("voters: [{}]  learners: [{}]  (log index {})", list(&r.voters), list(&r.learners), r.log_index)
 }
 
-async fn cluster(c: ClusterCommand, admin: &mut AdminClient<Channel>, target: &Target) -> CmdResult {
-    let status = |s| describe(target, s);
+async fn cluster(c: ClusterCommand, client: &Client, target: &Target) -> CmdResult {
+    // Membership changes are writes: an unknown outcome must be said.
+    let change_failed = |e| describe(target, Call::Write, e);
     match c {
         ClusterCommand::Init { members, .. } => {
-            let members = members.into_iter().map(|(id, addr, region)| pb::Member { id, addr, region }).collect();
-            let r = admin.init(pb::InitRequest { members }).await.map_err(status)?.into_inner();
+            let members = members.into_iter().map(|(id, addr, region)| Member::new(id, addr, region)).collect();
+            let r = client.init(members).await.map_err(change_failed)?;
             println!("initialised: {}", members_line(&r));
             Ok(())
         }
         ClusterCommand::Add { id, addr, region, learner, .. } => {
             eprintln!("adding node {id} ({addr}, {region}) as a learner and waiting for it to catch up...");
-            let member = pb::Member { id, addr, region };
-            // The node waits for the catch-up as long as the command's own deadline allows.
-            let mut request = tonic::Request::new(pb::AddLearnerRequest { member: Some(member), wait_caught_up: true });
-            request.set_timeout(target.timeout.saturating_sub(Duration::from_millis(200)));
-            let r = admin.add_learner(request).await.map_err(status)?.into_inner();
+            // The node waits for the catch-up as long as the command's deadline allows.
+            let r = client.add_learner(Member::new(id, addr, region), true).await.map_err(change_failed)?;
             if learner {
                 println!("added learner {id}: {}", members_line(&r));
                 return Ok(());
@@ -289,33 +242,28 @@ async fn cluster(c: ClusterCommand, admin: &mut AdminClient<Channel>, target: &T
             if !voters.contains(&id) {
                 voters.push(id);
             }
-            let r = admin
-                .change_membership(pb::ChangeMembershipRequest { voters, retain_as_learners: false })
-                .await
-                .map_err(status)?
-                .into_inner();
+            let r = client.change_membership(voters, false).await.map_err(change_failed)?;
             println!("added voter {id}: {}", members_line(&r));
             Ok(())
         }
         ClusterCommand::Remove { id, .. } => {
-            let r = admin.remove(pb::RemoveRequest { id }).await.map_err(status)?.into_inner();
+            let r = client.remove(id).await.map_err(change_failed)?;
             println!("removed node {id}: {}", members_line(&r));
             Ok(())
         }
         ClusterCommand::Configure { max_entries, max_bytes, .. } => {
-            let r =
-                admin.configure(pb::ConfigureRequest { max_entries, max_bytes }).await.map_err(status)?.into_inner();
+            let log_index = client.configure(max_entries, max_bytes).await.map_err(change_failed)?;
             let show = |limit: Option<u64>| limit.map_or("unchanged".to_string(), |l| l.to_string());
             println!(
-                "capacity set: max_entries={} max_bytes={} (log index {})",
+                "capacity set: max_entries={} max_bytes={} (log index {log_index})",
                 show(max_entries),
-                show(max_bytes),
-                r.log_index
+                show(max_bytes)
             );
             Ok(())
         }
         ClusterCommand::Status { json, .. } => {
-            let r = admin.status(pb::StatusRequest { local_only: false }).await.map_err(status)?.into_inner();
+            // This endpoint's view (it asks its peers for theirs), from this endpoint only.
+            let r = client.node_status(&target.endpoint, false).await.map_err(|e| describe(target, Call::Read, e))?;
             if json {
                 println!("{}", status_json(&r));
             } else {
@@ -326,7 +274,7 @@ async fn cluster(c: ClusterCommand, admin: &mut AdminClient<Channel>, target: &T
     }
 }
 
-fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
+fn status_json(r: &Status) -> serde_json::Value {
     let nodes: Vec<_> = r
         .nodes
         .iter()
@@ -335,7 +283,7 @@ fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
                 "id": n.id,
                 "addr": n.addr,
                 "region": n.region,
-                "role": n.role,
+                "role": n.role.to_string(),
                 "term": n.term,
                 "applied": n.applied,
                 "last_log_index": n.last_log_index,
@@ -358,7 +306,7 @@ fn status_json(r: &pb::StatusResponse) -> serde_json::Value {
     })
 }
 
-fn print_status_table(r: &pb::StatusResponse) {
+fn print_status_table(r: &Status) {
     if !r.initialized {
         println!("node {} is not part of a cluster yet (run `geocache cluster init`)", r.node_id);
         return;
@@ -379,7 +327,7 @@ fn print_status_table(r: &pb::StatusResponse) {
             n.id,
             n.addr,
             n.region,
-            n.role,
+            n.role.to_string(),
             term,
             applied,
             lag,

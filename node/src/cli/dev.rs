@@ -8,25 +8,30 @@
 //! started with `--route` flags for its outgoing links. Only node-to-node traffic pays the
 //! latency; clients dial the nodes directly. The Raft timing is stretched to fit the slowest
 //! round trip (see [`raft_timing`](crate::netsim::raft_timing)).
+//!
+//! Ports, regions, data dirs, the `serve` flags, spawning (children killed when dropped),
+//! init and the waits are [`crate::launcher`]'s, as for the tests and the harness.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
+use geocache_client::{Client, Member};
 use geocache_proto as pb;
-use geocache_proto::admin_client::AdminClient;
 
 use super::DevArgs;
+use crate::launcher::{self, Initialised, NodeProcess, NodeSpec, REGIONS};
 use crate::netsim::{format_delay, raft_timing, LatencyMatrix, Netsim};
 
-const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-south"];
 /// How long adding one learner (and waiting until it has caught up) may take.
 const ADD_LEARNER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the voters may take to come up and elect a leader.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A node `dev` starts.
 struct DevNode {
+    spec: NodeSpec,
     member: pb::Member,
     learner: bool,
 }
@@ -121,54 +126,45 @@ async fn start(args: DevArgs) -> Result<(), String> {
         }
     };
     // Voters are ids 1..=nodes, learners follow; regions in turn by id.
-    let nodes: Vec<DevNode> = (1..=total)
-        .map(|id| DevNode {
-            member: pb::Member {
-                id,
-                addr: format!("127.0.0.1:{}", args.base_port as u64 + id - 1),
-                region: REGIONS[(id as usize - 1) % REGIONS.len()].to_string(),
-            },
-            learner: id > args.nodes,
+    let mut nodes: Vec<DevNode> = (1..=total)
+        .map(|id| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], (args.base_port as u64 + id - 1) as u16));
+            let spec = NodeSpec::in_dir(&root, id, addr, &REGIONS)
+                .with_args(["--max-entries".to_string(), args.max_entries.to_string()]);
+            DevNode { member: spec.member(), spec, learner: id > args.nodes }
         })
         .collect();
     let members: Vec<pb::Member> = nodes.iter().filter(|n| !n.learner).map(|n| n.member.clone()).collect();
     // Lives until the children are stopped: their node-to-node traffic flows through it.
     let wan = args.wan_latency.as_ref().map(|matrix| Wan::start(matrix, &nodes)).transpose()?;
+    if let Some(wan) = &wan {
+        for n in &mut nodes {
+            n.spec.extra_args.extend(wan.serve_args(n.spec.id));
+        }
+    }
 
+    // Killed when dropped: on return, early or not.
     let mut children = Vec::new();
-    for DevNode { member: m, learner } in &nodes {
-        let dir = root.join(format!("node-{}", m.id));
-        let log = std::fs::File::create(root.join(format!("node-{}.log", m.id))).map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(&exe)
-            .arg("serve")
-            .args(["--id", &m.id.to_string(), "--region", &m.region, "--listen", &m.addr])
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--max-entries", &args.max_entries.to_string()])
-            .args(wan.as_ref().map(|w| w.serve_args(m.id)).unwrap_or_default())
-            .arg("--exit-with-stdin")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start node {}: {e}", m.id))?;
-        let role = if *learner { "learner" } else { "voter" };
-        eprintln!("started {role} {} ({}) on {}  [pid {}]", m.id, m.region, m.addr, child.id().unwrap_or(0));
+    for n in &nodes {
+        let child = NodeProcess::spawn(&exe, &n.spec, &[], &[]).map_err(|e| e.to_string())?;
+        let (m, role) = (&n.member, if n.learner { "learner" } else { "voter" });
+        eprintln!("started {role} {} ({}) on {}  [pid {}]", m.id, m.region, m.addr, child.pid());
         children.push(child);
     }
 
-    let first = format!("http://{}", members[0].addr);
-    let mut admin = wait_for_admin(&first, Duration::from_secs(20)).await?;
-    match admin.init(pb::InitRequest { members: members.clone() }).await {
-        Ok(_) => eprintln!("initialised a {}-voter cluster", members.len()),
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => eprintln!("cluster already initialised; resuming"),
-        Err(s) => return Err(format!("init failed: {}", s.message())),
+    let first = &nodes[0].spec;
+    match launcher::init(first, members.clone(), START_TIMEOUT).await.map_err(|e| e.to_string())? {
+        Initialised::Now => eprintln!("initialised a {}-voter cluster", members.len()),
+        Initialised::Before => eprintln!("cluster already initialised; resuming"),
     }
-    let leader = wait_for_leader(&mut admin, Duration::from_secs(20)).await?;
+    let voters: Vec<(u64, String)> =
+        nodes.iter().filter(|n| !n.learner).map(|n| (n.member.id, n.member.addr.clone())).collect();
+    let leader = launcher::wait_for_leader(|| voters.clone(), START_TIMEOUT)
+        .await
+        .map_err(|e| format!("{e}; see the node logs in {}", root.display()))?;
     eprintln!("leader elected: node {leader}");
     for n in nodes.iter().filter(|n| n.learner) {
-        add_learner(&mut admin, &n.member).await?;
+        add_learner(&first.addr.to_string(), &n.member).await?;
     }
 
     println!();
@@ -199,71 +195,46 @@ async fn start(args: DevArgs) -> Result<(), String> {
 
     wait_for_stop_signal().await;
     eprintln!("stopping {} nodes", children.len());
-    for child in &mut children {
-        let _ = child.start_kill();
-    }
-    for child in &mut children {
-        let _ = child.wait().await;
-    }
+    drop(children);
     drop(wan);
     Ok(())
 }
 
-/// Adds `member` as a learner through `admin` (any node; it forwards to the leader) and waits
-/// until it has caught up. A node already in the membership (a resumed `--data-dir`) is left as
-/// it is.
-async fn add_learner(admin: &mut AdminClient<tonic::transport::Channel>, member: &pb::Member) -> Result<(), String> {
-    let deadline = tokio::time::Instant::now() + ADD_LEARNER_TIMEOUT;
-    if let Ok(status) = admin.status(pb::StatusRequest { local_only: false }).await {
-        if let Some(node) = status.into_inner().nodes.iter().find(|n| n.id == member.id) {
+/// Adds `member` as a learner through the node at `via` (any node; it forwards to the leader)
+/// and waits until it has caught up. A node already in the membership (a resumed `--data-dir`)
+/// is left as it is.
+async fn add_learner(via: &str, member: &pb::Member) -> Result<(), String> {
+    let client = Client::builder()
+        .endpoints([via])
+        .discovery(false)
+        .only_endpoints(true)
+        .timeout(ADD_LEARNER_TIMEOUT)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Ok(status) = client.node_status(via, false).await {
+        if let Some(node) = status.nodes.iter().find(|n| n.id == member.id) {
             eprintln!("node {} is a member already ({})", member.id, node.role);
             return Ok(());
         }
     }
-    loop {
-        let mut request =
-            tonic::Request::new(pb::AddLearnerRequest { member: Some(member.clone()), wait_caught_up: true });
-        request.set_timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
-        match admin.add_learner(request).await {
-            Ok(_) => {
-                eprintln!("added learner {} ({}); it has caught up", member.id, member.region);
-                return Ok(());
-            }
+    let what = format!("node {} to be added as a learner", member.id);
+    let added = launcher::eventually(&what, ADD_LEARNER_TIMEOUT, || async {
+        match client.add_learner(Member::new(member.id, member.addr.clone(), member.region.clone()), true).await {
             // Right after the election the initial membership may still be uncommitted, and
-            // openraft refuses a second change until it is: try again shortly.
-            Err(s) if s.code() == tonic::Code::FailedPrecondition && tokio::time::Instant::now() < deadline => {
-                tracing::debug!("adding learner {}: {}; retrying", member.id, s.message());
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            // openraft refuses a second change until it is: try again.
+            Err(geocache_client::Error::FailedPrecondition(why)) => {
+                tracing::debug!("adding learner {}: {why}; retrying", member.id);
+                None
             }
-            Err(s) => return Err(format!("adding learner {} failed: {}", member.id, s.message())),
+            other => Some(other),
         }
-    }
-}
-
-async fn wait_for_admin(uri: &str, within: Duration) -> Result<AdminClient<tonic::transport::Channel>, String> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match AdminClient::connect(uri.to_string()).await {
-            Ok(client) => return Ok(client),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(format!("{uri} never came up: {e}")),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-async fn wait_for_leader(admin: &mut AdminClient<tonic::transport::Channel>, within: Duration) -> Result<u64, String> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Ok(r) = admin.status(pb::StatusRequest { local_only: true }).await {
-            if let Some(leader) = r.into_inner().leader_id {
-                return Ok(leader);
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err("no leader elected in time; see the node logs".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    added.map_err(|e| format!("adding learner {} failed: {e}", member.id))?;
+    eprintln!("added learner {} ({}); it has caught up", member.id, member.region);
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM: either way the children are stopped before `dev` exits.
