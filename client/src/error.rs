@@ -86,13 +86,14 @@ pub enum Error {
     },
 
     /// The connection failed after the request may have been sent. For a write, the outcome
-    /// is unknown.
-    #[error("transport error, outcome unknown: {0}")]
+    /// is unknown (and a failed write's message says so).
+    #[error("connection failed: {0}")]
     Transport(String),
 
-    /// The call ran out of time after it may have been delivered: a write was proposed but its
-    /// outcome was not learned. It may or may not take effect.
-    #[error("timed out, outcome unknown: {0}")]
+    /// The call ran out of time after it may have been delivered: for a write, it was proposed
+    /// but its outcome was not learned, so it may or may not take effect (and a failed write's
+    /// message says so). A read changed nothing.
+    #[error("timed out: {0}")]
     Timeout(String),
 
     /// The node reported an internal failure (storage, fatal Raft error) or answered with

@@ -383,12 +383,21 @@ impl Router {
 }
 
 /// The error a failed call returns: if an earlier attempt of a call with effects may have taken
-/// effect, the outcome is unknown, whatever the last attempt said.
+/// effect, the outcome is unknown, whatever the last attempt said; a call with effects whose
+/// outcome is unknown says so. A read's error never speaks of effects.
 fn settle(what: &str, policy: Policy, uncertain: bool, err: Error) -> Error {
-    if policy.effects && uncertain && err.outcome_known() {
-        Error::Timeout(format!("{what}: an earlier attempt may have taken effect; last error: {err}"))
-    } else {
-        err
+    if !policy.effects {
+        return err;
+    }
+    if uncertain && err.outcome_known() {
+        return Error::Timeout(format!("{what}: an earlier attempt may have taken effect; last error: {err}"));
+    }
+    let unknown = |message: String| format!("{message} (the {what} may or may not have taken effect)");
+    match err {
+        Error::Timeout(message) => Error::Timeout(unknown(message)),
+        Error::Transport(message) => Error::Transport(unknown(message)),
+        Error::Internal(message) => Error::Internal(unknown(message)),
+        known => known,
     }
 }
 
@@ -562,5 +571,16 @@ mod tests {
         assert!(matches!(settle("set", Policy::WRITE, true, last.clone()), Error::Timeout(_)));
         assert_eq!(settle("set", Policy::WRITE, false, last.clone()), last);
         assert_eq!(settle("get", Policy::READ, true, last.clone()), last);
+    }
+
+    #[test]
+    fn only_a_call_with_effects_says_its_outcome_is_unknown() {
+        let late = Error::Timeout("no answer within 1s".into());
+        let read = settle("get", Policy::READ, false, late.clone()).to_string();
+        assert!(!read.contains("effect") && !read.contains("applied") && !read.contains("outcome"), "{read}");
+        let write = settle("set", Policy::WRITE, false, late).to_string();
+        assert!(write.contains("the set may or may not have taken effect"), "{write}");
+        let lost = settle("del", Policy::WRITE, false, Error::Transport("reset".into())).to_string();
+        assert!(lost.contains("may or may not have taken effect"), "{lost}");
     }
 }

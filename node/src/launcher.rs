@@ -418,8 +418,8 @@ mod tests {
         let addrs = ports.addrs().to_vec();
         assert_eq!(addrs.iter().collect::<std::collections::BTreeSet<_>>().len(), 3);
         assert!(TcpListener::bind(addrs[0]).is_err(), "held while reserved");
+        // (Whether the port is free afterwards is not asserted: any process may take it then.)
         assert_eq!(ports.release(), addrs);
-        assert!(TcpListener::bind(addrs[0]).is_ok(), "free once released");
     }
 
     #[tokio::test(start_paused = true)]

@@ -93,35 +93,24 @@ async fn client(target: &Target) -> Result<Client, Failure> {
         .map_err(|e| fail(format!("--endpoint {:?}: {e}", target.endpoint)))
 }
 
-/// Whether the call could have changed anything (so an unknown outcome must be said).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Call {
-    Read,
-    Write,
-}
-
-/// One line naming the cause of a failed call, worded for what the call was.
-fn describe(target: &Target, call: Call, err: Error) -> Failure {
-    let maybe = match call {
-        Call::Write => " (the change may or may not have applied)",
-        Call::Read => "",
-    };
+/// One line naming the cause of a failed call. The client already words a write whose outcome
+/// is unknown as such, and a read never so.
+fn describe(target: &Target, err: Error) -> Failure {
     fail(match err {
         Error::Unavailable { message, leader: None } => format!("{} is unavailable: {message}", target.endpoint),
         Error::Unavailable { message, leader: Some(leader) } => {
             format!("{} is unavailable: {message} (leader at {leader})", target.endpoint)
         }
-        Error::Timeout(message) => format!("timed out: {message}{maybe}"),
-        Error::Transport(message) => format!("connection to {} failed: {message}{maybe}", target.endpoint),
-        Error::Internal(message) => format!("internal error at {}: {message}{maybe}", target.endpoint),
+        Error::Timeout(message) => format!("timed out: {message}"),
+        Error::Transport(message) => format!("connection to {} failed: {message}", target.endpoint),
+        Error::Internal(message) => format!("internal error at {}: {message}", target.endpoint),
         other => other.to_string(),
     })
 }
 
 async fn execute(command: Command, target: &Target) -> CmdResult {
     let client = client(target).await?;
-    let read_failed = |e| describe(target, Call::Read, e);
-    let write_failed = |e| describe(target, Call::Write, e);
+    let failed = |e| describe(target, e);
     match command {
         Command::Set(a) => {
             let condition = if a.if_absent {
@@ -137,7 +126,7 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             if let Some(ttl) = a.ttl {
                 options = options.with_ttl(ttl);
             }
-            let r = client.set_with(a.key, a.value.into_bytes(), options).await.map_err(write_failed)?;
+            let r = client.set_with(a.key, a.value.into_bytes(), options).await.map_err(failed)?;
             report_write(&r, "stored")
         }
         Command::Get(a) => {
@@ -149,7 +138,7 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
                 (ConsistencyArg::Stale, None) => ReadOptions::stale(),
             };
             let options = if a.min_version > 0 { options.with_min_version(a.min_version) } else { options };
-            let entry = client.get_with(a.key, options).await.map_err(read_failed)?;
+            let entry = client.get_with(a.key, options).await.map_err(failed)?;
             if a.verbose {
                 eprintln!("{}", describe_read(entry.as_ref()));
             }
@@ -160,7 +149,7 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             Ok(())
         }
         Command::Del(a) => {
-            let r = client.delete(a.key).await.map_err(write_failed)?;
+            let r = client.delete(a.key).await.map_err(failed)?;
             if r.existed {
                 println!("deleted (log index {})", r.log_index);
             } else {
@@ -169,7 +158,7 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             Ok(())
         }
         Command::Ttl(a) => {
-            let info = client.ttl_with(a.key, ReadOptions::linearizable()).await.map_err(read_failed)?;
+            let info = client.ttl_with(a.key, ReadOptions::linearizable()).await.map_err(failed)?;
             match info.ok_or_else(not_found)?.remaining {
                 Some(left) => println!("{}", humantime::format_duration(left)),
                 None => println!("no expiry"),
@@ -178,7 +167,7 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
         }
         Command::Expire(a) => {
             // `--persist` (clap: exactly one of the two) is no TTL.
-            let r = client.expire(a.key, a.ttl).await.map_err(write_failed)?;
+            let r = client.expire(a.key, a.ttl).await.map_err(failed)?;
             if !r.applied {
                 return Err(not_found());
             }
@@ -220,19 +209,18 @@ fn members_line(r: &Membership) -> String {
 }
 
 async fn cluster(c: ClusterCommand, client: &Client, target: &Target) -> CmdResult {
-    // Membership changes are writes: an unknown outcome must be said.
-    let change_failed = |e| describe(target, Call::Write, e);
+    let failed = |e| describe(target, e);
     match c {
         ClusterCommand::Init { members, .. } => {
             let members = members.into_iter().map(|(id, addr, region)| Member::new(id, addr, region)).collect();
-            let r = client.init(members).await.map_err(change_failed)?;
+            let r = client.init(members).await.map_err(failed)?;
             println!("initialised: {}", members_line(&r));
             Ok(())
         }
         ClusterCommand::Add { id, addr, region, learner, .. } => {
             eprintln!("adding node {id} ({addr}, {region}) as a learner and waiting for it to catch up...");
             // The node waits for the catch-up as long as the command's deadline allows.
-            let r = client.add_learner(Member::new(id, addr, region), true).await.map_err(change_failed)?;
+            let r = client.add_learner(Member::new(id, addr, region), true).await.map_err(failed)?;
             if learner {
                 println!("added learner {id}: {}", members_line(&r));
                 return Ok(());
@@ -242,17 +230,17 @@ async fn cluster(c: ClusterCommand, client: &Client, target: &Target) -> CmdResu
             if !voters.contains(&id) {
                 voters.push(id);
             }
-            let r = client.change_membership(voters, false).await.map_err(change_failed)?;
+            let r = client.change_membership(voters, false).await.map_err(failed)?;
             println!("added voter {id}: {}", members_line(&r));
             Ok(())
         }
         ClusterCommand::Remove { id, .. } => {
-            let r = client.remove(id).await.map_err(change_failed)?;
+            let r = client.remove(id).await.map_err(failed)?;
             println!("removed node {id}: {}", members_line(&r));
             Ok(())
         }
         ClusterCommand::Configure { max_entries, max_bytes, .. } => {
-            let log_index = client.configure(max_entries, max_bytes).await.map_err(change_failed)?;
+            let log_index = client.configure(max_entries, max_bytes).await.map_err(failed)?;
             let show = |limit: Option<u64>| limit.map_or("unchanged".to_string(), |l| l.to_string());
             println!(
                 "capacity set: max_entries={} max_bytes={} (log index {log_index})",
@@ -263,7 +251,7 @@ async fn cluster(c: ClusterCommand, client: &Client, target: &Target) -> CmdResu
         }
         ClusterCommand::Status { json, .. } => {
             // This endpoint's view (it asks its peers for theirs), from this endpoint only.
-            let r = client.node_status(&target.endpoint, false).await.map_err(|e| describe(target, Call::Read, e))?;
+            let r = client.node_status(&target.endpoint, false).await.map_err(|e| describe(target, e))?;
             if json {
                 println!("{}", status_json(&r));
             } else {

@@ -304,19 +304,29 @@ mod tests {
     /// even with an accepted connection still open on the port.
     #[tokio::test]
     async fn a_held_port_refuses_dials_and_can_be_listened_on_again() {
-        let listener = bind_listener(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let dialled = TcpStream::connect(addr).await.unwrap();
-        let (accepted, _) = listener.accept().await.unwrap();
-        drop(listener);
+        // Other tests in this process bind and dial loopback ports at the same time, so the
+        // freshly released port can be taken by one of them in between: try another port then.
+        for _attempt in 0..10 {
+            let listener = bind_listener(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let dialled = TcpStream::connect(addr).await.unwrap();
+            let (accepted, _) = listener.accept().await.unwrap();
+            drop(listener);
 
-        let held = hold_port(addr).unwrap();
-        let refused = TcpStream::connect(addr).await.unwrap_err();
-        assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
-        let listener = bind_listener(addr).unwrap();
-        drop(held);
-        let _again = TcpStream::connect(addr).await.unwrap();
-        listener.accept().await.unwrap();
-        drop((accepted, dialled));
+            let held = match hold_port(addr) {
+                Ok(held) => held,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("hold {addr}: {e}"),
+            };
+            let refused = TcpStream::connect(addr).await.unwrap_err();
+            assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+            let listener = bind_listener(addr).unwrap();
+            drop(held);
+            let _again = TcpStream::connect(addr).await.unwrap();
+            listener.accept().await.unwrap();
+            drop((accepted, dialled));
+            return;
+        }
+        panic!("every port tried was taken by someone else in between");
     }
 }

@@ -160,7 +160,8 @@ fn open_db(dir: &Path, db_file: &Path) -> Result<(sled::Db, sled::Tree)> {
         let db = sled::open(dir).map_err(|e| match e {
             sled::Error::Corruption { .. } => damaged(db_file, &e.to_string()),
             e if e.to_string().contains("could not acquire lock") => Error::DataDirInUse(dir.display().to_string()),
-            e => Error::from(e),
+            // sled's I/O errors (permission denied, not a directory, ...) name no path.
+            e => Error::Storage(format!("cannot open the data dir {}: {e}", dir.display())),
         })?;
         let meta = db.open_tree(keys::META_TREE)?;
         Ok((db, meta))

@@ -223,6 +223,17 @@ async fn a_data_dir_belongs_to_one_node() {
 }
 
 #[tokio::test]
+async fn a_data_dir_that_cannot_be_opened_is_named_in_the_error() {
+    let dir = TempDir::new().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let inside_a_file = file.join("data");
+    let err = open(&inside_a_file, 1).err().expect("a data dir inside a file cannot be opened");
+    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    assert!(err.to_string().contains(&inside_a_file.display().to_string()), "{err}");
+}
+
+#[tokio::test]
 async fn apply_refuses_out_of_order_entries() {
     let dir = TempDir::new().unwrap();
     let (_log, mut sm) = open(dir.path(), 1).unwrap();
