@@ -78,14 +78,7 @@ fn vote_request(vote: Vote, last_log_id: Option<LogId>) -> Vec<u8> {
 
 /// An `AppendEntriesRequest { vote, prev_log_id, entries, leader_commit }` of blank entries, encoded.
 fn append_request(vote: Vote, prev_log_id: Option<LogId>, entries: &[LogId], leader_commit: Option<LogId>) -> Vec<u8> {
-    let entries: Vec<Entry> = entries
-        .iter()
-        .map(|id| {
-            let mut entry = Entry::default();
-            entry.log_id = *id;
-            entry
-        })
-        .collect();
+    let entries: Vec<Entry> = entries.iter().map(|id| Entry { log_id: *id, ..Default::default() }).collect();
     encode(&(vote, prev_log_id, entries, leader_commit)).expect("encode an append-entries request")
 }
 
