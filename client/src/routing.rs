@@ -101,6 +101,9 @@ impl Policy {
     }
 }
 
+/// Least time left for another attempt once one has failed (see [`Router::call`]).
+const MIN_ATTEMPT_BUDGET: Duration = Duration::from_millis(5);
+
 /// Seeds, channels, the leader guess, the topology view, and the retry loop.
 #[derive(Debug)]
 pub(crate) struct Router {
@@ -291,7 +294,9 @@ impl Router {
 
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            // An attempt with less time than a round trip can only time out (nodes refuse one
+            // whose deadline is gone before it starts): keep the last real answer instead.
+            if left < MIN_ATTEMPT_BUDGET && (last.is_some() || left.is_zero()) {
                 break;
             }
             let budget = self.budget(&route, left);

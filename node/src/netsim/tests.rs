@@ -38,13 +38,13 @@ async fn round_trip(stream: &mut TcpStream, msg: &[u8]) -> std::io::Result<Durat
     Ok(start.elapsed())
 }
 
-/// Polls `probe` every 10 ms until it is true; panics after 5 s naming `what`.
+/// Polls `probe` until it is true (the launcher's one poll loop); panics after 5 s naming `what`.
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut probe: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !probe().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let polled = crate::launcher::eventually(what, Duration::from_secs(5), || {
+        let probe = probe();
+        async move { probe.await.then_some(()) }
+    });
+    polled.await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Whether a connection to `addr` carries an echo within 1 s.
