@@ -377,3 +377,37 @@ async fn a_cli_write_whose_answer_is_lost_is_retried_and_applied_once() -> Resul
     assert_eq!(now.version, applied.version);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_drives_a_cluster_and_reports_what_it_measured() -> Result<()> {
+    let cluster = TestCluster::start(BIN, 3).await?;
+    cluster.wait_for_leader(Duration::from_secs(10)).await?;
+
+    // A fill writes exactly its keys, once each, and stops.
+    let (code, out, err) = outcome(&cluster.cli(1, &["bench", "--fill", "200", "--clients", "8", "--json"]));
+    anyhow::ensure!(code == 0, "fill failed: {err}");
+    let fill: Value = serde_json::from_str(&out)?;
+    assert_eq!(fill["ops"]["write"]["ops"], 200, "{fill:#}");
+    assert_eq!(fill["errors"], serde_json::json!({}), "{fill:#}");
+    let status = status_json(&cluster, 1)?;
+    let applied = status["nodes"][0]["applied"].as_u64().context("applied index")?;
+    assert!(applied >= 200, "200 writes were committed: {status:#}");
+
+    // A mixed open-loop run reports both kinds of operation, at about the rate asked for.
+    let args = ["bench", "--workload", "mixed:0.5", "--consistency", "stale", "--duration", "2s", "--rate", "100"];
+    let (code, out, err) = outcome(&cluster.cli(2, &[&args[..], &["--keys", "50", "--json"]].concat()));
+    anyhow::ensure!(code == 0, "mixed run failed: {err}");
+    let mixed: Value = serde_json::from_str(&out)?;
+    let reads = mixed["ops"]["read"]["ops"].as_u64().context("reads")?;
+    let writes = mixed["ops"]["write"]["ops"].as_u64().context("writes")?;
+    assert!(reads > 0 && writes > 0, "{mixed:#}");
+    assert!((150..=210).contains(&(reads + writes)), "2 s at 100 ops/s: {mixed:#}");
+    assert!(mixed["ops"]["read"]["p99_ms"].as_f64().context("p99")? > 0.0, "{mixed:#}");
+
+    // Nothing to talk to: exit 2, saying so.
+    let dead = format!("127.0.0.1:{}", geocache_tests::free_port());
+    let (code, _, err) = outcome(&cluster.cli_at(&dead, &["bench", "--duration", "1s", "--timeout", "500ms"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no operation succeeded") || err.contains("cannot reach"), "{err}");
+    Ok(())
+}

@@ -43,7 +43,7 @@ pub(super) async fn run(command: Command) -> i32 {
         Command::Ttl(a) => ("ttl", a.target.clone()),
         Command::Expire(a) => ("expire", a.target.clone()),
         Command::Cluster(c) => ("cluster", cluster_target(c).clone()),
-        Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::run"),
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) => unreachable!("handled by cli::run"),
     };
     // The client keeps every call within the deadline; this also bounds commands of two calls.
     let result = match tokio::time::timeout(target.timeout, execute(command, &target)).await {
@@ -174,7 +174,7 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             report_write(&r, "expiry updated")
         }
         Command::Cluster(c) => cluster(c, &client, target).await,
-        Command::Serve(_) | Command::Dev(_) => unreachable!("handled by cli::run"),
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) => unreachable!("handled by cli::run"),
     }
 }
 

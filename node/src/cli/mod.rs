@@ -5,6 +5,7 @@
 //! hangs; success exits 0; `get` of a missing key prints `not found` to stderr and exits 1; any
 //! error exits 2 with one line naming the cause.
 
+mod bench;
 mod client_cmds;
 mod dev;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Ttl(KeyArgs),
     /// Change a key's expiry (`--ttl`) or remove it (`--persist`).
     Expire(ExpireArgs),
+    /// Load a running cluster through the Rust client and report ops/s and latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 /// Where and how long a client command talks.
@@ -369,6 +372,7 @@ async fn run(cli: Cli, fault_clock_offset_ms: Option<i64>) -> i32 {
     match cli.command {
         Command::Serve(args) => serve(args, fault_clock_offset_ms).await,
         Command::Dev(args) => dev::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
         other => client_cmds::run(other).await,
     }
 }
