@@ -253,6 +253,11 @@ impl Node {
             let id = m.current_leader?;
             Some((id, m.membership_config.membership().get_node(&id)?.addr.clone()))
         };
+        // Every linearizable read on a follower asks this: answer from the metrics in place when a
+        // leader is known (`Raft::wait` copies the whole metrics), and wait only during elections.
+        if let Some(leader) = leader_of(&self.inner.raft.metrics().borrow()) {
+            return Ok(leader);
+        }
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());
         let wait = self.inner.raft.wait(Some(within));
         match wait.metrics(|m| leader_of(m).is_some(), "a known leader").await {
