@@ -8,6 +8,8 @@
 //! * [`read`]: consistency levels (read index, waits for an applied index).
 //! * [`service`]: the gRPC edge; the one mapping from [`Error`] to status codes (§6).
 //! * [`cli`], [`config`]: flags, validation, the `geocache` commands.
+//! * [`launcher`]: starting local nodes; [`loadgen`]: the load engine of `geocache bench` and of
+//!   the comparison with etcd and Redis (`benches/compare/`).
 
 pub mod cli;
 pub mod clock;
@@ -17,6 +19,7 @@ pub mod election;
 pub mod error;
 pub mod faults;
 pub mod launcher;
+pub mod loadgen;
 pub mod netsim;
 pub mod network;
 pub mod node;
