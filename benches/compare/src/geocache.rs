@@ -71,12 +71,15 @@ impl GeocacheCluster {
         out
     }
 
-    /// `n` clients, each with its own connections, their regions in turn over the nodes', so
-    /// their reads spread over the three nodes; writes go to the leader (the client finds it).
-    pub async fn clients(&self, n: usize, read: ReadOptions) -> Result<Vec<GeocacheBackend>> {
+    /// `n` clients with their regions in turn over the nodes', so their reads spread over the
+    /// three nodes; writes go to the leader (the client finds it). Each has its own
+    /// `geocache-client` (own connections), or with `shared` the clients of one region share
+    /// one, as tasks of one application process would.
+    pub async fn clients(&self, n: usize, read: ReadOptions, shared: bool) -> Result<Vec<GeocacheBackend>> {
         let endpoints: Vec<String> = self.specs.iter().map(|s| s.addr.to_string()).collect();
-        let mut backends = Vec::with_capacity(n);
-        for i in 0..n {
+        let distinct = if shared { n.min(self.specs.len()) } else { n };
+        let mut built = Vec::with_capacity(distinct);
+        for i in 0..distinct {
             let region = &self.specs[i % self.specs.len()].region;
             let client = Client::builder()
                 .endpoints(endpoints.clone())
@@ -84,9 +87,9 @@ impl GeocacheCluster {
                 .build()
                 .await
                 .map_err(|e| Error::Connect { system: "geocache", message: e.to_string() })?;
-            backends.push(GeocacheBackend::new(client, read, SetOptions::new()));
+            built.push(GeocacheBackend::new(client, read, SetOptions::new()));
         }
-        Ok(backends)
+        Ok((0..n).map(|i| built[i % distinct].clone()).collect())
     }
 
     /// Where the nodes keep their data and logs.

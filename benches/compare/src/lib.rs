@@ -67,6 +67,9 @@ pub struct Settings {
     pub value_size: usize,
     /// Seed of the key choices (the same for every system).
     pub seed: u64,
+    /// Clients share one connection per node (per member, per server) instead of each having
+    /// its own.
+    pub shared_connections: bool,
 }
 
 impl Settings {
@@ -82,6 +85,7 @@ impl Settings {
             keys: 10_000,
             value_size: 100,
             seed: 0,
+            shared_connections: false,
         }
     }
 
@@ -163,6 +167,7 @@ pub async fn run(settings: &Settings) -> Result<Comparison> {
         value_size: settings.value_size,
         duration: settings.duration,
         runs: settings.runs,
+        shared_connections: settings.shared_connections,
         geocache_bin: settings.geocache_bin.display().to_string(),
         etcd_version: systems.etcd.as_ref().map(|e| e.version.clone()),
         redis_version: systems.redis.as_ref().map(|r| r.version.clone()),
@@ -185,17 +190,17 @@ pub async fn run(settings: &Settings) -> Result<Comparison> {
 async fn preload_all(systems: &Systems, settings: &Settings) -> Result<()> {
     let (keys, size, clients) = (settings.keys, settings.value_size, settings.clients);
     eprintln!("geocache-compare: writing {keys} keys to geocache...");
-    let backends = systems.geocache.clients(clients, ReadOptions::linearizable()).await?;
+    let backends = systems.geocache.clients(clients, ReadOptions::linearizable(), settings.shared_connections).await?;
     loadgen::preload(&backends, keys, size).await.map_err(|source| Error::Load { system: "geocache", source })?;
     if let Some(etcd) = &systems.etcd {
         eprintln!("geocache-compare: writing {keys} keys to etcd...");
         let leader = etcd.leader_url().await?;
-        let backends = etcd_clients(std::iter::repeat_n(&leader, clients)).await?;
+        let backends = etcd_clients(std::iter::repeat_n(&leader, clients), settings.shared_connections).await?;
         loadgen::preload(&backends, keys, size).await.map_err(|source| Error::Load { system: "etcd", source })?;
     }
     if let Some(redis) = &systems.redis {
         eprintln!("geocache-compare: writing {keys} keys to Redis...");
-        let backends = redis_clients(redis, clients).await?;
+        let backends = redis_clients(redis, clients, settings.shared_connections).await?;
         loadgen::preload(&backends, keys, size).await.map_err(|source| Error::Load { system: "Redis", source })?;
     }
     Ok(())
@@ -209,7 +214,8 @@ async fn measure(systems: &Systems, settings: &Settings, workload: Workload, run
         Workload::StaleReads => ReadOptions::stale(),
         _ => ReadOptions::linearizable(),
     };
-    let geocache_backends: Vec<GeocacheBackend> = systems.geocache.clients(clients, read).await?;
+    let geocache_backends: Vec<GeocacheBackend> =
+        systems.geocache.clients(clients, read, settings.shared_connections).await?;
     let report = load(&geocache_backends, settings, workload, run, "geocache").await?;
     let geocache = Figures::of("geocache", &report, op);
     drop(geocache_backends);
@@ -219,16 +225,16 @@ async fn measure(systems: &Systems, settings: &Settings, workload: Workload, run
             let etcd = systems.etcd.as_ref().expect("etcd is started for its workloads");
             let backends = if workload.is_write() {
                 let leader = etcd.leader_url().await?;
-                etcd_clients(std::iter::repeat_n(&leader, clients)).await?
+                etcd_clients(std::iter::repeat_n(&leader, clients), settings.shared_connections).await?
             } else {
-                etcd_clients(etcd.client_urls().iter().cycle().take(clients)).await?
+                etcd_clients(etcd.client_urls().iter().cycle().take(clients), settings.shared_connections).await?
             };
             let report = load(&backends, settings, workload, run, "etcd").await?;
             Figures::of(format!("etcd {}", etcd.version), &report, op)
         }
         Peer::Redis => {
             let redis = systems.redis.as_ref().expect("Redis is started for its workloads");
-            let backends = redis_clients(redis, clients).await?;
+            let backends = redis_clients(redis, clients, settings.shared_connections).await?;
             let report = load(&backends, settings, workload, run, "Redis").await?;
             Figures::of(format!("Redis {}", redis.version), &report, op)
         }
@@ -259,24 +265,33 @@ async fn load<B: Backend>(
     loadgen::run(backends, &plan).await.map_err(|source| Error::Load { system, source })
 }
 
-/// One connection to each of `urls`.
-async fn etcd_clients<'a>(urls: impl Iterator<Item = &'a String>) -> Result<Vec<EtcdKv>> {
+/// A connection to each of `urls`: one each, or with `shared` one per distinct URL.
+async fn etcd_clients<'a>(urls: impl Iterator<Item = &'a String>, shared: bool) -> Result<Vec<EtcdKv>> {
+    let mut opened: Vec<(&String, EtcdKv)> = Vec::new();
     let mut clients = Vec::new();
     for url in urls {
-        clients.push(EtcdKv::connect(url).await.map_err(|message| Error::Connect { system: "etcd", message })?);
+        if let Some((_, kv)) = opened.iter().find(|(u, _)| shared && *u == url) {
+            clients.push(kv.clone());
+            continue;
+        }
+        let kv = EtcdKv::connect(url).await.map_err(|message| Error::Connect { system: "etcd", message })?;
+        opened.push((url, kv.clone()));
+        clients.push(kv);
     }
     Ok(clients)
 }
 
-/// `n` connections to the Redis server.
-async fn redis_clients(redis: &RedisServer, n: usize) -> Result<Vec<RedisConnection>> {
-    let mut clients = Vec::with_capacity(n);
+/// `n` connections to the Redis server, or with `shared` one multiplexed connection `n` times.
+async fn redis_clients(redis: &RedisServer, n: usize, shared: bool) -> Result<Vec<RedisConnection>> {
+    let mut clients: Vec<RedisConnection> = Vec::with_capacity(n);
     for _ in 0..n {
-        clients.push(
-            RedisConnection::connect(redis.url())
+        let client = match clients.first() {
+            Some(first) if shared => first.clone(),
+            _ => RedisConnection::connect(redis.url())
                 .await
                 .map_err(|message| Error::Connect { system: "Redis", message })?,
-        );
+        };
+        clients.push(client);
     }
     Ok(clients)
 }

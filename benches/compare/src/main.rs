@@ -50,6 +50,11 @@ struct Args {
     /// Seed of the key choices (the same for every system).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Clients share one connection per node (geocache: one client per region; etcd: one per
+    /// member; Redis: one), as the tasks of one application process would, instead of each
+    /// client having its own.
+    #[arg(long)]
+    shared_connections: bool,
     /// Print one JSON object instead of the markdown table.
     #[arg(long)]
     json: bool,
@@ -95,6 +100,7 @@ async fn compare(args: Args) -> i32 {
         keys: args.keys,
         value_size: args.value_size,
         seed: args.seed,
+        shared_connections: args.shared_connections,
     };
     // Dropping the comparison's future on Ctrl-C kills every server and removes its data.
     let outcome = tokio::select! {

@@ -110,6 +110,8 @@ pub struct Setup {
     pub value_size: usize,
     pub duration: Duration,
     pub runs: u32,
+    /// Whether clients shared one connection per node.
+    pub shared_connections: bool,
     /// The geocache binary run.
     pub geocache_bin: String,
     /// `None` where the peer was not started (`--only`).
@@ -134,21 +136,28 @@ impl Comparison {
         let s = &self.setup;
         let mut out = String::new();
         out.push_str("geocache side by side with etcd and Redis, all on 127.0.0.1, driven by one load generator:\n\n");
+        let (geocache_clients, etcd_clients, redis_clients) = if s.shared_connections {
+            ("the clients of each region share one `geocache-client`", "one connection per member", "one connection")
+        } else {
+            (
+                "each client its own `geocache-client`",
+                "each client its own connection",
+                "each client its own connection",
+            )
+        };
         out.push_str(&format!(
-            "* geocache: 3 voters, default `serve` settings ({}); each client its own `geocache-client`, \
-             regions in turn, so reads spread over the 3 nodes and writes go to the leader\n",
+            "* geocache: 3 voters, default `serve` settings ({}); {geocache_clients}, regions in turn, so reads \
+             spread over the 3 nodes and writes go to the leader\n",
             s.geocache_bin
         ));
         if let Some(v) = &s.etcd_version {
             out.push_str(&format!(
-                "* etcd {v}: 3 members, default settings (it fsyncs its WAL on every commit); each client its own \
-                 connection; writes to the leader, linearizable reads spread over the 3 members\n"
+                "* etcd {v}: 3 members, default settings (it fsyncs its WAL on every commit); {etcd_clients}; \
+                 writes to the leader, linearizable reads spread over the 3 members\n"
             ));
         }
         if let Some(v) = &s.redis_version {
-            out.push_str(&format!(
-                "* Redis {v}: 1 node, `--save '' --appendonly no`; each client its own connection\n"
-            ));
+            out.push_str(&format!("* Redis {v}: 1 node, `--save '' --appendonly no`; {redis_clients}\n"));
         }
         out.push_str(&format!(
             "* closed loop, {} clients (1 in the 1-client row), one request in flight each; {}-byte values; \
@@ -196,11 +205,12 @@ impl Comparison {
                 }
                 let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
                 ratios.sort_by(f64::total_cmp);
+                let n = ratios.len();
+                let median = if n % 2 == 1 { ratios[n / 2] } else { (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0 };
                 out.push_str(&format!(
-                    "* {}: ratio per run {} (median {:.2}x)\n",
+                    "* {}: ratio per run {} (median {median:.2}x)\n",
                     workload.title(s.clients),
-                    each.join(", "),
-                    ratios[ratios.len() / 2]
+                    each.join(", ")
                 ));
             }
         }
@@ -263,7 +273,7 @@ impl Comparison {
         serde_json::json!({
             "setup": {
                 "clients": s.clients, "keys": s.keys, "value_size": s.value_size,
-                "duration_s": s.duration.as_secs_f64(), "runs": s.runs, "geocache_bin": s.geocache_bin,
+                "duration_s": s.duration.as_secs_f64(), "runs": s.runs, "shared_connections": s.shared_connections, "geocache_bin": s.geocache_bin,
                 "etcd_version": s.etcd_version, "redis_version": s.redis_version, "cpus": s.cpus,
             },
             "cells": cells,
@@ -338,6 +348,7 @@ mod tests {
             value_size: 100,
             duration: Duration::from_secs(10),
             runs: 1,
+            shared_connections: false,
             geocache_bin: "target/release/geocache".into(),
             etcd_version: Some("3".into()),
             redis_version: Some("7".into()),
