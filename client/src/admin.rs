@@ -130,8 +130,9 @@ pub struct NodeStatus {
     pub staleness_bound_ms: Option<u64>,
     /// Last log index.
     pub last_log_index: LogIndex,
-    /// Hash of the cache contents at `applied`, for convergence checks.
-    pub state_hash: u64,
+    /// Hash of the cache contents at `applied`, for convergence checks; only when asked for
+    /// (it walks the whole cache), so never from topology discovery.
+    pub state_hash: Option<u64>,
 }
 
 impl From<pb::NodeStatus> for NodeStatus {
@@ -204,7 +205,7 @@ impl Client {
     /// The cluster's status from any node that answers (the best-known leader first). If the
     /// answer names the leader, later leader-bound calls go straight to it.
     pub async fn status(&self) -> Result<Status> {
-        let status = self.status_at(Route::AnyLeaderFirst, false).await?;
+        let status = self.status_at(Route::AnyLeaderFirst, false, false).await?;
         if let Some(leader) = status.leader() {
             self.inner.router.set_leader(&leader.addr);
         }
@@ -214,12 +215,13 @@ impl Client {
     /// The status as the node at `addr` sees it, asking only that node (`local_only`: it does
     /// not ask its peers either). Retries until that node answers or the timeout elapses; for
     /// health checks and convergence checks of a particular node.
+    /// Asks for each node's state hash too (a walk over its whole cache).
     pub async fn node_status(&self, addr: &str, local_only: bool) -> Result<Status> {
-        self.status_at(Route::Only(normalize(addr)?), local_only).await
+        self.status_at(Route::Only(normalize(addr)?), local_only, true).await
     }
 
-    async fn status_at(&self, route: Route, local_only: bool) -> Result<Status> {
-        let req = pb::StatusRequest { local_only };
+    async fn status_at(&self, route: Route, local_only: bool, with_state_hash: bool) -> Result<Status> {
+        let req = pb::StatusRequest { local_only, with_state_hash };
         let resp = self
             .inner
             .router

@@ -325,7 +325,7 @@ impl Router {
 /// One `Status` call with its own timeout.
 async fn status_of(channel: Channel, local_only: bool, timeout: Duration) -> Result<Status> {
     let mut client = admin_client(channel);
-    let call = client.status(timed(pb::StatusRequest { local_only }, timeout));
+    let call = client.status(timed(pb::StatusRequest { local_only, with_state_hash: false }, timeout));
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(response)) => Ok(response.into_inner().into()),
         Ok(Err(status)) => Err(Error::from(status)),
@@ -339,7 +339,8 @@ async fn status_of(channel: Channel, local_only: bool, timeout: Duration) -> Res
 async fn probe(channel: Channel, warm: bool) -> Option<Duration> {
     let ask = |channel: Channel| async move {
         let mut client = admin_client(channel);
-        match client.status(timed(pb::StatusRequest { local_only: true }, PROBE_TIMEOUT)).await {
+        match client.status(timed(pb::StatusRequest { local_only: true, with_state_hash: false }, PROBE_TIMEOUT)).await
+        {
             Ok(_) => Some(()),
             Err(status) if !is_local_failure(&status) => Some(()), // it answered, if unhappily
             Err(_) => None,
@@ -497,7 +498,7 @@ mod tests {
             lag: None,
             staleness_bound_ms: None,
             last_log_index: 0,
-            state_hash: 0,
+            state_hash: None,
         };
         let t = Topology::from_status(&status(
             true,

@@ -423,13 +423,15 @@ impl Cluster {
     pub async fn membership(&self, within: Duration) -> Result<Membership> {
         let response = self
             .with_leader(within, "read the membership", |mut admin| async move {
-                let mut request = tonic::Request::new(pb::StatusRequest { local_only: true });
+                let mut request = tonic::Request::new(pb::StatusRequest { local_only: true, with_state_hash: false });
                 request.set_timeout(ADMIN_CALL_TIMEOUT);
                 admin.status(request).await.map(|r| r.into_inner())
             })
             .await?;
         let mut membership = Membership::default();
-        for node in response.nodes {
+        // A leader that was just removed still answers for a moment; it lists itself as
+        // "removed", which is not a member.
+        for node in response.nodes.into_iter().filter(|n| n.role != "removed") {
             if node.voter {
                 membership.voters.insert(node.id);
             } else {

@@ -243,12 +243,14 @@ impl MembershipShape {
 const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The node's fault points the `crash-points` nemesis arms, with the `fail` action each gets:
-/// `1*panic` (the first time the step is reached) or, for steps on every write, a small chance
-/// per pass, at most once.
+/// `1*panic` (the first time the step is reached) or, for steps on every write batch, a chance
+/// per pass, at most once. openraft merges writes into batches (one flush and one apply step
+/// for many writes), so the chance per pass is high enough that a 3 s window at a modest rate
+/// reaches it.
 pub const CRASH_POINTS: [(&str, &str); 10] = [
-    ("log-flush-before", "3%1*panic"),
-    ("log-flush-after", "3%1*panic"),
-    ("apply-after", "3%1*panic"),
+    ("log-flush-before", "10%1*panic"),
+    ("log-flush-after", "10%1*panic"),
+    ("apply-after", "10%1*panic"),
     ("vote-save-before", "1*panic"),
     ("vote-save-after", "1*panic"),
     ("purge-mid", "1*panic"),
@@ -908,8 +910,8 @@ mod tests {
         assert_eq!(f.nodes(), vec![2]);
         assert_eq!(Fault::Kill { nodes: vec![1, 4] }.to_string(), "kill -9 [1,4]");
         assert_eq!(Fault::Pause { node: 3 }.nodes(), vec![3]);
-        let c = Fault::CrashPoint { node: 2, point: "apply-after", action: "3%1*panic" };
-        assert_eq!(c.to_string(), "crash-point apply-after=3%1*panic [2]");
+        let c = Fault::CrashPoint { node: 2, point: "apply-after", action: "10%1*panic" };
+        assert_eq!(c.to_string(), "crash-point apply-after=10%1*panic [2]");
         assert_eq!((c.nodes(), c.kind()), (vec![2], NemesisKind::CrashPoints));
         let j = Fault::Clock { node: 1, shape: ClockShape::Jump, offset_ms: -400 };
         assert_eq!(j.to_string(), "clock jump -400ms [1]");

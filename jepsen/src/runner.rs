@@ -624,7 +624,7 @@ async fn sample_convergence(cluster: &Arc<Cluster>, recorder: &Recorder) -> Vec<
             set.spawn(async move {
                 let status = cluster.local_status(id).await;
                 let me = status.as_ref().and_then(|s| s.nodes.iter().find(|n| n.id == s.node_id));
-                NodeSample { node: id, applied: me.map(|n| n.applied), state_hash: me.map(|n| n.state_hash) }
+                NodeSample { node: id, applied: me.map(|n| n.applied), state_hash: me.and_then(|n| n.state_hash) }
             });
         }
         let mut nodes = Vec::new();

@@ -160,17 +160,21 @@ impl Config {
             cluster_name: "geocache".to_string(),
             heartbeat_interval: self.heartbeat_interval.as_millis() as u64,
             election_timeout_min: self.election_timeout.as_millis() as u64,
-            // openraft's own election timer is off (see `election`); what remains of these is the
-            // leader lease (= election_timeout_max): a voter refuses votes for that long after
-            // hearing from its leader. Keep it at one election timeout, the same quiet period
-            // after which the pre-vote lets an election start, so the first election can win.
-            election_timeout_max: self.election_timeout.as_millis() as u64 + 1,
+            // A follower waits a random time in [min, max) without leader contact before it
+            // runs a pre-vote; max is also the leader lease (a voter refuses votes for that long
+            // after hearing from its leader).
+            election_timeout_max: self.election_timeout.as_millis() as u64 * 2,
             // Entries can carry values up to 4 MiB: keep one AppendEntries well under the gRPC
             // message limit.
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
-            // Elections are started by `election` after a pre-vote, never by openraft's timer.
-            enable_elect: false,
+            // Raft thesis §9.6: a node that was cut off or paused asks first whether it could
+            // win, so coming back never deposes a healthy leader with its inflated term.
+            enable_pre_vote: Some(true),
+            // A restarted leader must win a new election, never resume its old term: its
+            // commit point on disk may be older than what it acknowledged (`save_committed`
+            // does not flush), and a new term's read index is at least that term's first entry.
+            enable_leader_restore: Some(false),
             // Keep some log behind a snapshot so a briefly lagging follower catches up from the
             // log rather than a whole snapshot.
             max_in_snapshot_log_to_keep: self.snapshot_every.min(1000),

@@ -100,8 +100,10 @@ impl From<sled::Error> for Error {
     }
 }
 
-impl From<openraft::StorageError<NodeId>> for Error {
-    fn from(e: openraft::StorageError<NodeId>) -> Self {
+/// openraft 0.10's storage traits speak `std::io::Error`; on our side every such error is the
+/// store's.
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
         Error::Storage(e.to_string())
     }
 }

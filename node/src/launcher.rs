@@ -327,7 +327,7 @@ pub async fn admin(addr: &str) -> Result<AdminClient<Channel>, tonic::transport:
 /// answer within [`ADMIN_CALL_TIMEOUT`] (down, paused, cut off).
 pub async fn local_status(addr: &str) -> Option<pb::StatusResponse> {
     let mut admin = admin(addr).await.ok()?;
-    let mut request = tonic::Request::new(pb::StatusRequest { local_only: true });
+    let mut request = tonic::Request::new(pb::StatusRequest { local_only: true, with_state_hash: true });
     request.set_timeout(ADMIN_CALL_TIMEOUT);
     admin.status(request).await.ok().map(|r| r.into_inner())
 }

@@ -15,7 +15,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connections;
-pub mod election;
 pub mod error;
 pub mod faults;
 pub mod launcher;

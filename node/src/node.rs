@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::Instant as _;
 use openraft::ServerState;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::election::LeaderContact;
 use crate::error::{Error, Result};
 use crate::network::PeerChannels;
 use crate::read::batch::ReadIndexBatcher;
@@ -20,7 +21,7 @@ use crate::read::recency::RecencyNotes;
 use crate::read::staleness::StalenessTracker;
 use crate::state_machine::{Command, Op, Response};
 use crate::store::{CacheReader, ClusterIdentity};
-use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics};
+use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics, TypeConfig};
 
 /// Handle to one running node.
 #[derive(Clone)]
@@ -38,7 +39,6 @@ struct Inner {
     identity: ClusterIdentity,
     staleness: StalenessTracker,
     read_batcher: ReadIndexBatcher,
-    leader_contact: LeaderContact,
 }
 
 impl Node {
@@ -53,31 +53,14 @@ impl Node {
         let recency = RecencyNotes::default();
         let staleness = StalenessTracker::default();
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.id);
-        let leader_contact = LeaderContact::default();
         Node {
-            inner: Arc::new(Inner {
-                config,
-                raft,
-                reader,
-                peers,
-                clock,
-                recency,
-                identity,
-                staleness,
-                read_batcher,
-                leader_contact,
-            }),
+            inner: Arc::new(Inner { config, raft, reader, peers, clock, recency, identity, staleness, read_batcher }),
         }
     }
 
     /// This replica's staleness bound, kept fresh by the probe.
     pub fn staleness(&self) -> &StalenessTracker {
         &self.inner.staleness
-    }
-
-    /// When this node last saw the leader or the term change (for pre-votes).
-    pub fn leader_contact(&self) -> &LeaderContact {
-        &self.inner.leader_contact
     }
 
     /// Shares the leader's read-index quorum rounds between concurrent requests.
@@ -126,7 +109,7 @@ impl Node {
 
     /// The latest Raft metrics (a copy).
     pub fn metrics(&self) -> RaftMetrics {
-        self.inner.raft.metrics().borrow().clone()
+        self.inner.raft.metrics().borrow_watched().clone()
     }
 
     /// Whether this node belongs to a cluster (has a non-empty membership).
@@ -172,13 +155,13 @@ impl Node {
         // On every write: look at the metrics in place instead of cloning them.
         let since_quorum_ack = {
             let metrics = self.inner.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             let leads_others = m.state == openraft::ServerState::Leader
                 && m.membership_config.membership().voter_ids().nth(1).is_some();
             if !leads_others {
                 return Ok(());
             }
-            m.millis_since_quorum_ack.map(Duration::from_millis)
+            m.last_quorum_acked.as_ref().map(|acked| acked.elapsed())
         };
         let lease = self.inner.config.election_timeout;
         match since_quorum_ack {
@@ -236,12 +219,18 @@ impl Node {
     }
 
     /// Maps openraft's write errors (client writes and membership changes) to ours.
-    pub fn write_error(&self, e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>) -> Error {
+    pub fn write_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> Error {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => Error::NotLeader {
                 leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != self.id()),
             },
+            // The entry was appended here, then replaced by another leader's log: it may still
+            // commit through that leader. Retrying blindly could apply it twice.
+            RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => Error::Timeout(
+                "this node lost its leadership while the write was in flight; it may or may not have applied".into(),
+            ),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Error::FailedPrecondition(e.to_string()),
+            RaftError::APIError(ClientWriteError::PreconditionFailed(e)) => Error::FailedPrecondition(e.to_string()),
             RaftError::Fatal(e) => Error::Fatal(e.to_string()),
         }
     }
@@ -255,7 +244,7 @@ impl Node {
         };
         // Every linearizable read on a follower asks this: answer from the metrics in place when a
         // leader is known (`Raft::wait` copies the whole metrics), and wait only during elections.
-        if let Some(leader) = leader_of(&self.inner.raft.metrics().borrow()) {
+        if let Some(leader) = leader_of(&self.inner.raft.metrics().borrow_watched()) {
             return Ok(leader);
         }
         let within = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -31,7 +31,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         tracing::warn!("listening on a non-loopback address: traffic is unauthenticated and unencrypted (no TLS yet)");
     }
     let (log_store, state_machine, identity) = store::open_with_identity(&config.data_dir, config.id)?;
-    let tail = log_store.tail();
     let reader = state_machine.reader();
     let peers = PeerChannels::new(config.routes.clone());
     let raft = Raft::new(
@@ -44,7 +43,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .await
     .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
     let node = Node::new(config, raft.clone(), reader, peers, identity);
-    let elector = tokio::spawn(crate::election::run(node.clone(), tail.clone()));
     tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
 
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
@@ -60,7 +58,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     )
     .add_service(AdminServer::new(AdminService::new(node.clone())))
     .add_service(
-        RaftServer::new(RaftService::new(node.clone(), tail))
+        RaftServer::new(RaftService::new(node.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     )
@@ -74,7 +72,6 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     ticker.abort();
     toucher.abort();
     prober.abort();
-    elector.abort();
     let stopped = raft.shutdown().await;
     stopped.map_err(|e| Error::Fatal(format!("raft did not stop cleanly: {e}")))?;
     Ok(())

@@ -2,11 +2,11 @@
 //! membership (address + region), and the openraft type aliases the rest of the crate names.
 
 use std::fmt;
-use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
 
 use crate::state_machine::{Command, Response};
+use crate::store::StateMachineStore;
 
 /// A node's id in the cluster; chosen by the operator, never 0.
 pub type NodeId = u64;
@@ -36,18 +36,20 @@ openraft::declare_raft_types!(
         R = Response,
         NodeId = NodeId,
         Node = NodeInfo,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
 );
 
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+use openraft::alias;
+
+/// A snapshot's bytes: the whole encoded cache (see `store`), sent in one message.
+pub type SnapshotData = Vec<u8>;
+pub type Raft = openraft::Raft<TypeConfig, StateMachineStore>;
+pub type LogId = alias::LogIdOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type LeaderId = alias::LeaderIdOf<TypeConfig>;
+pub type CommittedLeaderId = alias::CommittedLeaderIdOf<TypeConfig>;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
 pub type Membership = openraft::Membership<NodeId, NodeInfo>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, NodeInfo>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, SnapshotData>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;

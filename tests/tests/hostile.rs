@@ -71,14 +71,15 @@ fn log_id(term: u64, leader: u64, index: u64) -> LogId {
     LogId::new(Vote::new(term, leader).leader_id, index)
 }
 
-/// A `VoteRequest { vote, last_log_id }`, encoded.
+/// A `VoteRequest { vote, last_log_id, leadership_transfer: false }`, encoded.
 fn vote_request(vote: Vote, last_log_id: Option<LogId>) -> Vec<u8> {
-    encode(&(vote, last_log_id)).expect("encode a vote request")
+    encode(&(vote, last_log_id, false)).expect("encode a vote request")
 }
 
 /// An `AppendEntriesRequest { vote, prev_log_id, entries, leader_commit }` of blank entries, encoded.
 fn append_request(vote: Vote, prev_log_id: Option<LogId>, entries: &[LogId], leader_commit: Option<LogId>) -> Vec<u8> {
-    let entries: Vec<Entry> = entries.iter().map(|id| Entry { log_id: *id, ..Default::default() }).collect();
+    let entries: Vec<Entry> =
+        entries.iter().map(|id| Entry { log_id: *id, payload: openraft::EntryPayload::Blank }).collect();
     encode(&(vote, prev_log_id, entries, leader_commit)).expect("encode an append-entries request")
 }
 
@@ -379,7 +380,12 @@ async fn adding_a_member_at_an_existing_members_address_is_refused() -> Result<(
     // A later write has reached everyone, so any membership entry before it would be applied.
     write_reaches_every_node(&cluster, "after-add").await?;
     for asked in 1..=3 {
-        let status = cluster.admin(asked).await?.status(pb::StatusRequest { local_only: false }).await?.into_inner();
+        let status = cluster
+            .admin(asked)
+            .await?
+            .status(pb::StatusRequest { local_only: false, with_state_hash: false })
+            .await?
+            .into_inner();
         let ids: Vec<u64> = status.nodes.iter().map(|n| n.id).collect();
         assert_eq!(ids, vec![1, 2, 3], "node {asked} sees members {ids:?}");
         assert!(status.nodes.iter().all(|n| n.voter), "node {asked} sees a non-voter: {:?}", status.nodes);
@@ -464,12 +470,22 @@ async fn adding_an_unreachable_learner_answers_promptly_and_says_what_is_left_be
     }
 
     // It is what the message says: 4 is a learner, not a voter; removing it as told works.
-    let members = cluster.admin(leader).await?.status(pb::StatusRequest { local_only: false }).await?.into_inner();
+    let members = cluster
+        .admin(leader)
+        .await?
+        .status(pb::StatusRequest { local_only: false, with_state_hash: false })
+        .await?
+        .into_inner();
     let four = members.nodes.iter().find(|n| n.id == 4).context("node 4 is not in the membership")?;
     assert!(!four.voter, "the unreachable node became a voter: {four:?}");
     assert!(members.nodes.iter().filter(|n| n.voter).count() == 3);
     cluster.admin(leader).await?.remove(pb::RemoveRequest { id: 4 }).await.context("cluster remove --id 4")?;
-    let members = cluster.admin(leader).await?.status(pb::StatusRequest { local_only: false }).await?.into_inner();
+    let members = cluster
+        .admin(leader)
+        .await?
+        .status(pb::StatusRequest { local_only: false, with_state_hash: false })
+        .await?
+        .into_inner();
     assert!(members.nodes.iter().all(|n| n.id != 4), "node 4 is still a member: {:?}", members.nodes);
     write_reaches_every_node(&cluster, "after-unreachable-learner").await?;
     Ok(())

@@ -185,7 +185,7 @@ async fn a_learner_serves_every_read_level_and_reports_its_bound() -> Result<()>
         let full = geocache_proto::admin_client::AdminClient::connect(format!("http://{}", cluster.addr(1)))
             .await
             .ok()?
-            .status(pb::StatusRequest { local_only: false })
+            .status(pb::StatusRequest { local_only: false, with_state_hash: false })
             .await
             .ok()?
             .into_inner();

@@ -59,8 +59,9 @@ pub use matrix::{format_delay, LatencyMatrix, MatrixError};
 
 /// Raft timing for a cluster whose slowest node-to-node one-way delay is `max_delay`:
 /// `(heartbeat, election timeout)`, for `geocache dev --wan-latency` and the fault harness alike.
-/// openraft 0.9 uses the heartbeat interval as the timeout of replication RPCs and of a
-/// linearizable read's quorum round, so it must exceed the round trip with room to spare:
+/// openraft uses the heartbeat interval as the timeout of a heartbeat (and we give up at three
+/// quarters of it), and heartbeats are what confirm a linearizable read's quorum round, so it
+/// must exceed the round trip with room to spare:
 /// heartbeat = max(150 ms, 2 x RTT), election timeout = max(1 s, 5 x heartbeat).
 pub fn raft_timing(max_delay: std::time::Duration) -> (std::time::Duration, std::time::Duration) {
     use std::time::Duration;

@@ -1,43 +1,63 @@
-//! Raft traffic between nodes over gRPC: outbound ([`RaftNetworkFactory`] / [`RaftNetwork`]) and
-//! inbound (the `Raft` gRPC service in [`inbound`]).
+//! Raft traffic between nodes over gRPC: outbound ([`RaftNetworkFactory`] / [`RaftNetworkV2`])
+//! and inbound (the `Raft` gRPC service in [`inbound`]).
 //!
-//! Owns the long-lived connections to peers ([`PeerChannels`]): one lazily connected tonic channel
-//! per peer address, which reconnects by itself after a failure, shared by Raft RPCs, read-index
-//! requests and forwarded client requests.
+//! Owns the long-lived connections to peers ([`PeerChannels`]): per peer address, one lazily
+//! connected tonic channel for bulk traffic (the replication stream, snapshots, forwarded client
+//! requests) and one for urgent traffic (heartbeats, votes, pre-votes, read-index rounds). Each
+//! reconnects by itself after a failure. Two connections, because HTTP/2 multiplexes streams over
+//! one TCP connection: a heartbeat queued behind megabytes of replicated values on a busy link
+//! arrives late, and a follower that hears no heartbeat starts an election against a healthy
+//! leader.
+//!
+//! Replication runs over one bidirectional gRPC stream per follower (`StreamAppend`): openraft
+//! keeps several AppendEntries in flight on it and reads the answers in order, so a write that
+//! arrives while an earlier batch is on the wire does not wait a round trip for it.
 //!
 //! Invariants: an openraft message crosses the wire as bincode inside an opaque `RaftPayload`, so
 //! only this module knows the encoding; a peer's address comes from the route overrides first
-//! (docs/ARCHITECTURE.md §5, used by the fault proxy) and from the membership otherwise.
+//! (docs/ARCHITECTURE.md §5, used by the fault proxy) and from the membership otherwise; every
+//! unary RPC is bounded by openraft's soft TTL, so it fails before openraft gives up on it.
 
 pub mod inbound;
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use geocache_proto::raft_client::RaftClient;
 use geocache_proto::RaftPayload;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest, VoteResponse,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::store::ClusterIdentity;
-use crate::types::{NodeId, NodeInfo, TypeConfig};
+use crate::types::{NodeId, NodeInfo, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
 
 /// Largest gRPC message a node sends or accepts (an AppendEntries batch of big values, a
-/// snapshot chunk).
+/// snapshot).
 pub const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
-/// One long-lived channel per peer address, plus the route overrides.
+/// Which of a peer's two connections a call goes over (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Replication, snapshots, forwarded client requests.
+    Bulk,
+    /// Heartbeats, votes, pre-votes, read-index rounds: small, and late means an election.
+    Urgent,
+}
+
+/// Two long-lived channels per peer address (one per [`Purpose`]), plus the route overrides.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<(String, Purpose), Channel>>>,
     routes: Arc<BTreeMap<NodeId, String>>,
 }
 
@@ -52,11 +72,17 @@ impl PeerChannels {
         self.routes.get(&id).cloned().unwrap_or_else(|| addr.to_string())
     }
 
-    /// The shared channel to `addr`, created (lazily connecting) on first use.
+    /// The shared bulk channel to `addr`, created (lazily connecting) on first use.
     pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        self.channel_for(addr, Purpose::Bulk)
+    }
+
+    /// The shared channel to `addr` for `purpose`, created (lazily connecting) on first use.
+    pub fn channel_for(&self, addr: &str, purpose: Purpose) -> Result<Channel, String> {
         // A std mutex is fine: it guards a map lookup and is never held across an await.
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
+        let key = (addr.to_string(), purpose);
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
         let uri = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
@@ -64,16 +90,22 @@ impl PeerChannels {
             .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(KEEP_ALIVE)
+            .keep_alive_timeout(KEEP_ALIVE)
             .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 
-    /// The channel to node `id` (membership address `addr`), honouring route overrides.
+    /// The bulk channel to node `id` (membership address `addr`), honouring route overrides.
     pub fn channel_to(&self, id: NodeId, addr: &str) -> Result<Channel, String> {
         self.channel(&self.route(id, addr))
+    }
+
+    /// The channel for `purpose` to node `id` (membership address `addr`), honouring route
+    /// overrides.
+    pub fn channel_to_for(&self, id: NodeId, addr: &str, purpose: Purpose) -> Result<Channel, String> {
+        self.channel_for(&self.route(id, addr), purpose)
     }
 }
 
@@ -94,18 +126,30 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let channel = self.peers.channel_to(target, &node.addr);
-        PeerClient { target, channel, identity: self.identity.clone() }
+        PeerClient {
+            bulk: self.peers.channel_to_for(target, &node.addr, Purpose::Bulk),
+            urgent: self.peers.channel_to_for(target, &node.addr, Purpose::Urgent),
+            identity: self.identity.clone(),
+        }
     }
 }
 
 /// Sends openraft's RPCs to one peer.
 pub struct PeerClient {
-    target: NodeId,
     /// `Err` when the peer's address could not even be parsed; every RPC then reports it.
-    channel: Result<Channel, String>,
+    bulk: Result<Channel, String>,
+    urgent: Result<Channel, String>,
     /// Stamped on every message so the receiver can refuse another cluster's traffic.
     identity: ClusterIdentity,
+}
+
+/// A whole snapshot as one message: the leader's vote (the receiver installs it only under that
+/// vote), what the snapshot covers, and its bytes.
+#[derive(Serialize, Deserialize)]
+pub struct SnapshotTransfer {
+    pub vote: Vote,
+    pub meta: SnapshotMeta,
+    pub data: SnapshotData,
 }
 
 /// Encodes an openraft message for the wire.
@@ -124,35 +168,60 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
         .deserialize(bytes)
 }
 
-type RpcResult<T, E> = Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
+/// How a failed gRPC call looks to openraft: a peer that is down or refusing is `Unreachable`
+/// (openraft backs off before retrying), anything else a `Network` error (retried at once).
+fn rpc_error(status: tonic::Status) -> RPCError<TypeConfig> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+fn unreachable(why: &str) -> RPCError<TypeConfig> {
+    RPCError::Unreachable(Unreachable::from_string(why))
+}
+
+fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
 
 impl PeerClient {
-    async fn call<Req, Resp, E>(&mut self, method: RaftMethod, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    fn client(&self, purpose: Purpose) -> Result<RaftClient<Channel>, RPCError<TypeConfig>> {
+        let channel = match purpose {
+            Purpose::Bulk => &self.bulk,
+            Purpose::Urgent => &self.urgent,
+        };
+        channel.clone().map(raft_client).map_err(|e| unreachable(&e))
+    }
+
+    fn payload<Req: Serialize>(&self, req: &Req) -> Result<RaftPayload, RPCError<TypeConfig>> {
+        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        Ok(RaftPayload { data: data.into(), cluster_id: self.identity.get() })
+    }
+
+    /// One unary call on the urgent channel, bounded by `option`'s soft TTL.
+    async fn call<Req, Resp>(
+        &mut self,
+        method: RaftMethod,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
     {
-        let channel = self.channel.clone().map_err(|e| RPCError::Unreachable(Unreachable::new(&StringError(e))))?;
-        let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let mut client = RaftClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let mut request = tonic::Request::new(RaftPayload { data: data.into(), cluster_id: self.identity.get() });
-        request.set_timeout(option.hard_ttl());
+        let mut client = self.client(Purpose::Urgent)?;
+        let mut request = tonic::Request::new(self.payload(req)?);
+        request.set_timeout(option.soft_ttl());
         let reply = match method {
             RaftMethod::AppendEntries => client.append_entries(request).await,
             RaftMethod::Vote => client.vote(request).await,
-            RaftMethod::InstallSnapshot => client.install_snapshot(request).await,
+            RaftMethod::PreVote => client.pre_vote(request).await,
         };
-        let reply = reply.map_err(|status| match status.code() {
-            // The peer is down or refusing: openraft should back off before retrying.
-            tonic::Code::Unavailable | tonic::Code::Unknown => RPCError::Unreachable(Unreachable::new(&status)),
-            _ => RPCError::Network(NetworkError::new(&status)),
-        })?;
-        let result: Result<Resp, RaftError<NodeId, E>> =
-            decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let reply = reply.map_err(rpc_error)?;
+        decode(&reply.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 
@@ -160,42 +229,98 @@ impl PeerClient {
 enum RaftMethod {
     AppendEntries,
     Vote,
-    InstallSnapshot,
+    PreVote,
 }
 
-#[derive(Debug)]
-struct StringError(String);
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
 
-impl std::fmt::Display for StringError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StringError {}
-
-impl RaftNetwork<TypeConfig> for PeerClient {
+    /// Unary AppendEntries: openraft sends heartbeats this way (replication goes through
+    /// [`Self::stream_append`]), so it rides the urgent channel.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(RaftMethod::AppendEntries, &rpc, &option).await
     }
 
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call(RaftMethod::InstallSnapshot, &rpc, &option).await
+    /// Replication as one bidirectional gRPC stream on the bulk channel: requests go out as
+    /// openraft produces them and answers come back in order (HTTP/2 keeps a stream's messages in
+    /// order), so several batches are in flight at once. A dead peer ends the stream through the
+    /// channel's HTTP/2 keep-alive; openraft then opens a new one.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        _option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client(Purpose::Bulk)?;
+            let cluster_id = self.identity.get();
+            let outbound = input.filter_map(move |req| {
+                // Encoding our own types does not fail; if it ever did, the request is dropped,
+                // its answer never comes and openraft times the stream out and starts over.
+                let encoded = encode(&req).map_err(|e| tracing::error!(error = %e, "cannot encode append-entries"));
+                futures::future::ready(encoded.ok().map(|data| RaftPayload { data: data.into(), cluster_id }))
+            });
+            let answers = client.stream_append(tonic::Request::new(outbound)).await.map_err(rpc_error)?.into_inner();
+            let answers = answers.map(|answer| {
+                let payload = answer.map_err(rpc_error)?;
+                decode::<StreamAppendResult<TypeConfig>>(&payload.data)
+                    .map_err(|e| RPCError::Network(NetworkError::new(&e)))
+            });
+            Ok(Box::pin(answers) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(RaftMethod::Vote, &rpc, &option).await
     }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(RaftMethod::PreVote, &rpc, &option).await
+    }
+
+    /// The whole snapshot in one message on the bulk channel, given up when openraft cancels it.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let into_streaming = |e: RPCError<TypeConfig>| match e {
+            RPCError::Unreachable(e) => StreamingError::Unreachable(e),
+            RPCError::Timeout(e) => StreamingError::Timeout(e),
+            RPCError::Network(e) => StreamingError::Network(e),
+            RPCError::RemoteError(e) => StreamingError::Network(NetworkError::new(&e)),
+        };
+        let mut client = self.client(Purpose::Bulk).map_err(into_streaming)?;
+        let transfer = SnapshotTransfer { vote, meta: snapshot.meta, data: snapshot.snapshot };
+        let mut request = tonic::Request::new(self.payload(&transfer).map_err(into_streaming)?);
+        request.set_timeout(option.soft_ttl());
+        let reply = tokio::select! {
+            reply = client.install_snapshot(request) => reply.map_err(rpc_error).map_err(into_streaming)?,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        decode(&reply.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
 }
+
+/// Keep-alive for the channels: a peer that stops answering (crashed, paused, cut off) is noticed
+/// within this, which ends a replication stream stuck on it.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);

@@ -113,18 +113,19 @@ async fn run_rounds(
 /// One quorum round: openraft takes the read index when it starts the round, then confirms its
 /// leadership with a heartbeat to every voter.
 async fn one_round(raft: &Raft, self_id: u64) -> RoundResult {
-    use openraft::error::{CheckIsLeaderError, RaftError};
+    use openraft::error::{LinearizableReadError, RaftError};
     // A round normally ends within a heartbeat timeout; the cap only keeps a wedged round from
     // holding its slot forever.
-    let Ok(round) = tokio::time::timeout(ROUND_TIMEOUT, raft.get_read_log_id()).await else {
+    let round = raft.get_read_log_id(openraft::ReadPolicy::ReadIndex);
+    let Ok(round) = tokio::time::timeout(ROUND_TIMEOUT, round).await else {
         return Err(RoundError::NoQuorum("quorum round timed out".into()));
     };
     match round {
-        Ok((read_log_id, _applied)) => Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+        Ok((read_log_id, _applied)) => Ok(read_log_id.index()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
             Err(RoundError::NotLeader(f.leader_id.zip(f.leader_node.map(|n| n.addr)).filter(|(id, _)| *id != self_id)))
         }
-        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(RoundError::NoQuorum(e.to_string())),
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => Err(RoundError::NoQuorum(e.to_string())),
         Err(RaftError::Fatal(e)) => Err(RoundError::Fatal(e.to_string())),
     }
 }

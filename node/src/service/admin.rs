@@ -172,13 +172,13 @@ impl AdminService {
     }
 
     /// This node's own view: itself first-hand, plus (on the leader) every member's lag.
-    fn local_status(&self) -> pb::StatusResponse {
+    fn local_status(&self, with_state_hash: bool) -> pb::StatusResponse {
         let node = &self.node;
         let metrics = node.metrics();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let (state_hash, limits, applied) =
-            node.reader().read(|cache, applied| (cache.state_hash(), cache.limits(), applied));
+            node.reader().read(|cache, applied| (with_state_hash.then(|| cache.state_hash()), cache.limits(), applied));
         let last_log = metrics.last_log_index.unwrap_or(0);
         let (read_index_requests, read_index_rounds) = node.read_batcher().stats();
         // The membership record is what the cluster routes by; flags only describe a node
@@ -188,7 +188,7 @@ impl AdminService {
             id: node.id(),
             addr: my_info.addr,
             region: my_info.region,
-            role: role_name(metrics.state, voters.contains(&node.id())).to_string(),
+            role: role_name(metrics.state, voters.contains(&node.id()), is_removed(membership, node.id())).to_string(),
             term: metrics.current_term,
             applied: applied.map(|l| l.index).unwrap_or(0),
             reachable: true,
@@ -205,22 +205,20 @@ impl AdminService {
             voter: voters.contains(&node.id()),
         };
         let mut nodes = vec![me];
-        if let Some(replication) = &metrics.replication {
-            for (id, matched) in replication {
-                if *id == node.id() {
-                    continue;
-                }
-                let info = membership.get_node(id).cloned().unwrap_or_default();
-                nodes.push(pb::NodeStatus {
-                    id: *id,
-                    addr: info.addr,
-                    region: info.region,
-                    role: if voters.contains(id) { "follower" } else { "learner" }.to_string(),
-                    voter: voters.contains(id),
-                    lag: Some(last_log.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
-                    ..Default::default()
-                });
-            }
+        // Every other member, as the membership names them (openraft 0.10 may keep replicating
+        // to a removed node for a moment, so the replication map is not the member list); the
+        // leader adds how far behind each one is.
+        for (id, info) in membership.nodes().filter(|(id, _)| **id != node.id()) {
+            let matched = metrics.replication.as_ref().and_then(|r| r.get(id));
+            nodes.push(pb::NodeStatus {
+                id: *id,
+                addr: info.addr.clone(),
+                region: info.region.clone(),
+                role: if voters.contains(id) { "follower" } else { "learner" }.to_string(),
+                voter: voters.contains(id),
+                lag: matched.map(|m| last_log.saturating_sub(m.as_ref().map(|l| l.index).unwrap_or(0))),
+                ..Default::default()
+            });
         }
         let initialized = membership.nodes().next().is_some();
         pb::StatusResponse {
@@ -237,8 +235,8 @@ impl AdminService {
 
     /// Every member's own view, merged: first-hand fields from each node that answers, lag from
     /// the leader's replication progress.
-    async fn cluster_status(&self) -> pb::StatusResponse {
-        let mut status = self.local_status();
+    async fn cluster_status(&self, with_state_hash: bool) -> pb::StatusResponse {
+        let mut status = self.local_status(with_state_hash);
         let metrics = self.node.metrics();
         let membership = metrics.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -251,7 +249,7 @@ impl AdminService {
             async move {
                 let ask = async {
                     let mut client = Self::admin_client(&node, &(id, info.addr.clone())).ok()?;
-                    let mut request = Request::new(pb::StatusRequest { local_only: true });
+                    let mut request = Request::new(pb::StatusRequest { local_only: true, with_state_hash });
                     request.set_timeout(PEER_STATUS_TIMEOUT);
                     let reply = client.status(request).await.ok()?.into_inner();
                     Some(reply)
@@ -440,7 +438,9 @@ impl AdminRpc for AdminService {
     }
 
     async fn status(&self, request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let status = if request.get_ref().local_only { self.local_status() } else { self.cluster_status().await };
+        let pb::StatusRequest { local_only, with_state_hash } = *request.get_ref();
+        let status =
+            if local_only { self.local_status(with_state_hash) } else { self.cluster_status(with_state_hash).await };
         Ok(Response::new(status))
     }
 
@@ -479,7 +479,16 @@ impl AdminRpc for AdminService {
     }
 }
 
-fn role_name(state: ServerState, is_voter: bool) -> &'static str {
+/// Whether the cluster removed this node: it has a membership, and that membership no longer
+/// names it (it may still think it leads until it steps down).
+fn is_removed(membership: &crate::types::Membership, id: NodeId) -> bool {
+    membership.nodes().next().is_some() && membership.get_node(&id).is_none()
+}
+
+fn role_name(state: ServerState, is_voter: bool, removed: bool) -> &'static str {
+    if removed {
+        return "removed";
+    }
     match state {
         ServerState::Leader => "leader",
         ServerState::Candidate => "candidate",

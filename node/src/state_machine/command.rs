@@ -70,6 +70,20 @@ pub struct Command {
     pub op: Op,
 }
 
+/// How a command reads in openraft's logs: the operation and key, never the value.
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.op {
+            Op::Set { key, value, .. } => write!(f, "set {key:?} ({} bytes)", value.len()),
+            Op::Delete { key } => write!(f, "delete {key:?}"),
+            Op::Expire { key, .. } => write!(f, "expire {key:?}"),
+            Op::Touch { keys } => write!(f, "touch {} keys", keys.len()),
+            Op::Tick => f.write_str("tick"),
+            Op::Configure { .. } => f.write_str("configure"),
+        }
+    }
+}
+
 /// The operations of the cache.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Op {

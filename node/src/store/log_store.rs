@@ -1,8 +1,9 @@
 //! The Raft log and vote in sled, with group commit.
 //!
-//! openraft 0.9 calls `append` once per client write, so flushing inside `append` would cost one
-//! disk sync per write. Instead `append` writes the entries to sled (readable at once, not yet
-//! durable) and queues its `LogFlushed` callback to a single flusher task. The flusher takes one
+//! openraft 0.10 merges consecutive client writes into one `append`, but it keeps appending while
+//! earlier appends are still being flushed, so flushing inside `append` would still serialize the
+//! log behind the disk. Instead `append` writes the entries to sled (readable at once, not yet
+//! durable) and queues its `IOFlushed` callback to a single flusher task. The flusher takes one
 //! callback, drains every callback queued behind it, flushes sled once and completes them all in
 //! order. Under load, one flush covers many writes; when idle, a lone write is flushed at once.
 //!
@@ -15,15 +16,15 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
 use tokio::sync::mpsc;
 
 use super::{decode, encode, index_key, keys};
-use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{Entry, LogId, TypeConfig, Vote};
 
 /// What the flusher calls once the flush covering an append has finished (or failed).
-/// In production this wraps openraft's `LogFlushed`; tests pass their own closures.
+/// In production this wraps openraft's `IOFlushed`; tests pass their own closures.
 pub(super) type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 /// Group-commit counters: how many appends the flusher has completed, with how many flushes.
@@ -55,41 +56,14 @@ pub struct LogStore {
     counters: Arc<FlushCounters>,
 }
 
-/// A cheap, cloneable reader of the log, used by openraft's replication tasks.
+/// A cheap, cloneable reader of the log and the vote, used by openraft's replication tasks.
 #[derive(Clone)]
 pub struct LogReader {
-    log: sled::Tree,
-}
-
-/// Reads the id of the last entry in the log, for the pre-vote check (openraft 0.9 does not
-/// expose it). Cheap to clone.
-#[derive(Clone)]
-pub struct LogTail {
     log: sled::Tree,
     meta: sled::Tree,
 }
 
-impl LogTail {
-    /// The id of the last entry the log has had: its last entry, or when everything was purged
-    /// behind a snapshot, the last purged one.
-    pub fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        if let Some((_, bytes)) = self.log.last().map_err(|e| read_logs(&e))? {
-            let entry: Entry = decode(&bytes).map_err(|e| read_logs(&e))?;
-            return Ok(Some(entry.log_id));
-        }
-        match self.meta.get(keys::LAST_PURGED).map_err(|e| read_logs(&e))? {
-            Some(bytes) => Ok(Some(decode(&bytes).map_err(|e| read_logs(&e))?)),
-            None => Ok(None),
-        }
-    }
-}
-
 impl LogStore {
-    /// A handle that reads the last log id, usable after the store moved into openraft.
-    pub fn tail(&self) -> LogTail {
-        LogTail { log: self.log.clone(), meta: self.meta.clone() }
-    }
-
     /// Wraps the opened trees and spawns the flusher on `runtime`. The flusher exits when the
     /// store is dropped, after completing the callbacks already queued.
     pub(super) fn new(db: sled::Db, log: sled::Tree, meta: sled::Tree, runtime: &tokio::runtime::Handle) -> Self {
@@ -111,55 +85,42 @@ impl LogStore {
 
     /// Writes `entries` as one sled batch and queues `completion` for the flusher. The entries are
     /// readable when this returns; `completion` runs once they are durable (or the flush failed).
-    pub(super) fn append_with<I>(&mut self, entries: I, completion: Completion) -> Result<(), StorageError>
+    pub(super) fn append_with<I>(&mut self, entries: I, completion: Completion) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry>,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let value = encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, AnyError::new(&e)))?;
+            let value = encode(&entry).map_err(io::Error::other)?;
             batch.insert(&index_key(entry.log_id.index), value);
         }
-        self.log.apply_batch(batch).map_err(|e| write_logs(&e))?;
+        self.log.apply_batch(batch)?;
 
         // The insert above happens before the flusher can receive this completion, so the flush
         // that completes it covers these entries.
         if let Err(mpsc::error::SendError(completion)) = self.flusher.send(completion) {
-            let err = io::Error::other("log flusher task has stopped");
-            let storage_err = write_logs(&err);
-            completion(Err(err));
-            return Err(storage_err);
+            completion(Err(io::Error::other("log flusher task has stopped")));
+            return Err(io::Error::other("log flusher task has stopped"));
         }
         Ok(())
     }
 
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-        to_err: fn(AnyError) -> StorageIOError<u64>,
-    ) -> Result<Option<T>, StorageError> {
-        let Some(bytes) = self.meta.get(key).map_err(|e| to_err(AnyError::new(&e)))? else {
-            return Ok(None);
-        };
-        let value = decode(&bytes).map_err(|e| to_err(AnyError::new(&e)))?;
-        Ok(Some(value))
-    }
-
-    fn write_meta<T: serde::Serialize>(
-        &self,
-        key: &[u8],
-        value: &T,
-        to_err: fn(AnyError) -> StorageIOError<u64>,
-    ) -> Result<(), StorageError> {
-        let bytes = encode(value).map_err(|e| to_err(AnyError::new(&e)))?;
-        self.meta.insert(key, bytes).map_err(|e| to_err(AnyError::new(&e)))?;
+    fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> io::Result<()> {
+        self.meta.insert(key, encode(value).map_err(io::Error::other)?)?;
         Ok(())
     }
 
-    async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map_err(|e| write_logs(&e))?;
+    async fn flush(&self) -> io::Result<()> {
+        self.db.flush_async().await?;
         Ok(())
     }
+}
+
+fn read_meta<T: serde::de::DeserializeOwned>(meta: &sled::Tree, key: &[u8]) -> io::Result<Option<T>> {
+    let Some(bytes) = meta.get(key)? else {
+        return Ok(None);
+    };
+    Ok(Some(decode(&bytes).map_err(io::Error::other)?))
 }
 
 /// The flusher task: one flush per batch of queued appends, completions in append order.
@@ -194,22 +155,14 @@ async fn run_flusher(db: Weak<sled::Db>, mut queue: mpsc::UnboundedReceiver<Comp
     }
 }
 
-fn write_logs(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::write_logs(AnyError::new(e)).into()
-}
-
-fn read_logs(e: &(impl std::error::Error + 'static)) -> StorageError {
-    StorageIOError::read_logs(AnyError::new(e)).into()
-}
-
 /// Reads `[range)` of the log; missing entries are skipped, as openraft allows.
-fn read_range<RB: RangeBounds<u64>>(log: &sled::Tree, range: RB) -> Result<Vec<Entry>, StorageError> {
+fn read_range<RB: RangeBounds<u64>>(log: &sled::Tree, range: RB) -> io::Result<Vec<Entry>> {
     let lo = map_bound(range.start_bound());
     let hi = map_bound(range.end_bound());
     log.range::<[u8; 8], _>((lo, hi))
         .map(|item| {
-            let (_, value) = item.map_err(|e| read_logs(&e))?;
-            decode::<Entry>(&value).map_err(|e| read_logs(&e))
+            let (_, value) = item?;
+            decode::<Entry>(&value).map_err(io::Error::other)
         })
         .collect()
 }
@@ -226,8 +179,12 @@ impl RaftLogReader<TypeConfig> for LogReader {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> io::Result<Vec<Entry>> {
         read_range(&self.log, range)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        read_meta(&self.meta, keys::VOTE)
     }
 }
 
@@ -235,96 +192,97 @@ impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> io::Result<Vec<Entry>> {
         read_range(&self.log, range)
+    }
+
+    async fn read_vote(&mut self) -> io::Result<Option<Vote>> {
+        read_meta(&self.meta, keys::VOTE)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogReader;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(keys::LAST_PURGED, StorageIOError::read_logs)?;
-        let last_entry = match self.log.last().map_err(|e| read_logs(&e))? {
-            Some((_, value)) => Some(decode::<Entry>(&value).map_err(|e| read_logs(&e))?.log_id),
+    async fn get_log_state(&mut self) -> io::Result<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId> = read_meta(&self.meta, keys::LAST_PURGED)?;
+        let last_entry = match self.log.last()? {
+            Some((_, value)) => Some(decode::<Entry>(&value).map_err(io::Error::other)?.log_id),
             None => None,
         };
         Ok(LogState { last_log_id: last_entry.or(last_purged_log_id), last_purged_log_id })
     }
 
     async fn get_log_reader(&mut self) -> LogReader {
-        LogReader { log: self.log.clone() }
+        LogReader { log: self.log.clone(), meta: self.meta.clone() }
     }
 
     /// Persists the vote and flushes before returning (Raft §5.1: a vote must survive a crash, or
     /// a node could vote twice in one term). The flush also covers every earlier append.
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         crate::faults::point("vote-save-before");
-        self.write_meta(keys::VOTE, vote, StorageIOError::write_vote)?;
-        self.db.flush_async().await.map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.write_meta(keys::VOTE, vote)?;
+        self.flush().await?;
         crate::faults::point("vote-save-after");
         Ok(())
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(keys::VOTE, StorageIOError::read_vote)
-    }
-
-    /// Records the committed log id, flushed before returning. openraft saves it before applying
-    /// (and so before answering) the entries it commits, so after a crash the commit point is at
-    /// least every write this node acknowledged. That matters for a leader restarted in its own
-    /// term: openraft 0.9 then takes its read index from the saved commit point (its no-op entry
-    /// is the first of its term, long ago), and a stale commit point would let a linearizable read
-    /// miss an acknowledged write. The harness's final read after restarting every node caught it.
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    /// Records the committed log id, without a flush of its own: the next append, vote or purge
+    /// flushes it, and a crash before that restarts from an older commit point, which is safe.
+    /// Restart re-applies the log up to the saved point (the cache lives in memory), and the rest
+    /// is committed again by the cluster. The danger a stale commit point once had, a restarted
+    /// leader taking its read index from it, is gone: openraft's `enable_leader_restore` is off
+    /// (see `Config::raft_config`), so a restarted node never resumes leading its old term and
+    /// a read index is at least its new term's first entry, committed after the restart.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         match committed {
-            Some(log_id) => self.write_meta(keys::COMMITTED, &log_id, StorageIOError::write)?,
+            Some(log_id) => self.write_meta(keys::COMMITTED, &log_id)?,
             None => {
-                self.meta.remove(keys::COMMITTED).map_err(|e| write_logs(&e))?;
+                self.meta.remove(keys::COMMITTED)?;
             }
         }
-        self.db.flush_async().await.map_err(|e| write_logs(&e))?;
         Ok(())
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        self.read_meta(keys::COMMITTED, StorageIOError::read)
+    async fn read_committed(&mut self) -> io::Result<Option<LogId>> {
+        read_meta(&self.meta, keys::COMMITTED)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> io::Result<()>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.append_with(entries, Box::new(move |result| callback.log_io_completed(result)))
+        self.append_with(entries, Box::new(move |result| callback.io_completed(result)))
     }
 
-    /// Removes every entry with index `>= log_id.index` and flushes, so the removed (conflicting,
-    /// uncommitted) suffix cannot reappear after a crash.
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    /// Removes every entry after `last_log_id` (all of them for `None`) and flushes, so the
+    /// removed (conflicting, uncommitted) suffix cannot reappear after a crash.
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
+        let first_removed = last_log_id.map_or(0, |l| l.index + 1);
         let mut batch = sled::Batch::default();
-        for item in self.log.range(index_key(log_id.index)..) {
-            let (key, _) = item.map_err(|e| write_logs(&e))?;
+        for item in self.log.range(index_key(first_removed)..) {
+            let (key, _) = item?;
             batch.remove(key);
         }
-        self.log.apply_batch(batch).map_err(|e| write_logs(&e))?;
+        self.log.apply_batch(batch)?;
         self.flush().await
     }
 
     /// Removes every entry with index `<= log_id.index`. `last_purged` is persisted (and flushed)
     /// first, so a crash in between leaves extra entries, never a hole in the reported log state.
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.write_meta(keys::LAST_PURGED, &log_id, StorageIOError::write_logs)?;
+    async fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        self.write_meta(keys::LAST_PURGED, &log_id)?;
         self.flush().await?;
         // `last_purged` is durable but the entries are still there.
         crate::faults::point("purge-mid");
 
         let mut batch = sled::Batch::default();
         for item in self.log.range(..=index_key(log_id.index)) {
-            let (key, _) = item.map_err(|e| write_logs(&e))?;
+            let (key, _) = item?;
             batch.remove(key);
         }
-        self.log.apply_batch(batch).map_err(|e| write_logs(&e))?;
+        self.log.apply_batch(batch)?;
         Ok(())
     }
 }

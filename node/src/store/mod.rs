@@ -22,10 +22,10 @@
 //! Invariants:
 //! - A data directory belongs to one node id, recorded on first open; opening it as another node is
 //!   refused.
-//! - The vote is flushed before `save_vote` returns, and the commit point before `save_committed`
-//!   returns (openraft applies and answers only after it, so a restarted leader never takes a
-//!   read index from a commit point older than what it acknowledged); appended entries are flushed before their
-//!   `LogFlushed` callback fires (group commit: one background flusher task issues one flush for every
+//! - The vote is flushed before `save_vote` returns; the commit point is written by
+//!   `save_committed` and made durable by the next flush (a restart from an older commit point is
+//!   safe: see `LogStore::save_committed`); appended entries are flushed before their
+//!   `IOFlushed` callback fires (group commit: one background flusher task issues one flush for every
 //!   append queued so far, then completes their callbacks in append order; never one flush per write).
 //! - Entries are readable as soon as `append` returns, and the log never has a hole: an append is one
 //!   sled batch, `truncate` removes a suffix, `purge` a prefix, after persisting `last_purged` first.
@@ -40,14 +40,9 @@
 //! crash. We also rely on sled recovering a prefix of its (single, all-trees) write log, so e.g. a
 //! persisted committed pointer never points past entries that were written before it.
 
-// openraft's traits fix the error type to its (large) `StorageError`; the private helpers return
-// it too, rather than box it only to unbox it at the trait boundary.
-#[allow(clippy::result_large_err)]
 mod log_store;
-#[allow(clippy::result_large_err)]
 mod state_machine_store;
 #[cfg(test)]
-#[allow(clippy::result_large_err)]
 mod tests;
 
 use std::path::Path;
@@ -55,7 +50,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use log_store::{FlushStats, LogReader, LogStore, LogTail};
+pub use log_store::{FlushStats, LogReader, LogStore};
 pub use state_machine_store::{CacheReader, SnapshotBuilder, StateMachineStore};
 
 use crate::error::{Error, Result};
@@ -126,7 +121,7 @@ pub fn open_with_identity(dir: &Path, node_id: NodeId) -> Result<(LogStore, Stat
     check_commit_point_is_covered(&meta, &log, &snapshots).map_err(|why| damaged(&db_file, &why))?;
     let identity = ClusterIdentity::load(meta.clone())?;
     let log_store = LogStore::new(db.clone(), log, meta, &runtime);
-    let state_machine = StateMachineStore::load(db, snapshots, node_id)?;
+    let state_machine = StateMachineStore::load(db, snapshots)?;
     Ok((log_store, state_machine, identity))
 }
 

@@ -7,17 +7,17 @@
 //! section is short (one apply batch, one lookup, one snapshot copy), so blocking is cheaper than
 //! an async lock's bookkeeping (same reasoning as mini-redis `src/db.rs`).
 
-use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use openraft::storage::RaftStateMachine;
-use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use futures::{FutureExt, Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::{decode, encode, keys};
 use crate::state_machine::{Cache, CacheSnapshot, Response};
-use crate::types::{Entry, LogId, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// openraft's state machine: the cache plus its applied position, and the current snapshot.
 pub struct StateMachineStore {
@@ -39,12 +39,9 @@ pub struct CacheReader {
 }
 
 struct Shared {
-    node_id: NodeId,
     db: sled::Db,
     snapshots: sled::Tree,
     applied: RwLock<Applied>,
-    /// Makes snapshot ids unique among the snapshots this process builds.
-    snapshot_seq: AtomicU64,
     /// Serializes the compare-and-replace of the persisted snapshot.
     snapshot_write: Mutex<()>,
 }
@@ -65,7 +62,7 @@ struct SnapshotFile {
 
 impl StateMachineStore {
     /// Restores the state machine from the snapshot persisted in `snapshots`, or starts empty.
-    pub(super) fn load(db: sled::Db, snapshots: sled::Tree, node_id: NodeId) -> crate::Result<StateMachineStore> {
+    pub(super) fn load(db: sled::Db, snapshots: sled::Tree) -> crate::Result<StateMachineStore> {
         let applied = match read_current(&snapshots)? {
             Some((meta, data)) => {
                 let file = decode_file(&meta, &data)?;
@@ -77,14 +74,7 @@ impl StateMachineStore {
             }
             None => Applied { cache: Cache::new(), last_applied: None, last_membership: StoredMembership::default() },
         };
-        let shared = Shared {
-            node_id,
-            db,
-            snapshots,
-            applied: RwLock::new(applied),
-            snapshot_seq: AtomicU64::new(0),
-            snapshot_write: Mutex::new(()),
-        };
+        let shared = Shared { db, snapshots, applied: RwLock::new(applied), snapshot_write: Mutex::new(()) };
         Ok(StateMachineStore { shared: Arc::new(shared), strict_continuity: true })
     }
 
@@ -114,77 +104,69 @@ impl CacheReader {
 }
 
 impl Shared {
-    fn read(&self) -> Result<RwLockReadGuard<'_, Applied>, StorageError> {
+    fn read(&self) -> io::Result<RwLockReadGuard<'_, Applied>> {
         self.applied.read().map_err(|_| poisoned())
     }
 
-    fn write(&self) -> Result<RwLockWriteGuard<'_, Applied>, StorageError> {
+    fn write(&self) -> io::Result<RwLockWriteGuard<'_, Applied>> {
         self.applied.write().map_err(|_| poisoned())
     }
 
     /// Makes `meta` + `data` the current snapshot and flushes. Unless `force`, a snapshot older than
     /// the persisted one is not written (a slow `build_snapshot` racing a newer install); returns
     /// whether it was written.
-    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8], force: bool) -> Result<bool, StorageError> {
-        let write_err = |e: &dyn std::error::Error| -> StorageError {
-            StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error(e)).into()
-        };
+    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8], force: bool) -> io::Result<bool> {
         {
             let _guard = self.snapshot_write.lock().map_err(|_| poisoned())?;
             if !force {
-                if let Some(current) = self.snapshots.get(keys::SNAPSHOT_META).map_err(|e| write_err(&e))? {
-                    let current: SnapshotMeta = decode(&current).map_err(|e| write_err(&e))?;
+                if let Some(current) = self.snapshots.get(keys::SNAPSHOT_META)? {
+                    let current: SnapshotMeta = decode(&current).map_err(io::Error::other)?;
                     if current.last_log_id > meta.last_log_id {
                         return Ok(false);
                     }
                 }
             }
             let mut batch = sled::Batch::default();
-            batch.insert(keys::SNAPSHOT_META, encode(meta).map_err(|e| write_err(&e))?);
+            batch.insert(keys::SNAPSHOT_META, encode(meta).map_err(io::Error::other)?);
             batch.insert(keys::SNAPSHOT_DATA, data);
-            self.snapshots.apply_batch(batch).map_err(|e| write_err(&e))?;
+            self.snapshots.apply_batch(batch)?;
         }
-        self.db.flush_async().await.map_err(|e| write_err(&e))?;
+        self.db.flush_async().await?;
         Ok(true)
     }
 }
 
-fn poisoned() -> StorageError {
-    StorageIOError::write_state_machine(AnyError::error("state machine lock poisoned by a panic")).into()
+fn poisoned() -> io::Error {
+    io::Error::other("state machine lock poisoned by a panic")
 }
 
 /// Reads the persisted snapshot's metadata and bytes (written together in one sled batch).
-fn read_current(snapshots: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-    let read_err =
-        |e: &dyn std::error::Error| -> StorageError { StorageIOError::read_snapshot(None, AnyError::error(e)).into() };
-    let Some(meta) = snapshots.get(keys::SNAPSHOT_META).map_err(|e| read_err(&e))? else {
+fn read_current(snapshots: &sled::Tree) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+    let Some(meta) = snapshots.get(keys::SNAPSHOT_META)? else {
         return Ok(None);
     };
-    let meta: SnapshotMeta = decode(&meta).map_err(|e| read_err(&e))?;
-    let data = snapshots.get(keys::SNAPSHOT_DATA).map_err(|e| read_err(&e))?.ok_or_else(|| read_err(&MissingData))?;
+    let meta: SnapshotMeta = decode(&meta).map_err(io::Error::other)?;
+    let data = snapshots.get(keys::SNAPSHOT_DATA)?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "snapshot metadata present but its data is missing")
+    })?;
     Ok(Some((meta, data.to_vec())))
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("snapshot metadata present but its data is missing")]
-struct MissingData;
-
 /// Decodes snapshot bytes and checks they are the snapshot `meta` describes.
-fn decode_file(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotFile, StorageError> {
-    let read_err = |e: AnyError| -> StorageError { StorageIOError::read_snapshot(Some(meta.signature()), e).into() };
-    let file: SnapshotFile = decode(data).map_err(|e| read_err(AnyError::new(&e)))?;
+fn decode_file(meta: &SnapshotMeta, data: &[u8]) -> io::Result<SnapshotFile> {
+    let file: SnapshotFile = decode(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if file.meta.last_log_id != meta.last_log_id || file.meta.last_membership != meta.last_membership {
-        return Err(read_err(AnyError::error(format!(
-            "snapshot bytes are of {:?}, but its metadata says {:?}",
-            file.meta.last_log_id, meta.last_log_id
-        ))));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot bytes are of {:?}, but its metadata says {:?}", file.meta.last_log_id, meta.last_log_id),
+        ));
     }
     Ok(file)
 }
 
 /// Entries must apply in log order, each once (toyDB `sql/engine/raft.rs` asserts the same):
 /// a skipped or repeated entry would make this replica diverge from the others.
-fn check_follows(last: Option<LogId>, next: LogId, strict: bool) -> Result<(), StorageError> {
+fn check_follows(last: Option<LogId>, next: LogId, strict: bool) -> io::Result<()> {
     let expected = last.map_or(0, |l| l.index + 1);
     let ok = if strict { next.index == expected } else { next.index >= expected };
     if ok {
@@ -193,88 +175,88 @@ fn check_follows(last: Option<LogId>, next: LogId, strict: bool) -> Result<(), S
     let last = last.map_or_else(|| "nothing".to_string(), |l| l.to_string());
     let msg = format!("entry {next} does not follow the last applied entry ({last}); refusing to apply");
     tracing::error!("{msg}");
-    Err(StorageIOError::apply(next, AnyError::error(msg)).into())
+    Err(io::Error::new(io::ErrorKind::InvalidData, msg))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
     /// Copies the state machine under the read lock, then encodes and persists the copy (flushed)
     /// as the current snapshot without holding the lock.
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+    async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let (meta, cache) = {
             let applied = self.shared.read()?;
-            let seq = self.shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-            let position = applied.last_applied.map_or_else(|| "empty".to_string(), |l| l.to_string());
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-                snapshot_id: format!("node{}-{position}-{seq}", self.shared.node_id),
-            };
+            let meta =
+                SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.last_membership.clone() };
             (meta, applied.cache.snapshot())
         };
         let file = SnapshotFile { meta, cache };
-        let data = encode(&file)
-            .map_err(|e| StorageIOError::write_snapshot(Some(file.meta.signature()), AnyError::new(&e)))?;
+        let data = encode(&file).map_err(io::Error::other)?;
         let meta = file.meta;
         crate::faults::point("snapshot-build-before-persist");
         self.shared.persist_snapshot(&meta, &data, false).await?;
         crate::faults::point("snapshot-build-after-persist");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot { meta, snapshot: data })
     }
 }
 
+/// One entry's answer, sent once the batch it belongs to is applied and the lock released.
+type Answer = (openraft::storage::ApplyResponder<TypeConfig>, Response);
+
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    async fn applied_state(&mut self) -> io::Result<(Option<LogId>, StoredMembership)> {
         let applied = self.shared.read()?;
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
-    /// Applies `entries` in order under one write lock. A blank or membership entry answers
+    /// Applies the entries openraft streams in, in order. Whatever is ready at once is applied
+    /// under one write lock (readers wait for one batch, not one lock round per entry), and the
+    /// batch's answers are sent after the lock is released. A blank or membership entry answers
     /// `Response::default()`; a membership entry is also recorded as the last membership.
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        Strm: Stream<Item = io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        let entries = entries.into_iter();
-        let mut responses = Vec::with_capacity(entries.size_hint().0);
-        let mut applied = self.shared.write()?;
-        for entry in entries {
-            check_follows(applied.last_applied, entry.log_id, self.strict_continuity)?;
-            let response = match entry.payload {
-                EntryPayload::Blank => Response::default(),
-                EntryPayload::Normal(command) => applied.cache.apply(entry.log_id.index, &command),
-                EntryPayload::Membership(membership) => {
-                    applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Response::default()
+        let mut answers: Vec<Answer> = Vec::new();
+        while let Some(first) = entries.next().await {
+            let mut applied = self.shared.write()?;
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                let (entry, responder) = item?;
+                check_follows(applied.last_applied, entry.log_id, self.strict_continuity)?;
+                let response = match entry.payload {
+                    EntryPayload::Blank => Response::default(),
+                    EntryPayload::Normal(command) => applied.cache.apply(entry.log_id.index, &command),
+                    EntryPayload::Membership(membership) => {
+                        applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        Response::default()
+                    }
+                };
+                applied.last_applied = Some(entry.log_id);
+                if let Some(responder) = responder {
+                    answers.push((responder, response));
                 }
-            };
-            applied.last_applied = Some(entry.log_id);
-            responses.push(response);
+                // Take the next entry only if it is already there: never wait holding the lock.
+                next = entries.next().now_or_never().flatten();
+            }
+            drop(applied);
+            // Applied in memory, answers not yet sent: a crash here must replay the same entries.
+            crate::faults::point("apply-after");
+            answers.drain(..).for_each(|(responder, response)| responder.send(response));
         }
-        drop(applied);
-        // Applied in memory, answers not yet sent: a crash here must replay the same entries.
-        crate::faults::point("apply-after");
-        Ok(responses)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
         SnapshotBuilder { shared: self.shared.clone() }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     /// Decodes the received snapshot, persists it (flushed) as the current snapshot, then replaces
     /// the state machine with it. A crash in between restarts from the new snapshot.
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, data: SnapshotData) -> io::Result<()> {
         let file = decode_file(meta, &data)?;
         let cache = Cache::restore(file.cache);
         crate::faults::point("snapshot-install-before-persist");
@@ -287,8 +269,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(read_current(&self.shared.snapshots)?
-            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    async fn get_current_snapshot(&mut self) -> io::Result<Option<Snapshot>> {
+        Ok(read_current(&self.shared.snapshots)?.map(|(meta, data)| Snapshot { meta, snapshot: data }))
     }
 }

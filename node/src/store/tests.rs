@@ -7,34 +7,53 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
-use openraft::testing::{StoreBuilder, Suite};
-use openraft::{
-    AnyError, CommittedLeaderId, EntryPayload, RaftLogReader, RaftSnapshotBuilder, StorageHelper, StorageIOError,
-};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{EntryPayload, RaftLogReader, RaftSnapshotBuilder, StorageHelper};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 use super::*;
 use crate::state_machine::{Command, Condition, Op};
-use crate::types::{Entry, LogId, Membership, NodeInfo, StorageError, StoredMembership, TypeConfig, Vote};
+use crate::types::{Entry, LogId, Membership, NodeInfo, StoredMembership, TypeConfig, Vote};
+
+type StorageError = openraft::StorageError<TypeConfig>;
 
 /// Builds a fresh store in its own temp dir for each conformance test; the dir is the guard.
 struct SledStoreBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
-        let dir = TempDir::new().map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-        let (log, mut sm) = open(dir.path(), 0).map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        let dir = TempDir::new().map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                io::Error::other(e.to_string()),
+            )
+        })?;
+        let (log, mut sm) = open(dir.path(), 0).map_err(|e| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                io::Error::other(e.to_string()),
+            )
+        })?;
         // The suite applies synthetic entries with gaps (e.g. index 3 first); real Raft never does.
         sm.allow_apply_gaps();
         Ok((dir, log, sm))
     }
 }
 
-#[test]
-fn openraft_conformance_suite() -> Result<(), StorageError> {
-    // Suite::test_all builds its own runtime per case, so this is a plain #[test].
-    Suite::test_all(SledStoreBuilder)
+#[tokio::test]
+async fn openraft_conformance_suite() -> Result<(), StorageError> {
+    Suite::test_all(SledStoreBuilder).await
+}
+
+/// Applies `entries` the way openraft hands them over: a stream, here with no one waiting for
+/// the answers.
+async fn apply(sm: &mut StateMachineStore, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+    let items: Vec<io::Result<openraft::storage::EntryResponder<TypeConfig>>> =
+        entries.into_iter().map(|entry| Ok((entry, None))).collect();
+    RaftStateMachine::apply(sm, futures::stream::iter(items)).await
 }
 
 /// Opens `dir` again after the stores that had it open were dropped. Their group-commit flusher
@@ -53,7 +72,7 @@ async fn reopen(dir: &std::path::Path, node_id: u64) -> Result<(LogStore, StateM
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+    openraft::testing::log_id::<TypeConfig>(term, 1, index)
 }
 
 fn membership(ids: &[u64]) -> Membership {
@@ -62,7 +81,7 @@ fn membership(ids: &[u64]) -> Membership {
         .iter()
         .map(|&id| (id, NodeInfo { addr: format!("127.0.0.1:{}", 7000 + id), region: "local".into() }))
         .collect();
-    Membership::new(vec![voters], nodes)
+    Membership::new(vec![voters], nodes).expect("a valid membership")
 }
 
 fn set_entry(term: u64, index: u64, key: &str, value: &str) -> Entry {
@@ -109,16 +128,16 @@ async fn restart_recovers_vote_log_committed_snapshot_and_cache() {
         append_durably(&mut log, entries.clone()).await;
         log.save_committed(Some(log_id(2, 10))).await.unwrap();
 
-        sm.apply(entries[..=7].to_vec()).await.unwrap();
+        apply(&mut sm, entries[..=7].to_vec()).await.unwrap();
         let hash_at_snapshot = sm.reader().read(|cache, _| cache.state_hash());
         let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
         assert_eq!(snapshot.meta.last_log_id, Some(log_id(2, 7)));
         log.purge(log_id(2, 5)).await.unwrap();
 
         // Applied in memory only: after the restart they must come back from the log.
-        sm.apply(entries[8..].to_vec()).await.unwrap();
+        apply(&mut sm, entries[8..].to_vec()).await.unwrap();
         let final_hash = sm.reader().read(|cache, _| cache.state_hash());
-        (snapshot.meta, snapshot.snapshot.into_inner(), hash_at_snapshot, final_hash)
+        (snapshot.meta, snapshot.snapshot, hash_at_snapshot, final_hash)
     };
     // Everything dropped: the directory's lock is released and the next open reads from disk.
 
@@ -133,7 +152,7 @@ async fn restart_recovers_vote_log_committed_snapshot_and_cache() {
 
     let current = sm.get_current_snapshot().await.unwrap().expect("snapshot persisted");
     assert_eq!(current.meta, snapshot_meta);
-    assert_eq!(current.snapshot.into_inner(), snapshot_bytes);
+    assert_eq!(current.snapshot, snapshot_bytes);
 
     // The state machine restarts at the snapshot ...
     let (applied, last_membership) = sm.applied_state().await.unwrap();
@@ -239,11 +258,11 @@ async fn apply_refuses_out_of_order_entries() {
     let (_log, mut sm) = open(dir.path(), 1).unwrap();
     let entries = sample_log(3);
     // Nothing applied yet: the first entry must be index 0.
-    assert!(sm.apply(entries[1..2].to_vec()).await.is_err());
-    sm.apply(entries[..2].to_vec()).await.unwrap();
+    assert!(apply(&mut sm, entries[1..2].to_vec()).await.is_err());
+    apply(&mut sm, entries[..2].to_vec()).await.unwrap();
     // A repeat and a gap are both refused; the state is unchanged.
-    assert!(sm.apply(entries[1..2].to_vec()).await.is_err());
-    assert!(sm.apply(entries[3..].to_vec()).await.is_err());
+    assert!(apply(&mut sm, entries[1..2].to_vec()).await.is_err());
+    assert!(apply(&mut sm, entries[3..].to_vec()).await.is_err());
     assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(2, 1)));
 }
 
@@ -254,20 +273,18 @@ async fn install_snapshot_replaces_state_and_persists() {
     let entries = sample_log(4);
 
     let (_leader_log, mut leader) = open(leader_dir.path(), 1).unwrap();
-    leader.apply(entries.clone()).await.unwrap();
+    apply(&mut leader, entries.clone()).await.unwrap();
     let snapshot = leader.get_snapshot_builder().await.build_snapshot().await.unwrap();
     let leader_hash = leader.reader().read(|cache, _| cache.state_hash());
 
     {
         let (_log, mut follower) = open(follower_dir.path(), 2).unwrap();
-        follower.apply(entries[..2].to_vec()).await.unwrap();
-        let mut received = follower.begin_receiving_snapshot().await.unwrap();
-        received.get_mut().extend_from_slice(snapshot.snapshot.get_ref());
-        follower.install_snapshot(&snapshot.meta, received).await.unwrap();
+        apply(&mut follower, entries[..2].to_vec()).await.unwrap();
+        follower.install_snapshot(&snapshot.meta, snapshot.snapshot.clone()).await.unwrap();
         assert_eq!(follower.applied_state().await.unwrap().0, Some(log_id(2, 4)));
         assert_eq!(follower.reader().read(|cache, _| cache.state_hash()), leader_hash);
         // The next entry after the snapshot applies normally.
-        follower.apply([set_entry(2, 5, "k5", "v5")]).await.unwrap();
+        apply(&mut follower, [set_entry(2, 5, "k5", "v5")]).await.unwrap();
     }
 
     let (_log, mut follower) = reopen(follower_dir.path(), 2).await.unwrap();
@@ -277,9 +294,7 @@ async fn install_snapshot_replaces_state_and_persists() {
     // Snapshot bytes that do not match their metadata are refused.
     let mut wrong_meta = snapshot.meta.clone();
     wrong_meta.last_log_id = Some(log_id(2, 3));
-    let mut received = follower.begin_receiving_snapshot().await.unwrap();
-    received.get_mut().extend_from_slice(snapshot.snapshot.get_ref());
-    assert!(follower.install_snapshot(&wrong_meta, received).await.is_err());
+    assert!(follower.install_snapshot(&wrong_meta, snapshot.snapshot.clone()).await.is_err());
 }
 
 /// Writes a store with a committed log, closes it, then cuts its `db` file to `keep(len)` bytes.
