@@ -87,6 +87,10 @@ pub enum Op {
     /// Change the capacity limits (`None` keeps that limit as it is); evicts at once if the
     /// cache is over the new limits.
     Configure { max_entries: Option<u64>, max_bytes: Option<u64> },
+    /// Remove every entry (Redis `FLUSHDB`). Limits, the clock, recency numbering and client
+    /// sessions stay: they are not data, and a resent write must still be answered once.
+    /// Appended last so the log's encoding of the other variants is unchanged.
+    Clear,
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses it alike.
