@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Address to listen on. Loopback by default; other addresses are unauthenticated (no TLS yet).
     #[arg(long, env = "GEOCACHE_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
+    /// Also serve the Redis protocol (RESP2 and RESP3) on this address, e.g. 127.0.0.1:6379.
+    /// Loopback only unless you accept unauthenticated access (no TLS or AUTH yet).
+    #[arg(long, env = "GEOCACHE_RESP_LISTEN")]
+    pub resp_listen: Option<SocketAddr>,
     /// Address other nodes and clients dial to reach this node (default: --listen).
     #[arg(long, env = "GEOCACHE_ADVERTISE")]
     pub advertise: Option<String>,
@@ -140,6 +144,7 @@ impl ServeArgs {
         config.idle_timeout = self.idle_timeout;
         config.probe_interval = self.probe_interval;
         config.snapshot_every = self.snapshot_every;
+        config.resp_listen = self.resp_listen;
         config
     }
 }
