@@ -157,6 +157,9 @@ pub struct DevArgs {
     /// Port of node 1; node N listens on base-port + N - 1.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// Redis-protocol port of node 1; node N serves RESP on resp-base-port + N - 1.
+    #[arg(long, default_value_t = 6379)]
+    pub resp_base_port: u16,
     /// Keep data here (reused on the next run). Default: a temporary directory removed on exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
