@@ -423,7 +423,10 @@ mod tests {
              --clock-offset-ms=5 --exit-with-stdin"
         );
         let with_resp = spec.clone().with_resp("127.0.0.1:6380".parse().unwrap());
-        assert!(with_resp.serve_args(&[]).join(" ").contains("--data-dir /tmp/x/node-2 --resp-listen 127.0.0.1:6380 --max"));
+        assert!(with_resp
+            .serve_args(&[])
+            .join(" ")
+            .contains("--data-dir /tmp/x/node-2 --resp-listen 127.0.0.1:6380 --max"));
         assert_eq!(region_for(4, &REGIONS), "us-east");
         assert_eq!(region_for(1, &["solo"]), "solo");
     }

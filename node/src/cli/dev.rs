@@ -199,7 +199,10 @@ async fn start(args: DevArgs) -> Result<(), String> {
         println!("  time geocache get greeting --consistency stale --endpoint {far}    # answered locally");
     }
     if let Some(resp) = nodes.first().and_then(|n| n.spec.resp_addr) {
-        println!("  redis-cli -p {} set greeting hello EX 60    # any Redis client, on any node's RESP port", resp.port());
+        println!(
+            "  redis-cli -p {} set greeting hello EX 60    # any Redis client, on any node's RESP port",
+            resp.port()
+        );
     }
     println!("(with cargo: cargo run --release -- <command>). Press Ctrl-C to stop.");
 

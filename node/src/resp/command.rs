@@ -76,16 +76,43 @@ pub enum CommandInfo {
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Get { key: String },
-    Set { key: String, value: Bytes, expiry: SetExpiry, condition: SetCondition, get: bool },
-    Del { keys: Vec<String> },
-    Exists { keys: Vec<String> },
-    MGet { keys: Vec<String> },
-    MSet { pairs: Vec<(String, Bytes)> },
-    Expire { key: String, at: ExpireAt },
-    Persist { key: String },
-    Ttl { key: String, millis: bool },
-    IncrBy { key: String, delta: i64 },
+    Get {
+        key: String,
+    },
+    Set {
+        key: String,
+        value: Bytes,
+        expiry: SetExpiry,
+        condition: SetCondition,
+        get: bool,
+    },
+    Del {
+        keys: Vec<String>,
+    },
+    Exists {
+        keys: Vec<String>,
+    },
+    MGet {
+        keys: Vec<String>,
+    },
+    MSet {
+        pairs: Vec<(String, Bytes)>,
+    },
+    Expire {
+        key: String,
+        at: ExpireAt,
+    },
+    Persist {
+        key: String,
+    },
+    Ttl {
+        key: String,
+        millis: bool,
+    },
+    IncrBy {
+        key: String,
+        delta: i64,
+    },
     Ping(Option<Bytes>),
     Echo(Bytes),
     Select(i64),
@@ -94,7 +121,10 @@ pub enum Command {
     Command(CommandInfo),
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`. `AUTH` is accepted and ignored, as
     /// Redis's passwordless default user does: geocache has no authentication yet.
-    Hello { protocol: Option<i64>, name: Option<String> },
+    Hello {
+        protocol: Option<i64>,
+        name: Option<String>,
+    },
     Quit,
     DbSize,
     FlushDb,
@@ -172,7 +202,9 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
             let ms = ms.ok_or_else(|| Reply::err(format!("invalid expire time in '{lower}' command")))?;
             if !words.done() {
                 // Redis 7's NX/XX/GT/LT are not supported.
-                return Err(Reply::err(format!("unsupported option for '{lower}' (NX, XX, GT and LT are not supported)")));
+                return Err(Reply::err(format!(
+                    "unsupported option for '{lower}' (NX, XX, GT and LT are not supported)"
+                )));
             }
             let at = if lower.ends_with("at") { ExpireAt::At(ms) } else { ExpireAt::In(ms) };
             Command::Expire { key, at }
@@ -194,7 +226,13 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         },
         "echo" => Command::Echo(words.bytes()?),
         "select" => Command::Select(words.int()?),
-        "info" => Command::Info(rest.iter().map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()).collect()),
+        "info" => {
+            let mut sections = Vec::new();
+            while let Some(section) = words.next_upper() {
+                sections.push(section.to_ascii_lowercase());
+            }
+            Command::Info(sections)
+        }
         "client" => Command::Client(parse_client(&mut words)?),
         "command" => Command::Command(parse_command_info(&mut words)?),
         "hello" => parse_hello(&mut words)?,
@@ -314,13 +352,20 @@ fn parse_command_info(words: &mut Words<'_>) -> Result<CommandInfo, Reply> {
             CommandInfo::Info(names)
         }
         Some(other) => {
-            return Err(Reply::err(format!("unknown subcommand '{}'. Try COMMAND, COMMAND COUNT or COMMAND INFO.", other.to_ascii_lowercase())))
+            return Err(Reply::err(format!(
+                "unknown subcommand '{}'. Try COMMAND, COMMAND COUNT or COMMAND INFO.",
+                other.to_ascii_lowercase()
+            )))
         }
     })
 }
 
 fn parse_hello(words: &mut Words<'_>) -> Result<Command, Reply> {
-    let protocol = if words.done() { None } else { Some(words.int().map_err(|_| Reply::err("Protocol version is not an integer or out of range"))?) };
+    let protocol = if words.done() {
+        None
+    } else {
+        Some(words.int().map_err(|_| Reply::err("Protocol version is not an integer or out of range"))?)
+    };
     let mut name = None;
     while let Some(option) = words.next_upper() {
         match option.as_str() {
@@ -504,16 +549,14 @@ mod tests {
         assert_eq!(cmd("PING").unwrap(), Command::Ping(None));
         assert_eq!(cmd("PING hi").unwrap(), Command::Ping(Some(Bytes::from_static(b"hi"))));
         assert_eq!(cmd("HELLO 3").unwrap(), Command::Hello { protocol: Some(3), name: None });
-        assert_eq!(
-            cmd("HELLO 2 SETNAME me").unwrap(),
-            Command::Hello { protocol: Some(2), name: Some("me".into()) }
-        );
+        assert_eq!(cmd("HELLO 2 SETNAME me").unwrap(), Command::Hello { protocol: Some(2), name: Some("me".into()) });
         assert_eq!(cmd("HELLO").unwrap(), Command::Hello { protocol: None, name: None });
         assert_eq!(cmd("FLUSHDB ASYNC").unwrap(), Command::FlushDb);
         assert_eq!(error("FLUSHDB LATER"), "ERR syntax error");
         assert_eq!(cmd("COMMAND").unwrap(), Command::Command(CommandInfo::Info(vec![])));
         assert_eq!(cmd("COMMAND DOCS").unwrap(), Command::Command(CommandInfo::Docs));
         assert_eq!(cmd("geocache.LastVersion").unwrap(), Command::LastVersion);
+        assert_eq!(cmd("INFO Geo keyspace").unwrap(), Command::Info(vec!["geo".into(), "keyspace".into()]));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use redis_protocol::resp2::types::BytesFrame;
 /// Limits on one command.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameLimits {
-    /// Longest bulk string (the node's value limit; keys are shorter still).
+    /// Longest bulk string (the larger of the node's value and key limits).
     pub max_bulk: usize,
     /// Most arguments, the command name included (Redis: 1024 * 1024).
     pub max_args: usize,

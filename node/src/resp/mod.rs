@@ -15,7 +15,9 @@
 //! * Bad input inside a well-formed command (unknown command, wrong arity, bad option, a key or
 //!   value over the node's limits) is an error reply and the connection stays usable. A frame
 //!   that is malformed, or announces a bulk longer than the value limit, gets one protocol error
-//!   reply and closes that connection only; nothing of it is run or written.
+//!   reply and closes that connection only; nothing of it is run or written. (A bulk may be as
+//!   long as the larger of the value and key limits; a value over the value limit that still
+//!   fits is refused by validation, `-ERR value exceeds N bytes`, and the connection stays.)
 //! * Memory per connection is bounded: the query buffer by [`RespLimits::max_query_buffer`]
 //!   (a command that has not arrived whole within it closes the connection), pending replies by
 //!   [`RespLimits::max_pending_reply`] (a larger reply is refused with an error instead of being
@@ -40,7 +42,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::service::CacheApi;
-use frame::{FrameLimits, FrameError};
+use frame::{FrameError, FrameLimits};
 use reply::Reply;
 use session::{After, ServerFacts, Session};
 
@@ -61,7 +63,8 @@ pub struct RespLimits {
 }
 
 impl RespLimits {
-    /// The limits a node with `config` uses: bulks up to the value limit, a query buffer of four
+    /// The limits a node with `config` uses: bulks up to the larger of the value and key limits
+    /// (so every valid key and value fits), a query buffer of four
     /// largest client messages (so `MSET` of a few large values fits), replies up to 64 MiB or
     /// that buffer, whichever is larger.
     pub fn from_config(config: &Config) -> RespLimits {
@@ -113,7 +116,11 @@ pub async fn serve(listener: TcpListener, api: CacheApi, limits: RespLimits, shu
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = limits.max_connections, "RESP connection limit reached; closing a new connection");
             connections.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(b"-ERR max number of clients reached\r\n")).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    stream.write_all(b"-ERR max number of clients reached\r\n"),
+                )
+                .await;
             });
             continue;
         };

@@ -111,7 +111,9 @@ impl From<&Error> for Reply {
     fn from(e: &Error) -> Reply {
         let detail = e.detail();
         match e {
-            Error::InvalidArgument(_) | Error::NotFound(_) | Error::FailedPrecondition(_) => Reply::Error("ERR", detail),
+            Error::InvalidArgument(_) | Error::NotFound(_) | Error::FailedPrecondition(_) => {
+                Reply::Error("ERR", detail)
+            }
             Error::PermissionDenied(_) => Reply::Error("NOPERM", detail),
             Error::NotLeader { leader: None } => Reply::Error("TRYAGAIN", "no leader yet".into()),
             Error::NotLeader { .. } | Error::Unavailable(_) => Reply::Error("TRYAGAIN", detail),
@@ -162,7 +164,10 @@ mod tests {
             Reply::Error(prefix, message) => format!("{prefix} {message}"),
             other => panic!("{other:?}"),
         };
-        assert_eq!(prefix(Error::InvalidArgument("value exceeds 4194304 bytes".into())), "ERR value exceeds 4194304 bytes");
+        assert_eq!(
+            prefix(Error::InvalidArgument("value exceeds 4194304 bytes".into())),
+            "ERR value exceeds 4194304 bytes"
+        );
         assert_eq!(prefix(Error::NotLeader { leader: None }), "TRYAGAIN no leader yet");
         assert!(prefix(Error::Unavailable("no quorum".into())).starts_with("TRYAGAIN no quorum"));
         assert_eq!(prefix(Error::StaleReplica { bound_ms: Some(380), max_ms: 200 }), "STALE bound 380ms exceeds 200ms");

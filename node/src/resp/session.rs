@@ -19,9 +19,7 @@ use bytes::Bytes;
 use geocache_proto as pb;
 use tokio::time::Instant;
 
-use super::command::{
-    ClientCommand, Command, CommandInfo, ExpireAt, LevelArg, SetCondition, SetExpiry, TABLE,
-};
+use super::command::{ClientCommand, Command, CommandInfo, ExpireAt, LevelArg, SetCondition, SetExpiry, TABLE};
 use super::reply::{Protocol, Reply};
 use crate::error::Error;
 use crate::read::ReadLevel;
@@ -270,7 +268,11 @@ impl Session {
             };
             let next = now.checked_add(delta).ok_or_else(|| Reply::err("increment or decrement would overflow"))?;
             // INCR keeps the key's expiry, as in Redis.
-            Ok(Plan::Write { value: Bytes::from(next.to_string()), expiry: kept_expiry(current), answer: Reply::Int(next) })
+            Ok(Plan::Write {
+                value: Bytes::from(next.to_string()),
+                expiry: kept_expiry(current),
+                answer: Reply::Int(next),
+            })
         })
         .await
     }
@@ -287,7 +289,10 @@ impl Session {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(Error::Unavailable("compare-and-set kept conflicting with other writes; nothing applied".into()).into());
+                return Err(Error::Unavailable(
+                    "compare-and-set kept conflicting with other writes; nothing applied".into(),
+                )
+                .into());
             }
             let (mut entries, _) = self.api.get_many(&[key], self.read_spec(at_least), remaining).await?;
             let current = entries.pop().flatten();
@@ -387,7 +392,8 @@ impl Session {
         }
         if wants("keyspace") {
             let now_ms = node.clock().now_ms();
-            let (keys, expires) = node.reader().read(|cache, _| (cache.live_len(now_ms), cache.live_with_expiry(now_ms)));
+            let (keys, expires) =
+                node.reader().read(|cache, _| (cache.live_len(now_ms), cache.live_with_expiry(now_ms)));
             out += "# Keyspace\r\n";
             if keys > 0 {
                 out += &format!("db0:keys={keys},expires={expires},avg_ttl=0\r\n");
@@ -432,11 +438,8 @@ fn command_info(info: CommandInfo) -> Reply {
         CommandInfo::Count => Reply::Int(TABLE.len() as i64),
         CommandInfo::Docs => Reply::Map(Vec::new()),
         CommandInfo::Info(names) if names.is_empty() => Reply::Array(TABLE.iter().map(describe).collect()),
-        CommandInfo::Info(names) => Reply::Array(
-            names
-                .iter()
-                .map(|n| TABLE.iter().find(|e| e.0 == n).map_or(Reply::Nil, describe))
-                .collect(),
-        ),
+        CommandInfo::Info(names) => {
+            Reply::Array(names.iter().map(|n| TABLE.iter().find(|e| e.0 == n).map_or(Reply::Nil, describe)).collect())
+        }
     }
 }
