@@ -131,38 +131,53 @@ pub enum Command {
     LastVersion,
 }
 
-/// Every command this server knows: name, Redis arity (negative: at least that many), flags,
-/// first key, last key, key step. What `COMMAND` reports, so redis-cli can start.
-pub const TABLE: &[(&str, i64, &[&str], i64, i64, i64)] = &[
-    ("get", 2, &["readonly", "fast"], 1, 1, 1),
-    ("set", -3, &["write", "denyoom"], 1, 1, 1),
-    ("del", -2, &["write"], 1, -1, 1),
-    ("exists", -2, &["readonly", "fast"], 1, -1, 1),
-    ("mget", -2, &["readonly", "fast"], 1, -1, 1),
-    ("mset", -3, &["write", "denyoom"], 1, -1, 2),
-    ("expire", -3, &["write", "fast"], 1, 1, 1),
-    ("pexpire", -3, &["write", "fast"], 1, 1, 1),
-    ("expireat", -3, &["write", "fast"], 1, 1, 1),
-    ("pexpireat", -3, &["write", "fast"], 1, 1, 1),
-    ("persist", 2, &["write", "fast"], 1, 1, 1),
-    ("ttl", 2, &["readonly", "fast"], 1, 1, 1),
-    ("pttl", 2, &["readonly", "fast"], 1, 1, 1),
-    ("incr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("decr", 2, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("incrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("decrby", 3, &["write", "denyoom", "fast"], 1, 1, 1),
-    ("ping", -1, &["fast"], 0, 0, 0),
-    ("echo", 2, &["fast"], 0, 0, 0),
-    ("select", 2, &["loading", "fast"], 0, 0, 0),
-    ("info", -1, &["loading"], 0, 0, 0),
-    ("client", -2, &["loading"], 0, 0, 0),
-    ("command", -1, &["loading"], 0, 0, 0),
-    ("hello", -1, &["fast", "loading"], 0, 0, 0),
-    ("quit", -1, &["fast"], 0, 0, 0),
-    ("dbsize", 1, &["readonly", "fast"], 0, 0, 0),
-    ("flushdb", -1, &["write"], 0, 0, 0),
-    ("flushall", -1, &["write"], 0, 0, 0),
-    ("geocache.lastversion", 1, &["fast"], 0, 0, 0),
+/// What `COMMAND` reports about one command, so redis-cli can start.
+#[derive(Clone, Copy, Debug)]
+pub struct CommandSpec {
+    pub name: &'static str,
+    /// Redis arity, the name included; negative: at least that many.
+    pub arity: i64,
+    pub flags: &'static [&'static str],
+    pub first_key: i64,
+    pub last_key: i64,
+    pub key_step: i64,
+}
+
+const fn spec(name: &'static str, arity: i64, flags: &'static [&'static str], keys: (i64, i64, i64)) -> CommandSpec {
+    CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, key_step: keys.2 }
+}
+
+/// Every command this server knows.
+pub const TABLE: &[CommandSpec] = &[
+    spec("get", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("set", -3, &["write", "denyoom"], (1, 1, 1)),
+    spec("del", -2, &["write"], (1, -1, 1)),
+    spec("exists", -2, &["readonly", "fast"], (1, -1, 1)),
+    spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
+    spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
+    spec("expire", -3, &["write", "fast"], (1, 1, 1)),
+    spec("pexpire", -3, &["write", "fast"], (1, 1, 1)),
+    spec("expireat", -3, &["write", "fast"], (1, 1, 1)),
+    spec("pexpireat", -3, &["write", "fast"], (1, 1, 1)),
+    spec("persist", 2, &["write", "fast"], (1, 1, 1)),
+    spec("ttl", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("pttl", 2, &["readonly", "fast"], (1, 1, 1)),
+    spec("incr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("incrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
+    spec("ping", -1, &["fast"], (0, 0, 0)),
+    spec("echo", 2, &["fast"], (0, 0, 0)),
+    spec("select", 2, &["loading", "fast"], (0, 0, 0)),
+    spec("info", -1, &["loading"], (0, 0, 0)),
+    spec("client", -2, &["loading"], (0, 0, 0)),
+    spec("command", -1, &["loading"], (0, 0, 0)),
+    spec("hello", -1, &["fast", "loading"], (0, 0, 0)),
+    spec("quit", -1, &["fast"], (0, 0, 0)),
+    spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0)),
+    spec("flushdb", -1, &["write"], (0, 0, 0)),
+    spec("flushall", -1, &["write"], (0, 0, 0)),
+    spec("geocache.lastversion", 1, &["fast"], (0, 0, 0)),
 ];
 
 /// Parses `args` (the command name first). Errors are the reply to send; the connection stays.
@@ -171,7 +186,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         return Err(Reply::err("empty command"));
     };
     let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let Some(&(_, arity, ..)) = TABLE.iter().find(|entry| entry.0 == lower) else {
+    let Some(&CommandSpec { arity, .. }) = TABLE.iter().find(|entry| entry.name == lower) else {
         return Err(unknown_command(name, rest));
     };
     let given = args.len() as i64;

@@ -19,7 +19,9 @@ use bytes::Bytes;
 use geocache_proto as pb;
 use tokio::time::Instant;
 
-use super::command::{ClientCommand, Command, CommandInfo, ExpireAt, LevelArg, SetCondition, SetExpiry, TABLE};
+use super::command::{
+    ClientCommand, Command, CommandInfo, CommandSpec, ExpireAt, LevelArg, SetCondition, SetExpiry, TABLE,
+};
 use super::reply::{Protocol, Reply};
 use crate::error::Error;
 use crate::read::ReadLevel;
@@ -424,22 +426,22 @@ fn kept_expiry(current: Option<&EntryView>) -> Expiry {
 
 /// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO`, `COMMAND DOCS`.
 fn command_info(info: CommandInfo) -> Reply {
-    let describe = |&(name, arity, flags, first, last, step): &(&str, i64, &[&str], i64, i64, i64)| {
+    let describe = |c: &CommandSpec| {
         Reply::Array(vec![
-            Reply::bulk(name),
-            Reply::Int(arity),
-            Reply::Array(flags.iter().map(|f| Reply::Simple(f.to_string())).collect()),
-            Reply::Int(first),
-            Reply::Int(last),
-            Reply::Int(step),
+            Reply::bulk(c.name),
+            Reply::Int(c.arity),
+            Reply::Array(c.flags.iter().map(|f| Reply::Simple(f.to_string())).collect()),
+            Reply::Int(c.first_key),
+            Reply::Int(c.last_key),
+            Reply::Int(c.key_step),
         ])
     };
     match info {
         CommandInfo::Count => Reply::Int(TABLE.len() as i64),
         CommandInfo::Docs => Reply::Map(Vec::new()),
         CommandInfo::Info(names) if names.is_empty() => Reply::Array(TABLE.iter().map(describe).collect()),
-        CommandInfo::Info(names) => {
-            Reply::Array(names.iter().map(|n| TABLE.iter().find(|e| e.0 == n).map_or(Reply::Nil, describe)).collect())
-        }
+        CommandInfo::Info(names) => Reply::Array(
+            names.iter().map(|n| TABLE.iter().find(|e| e.name == n).map_or(Reply::Nil, describe)).collect(),
+        ),
     }
 }
