@@ -323,3 +323,57 @@ async fn pipelines_counters_forwarding_and_read_levels() -> Result<()> {
     assert_eq!(cmd::<String>(&mut bounded, &["GET", "ryw"]).await?, "mine");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_query_buffers_and_idle_clients_are_bounded() -> Result<()> {
+    let value_limit = MAX_VALUE.to_string();
+    let args = ["--max-connections", "4", "--idle-timeout", "3s", "--max-value-bytes", &value_limit];
+    let cluster = TestCluster::start_with_resp(BIN, 1, &args).await?;
+
+    // The connection cap: four are served, a fifth is told so and closed.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut s = raw(&cluster, 1).await?;
+        s.write_all(b"PING\r\n").await?;
+        assert_eq!(read_exactly(&mut s, 7).await?, "+PONG\r\n");
+        open.push(s);
+    }
+    let mut fifth = raw(&cluster, 1).await?;
+    assert_eq!(read_to_close(&mut fifth).await?, "-ERR max number of clients reached\r\n");
+    // Once one closes, a new connection is served again.
+    drop(open.pop());
+    let served = eventually("a connection to be served after one closed", Duration::from_secs(10), || async {
+        let mut s = raw(&cluster, 1).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        (read_exactly(&mut s, 7).await.ok()? == "+PONG\r\n").then_some(s)
+    })
+    .await?;
+    drop(open);
+
+    // A command that never completes cannot grow its query buffer without bound: past four
+    // largest messages (about 280 KiB here) the connection is closed, and nothing ran.
+    let mut s = raw(&cluster, 1).await?;
+    s.write_all(b"*1000000\r\n$3\r\nSET\r\n").await?;
+    let chunk = "$1\r\nx\r\n".repeat(10_000);
+    let mut closed_early = false;
+    for _ in 0..100 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            closed_early = true;
+            break;
+        }
+    }
+    let answer = read_to_close(&mut s).await?;
+    assert!(closed_early || answer.contains("query buffer"), "{answer:?}");
+
+    // An idle client is disconnected after --idle-timeout; one that is talking is not.
+    drop(served);
+    let mut idle = raw(&cluster, 1).await?;
+    idle.write_all(b"PING\r\n").await?;
+    assert_eq!(read_exactly(&mut idle, 7).await?, "+PONG\r\n");
+    let started = std::time::Instant::now();
+    assert_eq!(read_to_close(&mut idle).await?, "");
+    assert!(started.elapsed() >= Duration::from_secs(2), "closed after {:?}", started.elapsed());
+    let mut c = connect(&cluster, 1, false).await?;
+    assert_eq!(cmd::<String>(&mut c, &["PING"]).await?, "PONG");
+    Ok(())
+}
