@@ -109,10 +109,12 @@ pub struct ServeArgs {
     /// Longest a request may take inside the node.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// Most connections open at once (clients, peers and admin together); more are closed at once.
+    /// Most connections open at once on each port (gRPC: clients, peers and admin together; the
+    /// RESP port counts its own); more are closed at once.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Close a connection that has had no request in flight for this long (clients reconnect).
+    /// Close a connection that has had no request in flight for this long (clients reconnect); on
+    /// the RESP port also one that does not take its replies for this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// How often to probe the leader for a read index (keeps the staleness bound fresh).
