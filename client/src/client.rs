@@ -409,6 +409,7 @@ impl Client {
             condition: condition as i32,
             if_version,
             write_id: Some(write.id().into()),
+            expires_at_ms: None,
         };
         let resp = self
             .inner
@@ -447,7 +448,13 @@ impl Client {
         check_key(&key)?;
         let ttl_ms = ttl.map(ttl_ms).transpose()?;
         let write = self.inner.writes.begin();
-        let req = pb::ExpireRequest { key, ttl_ms, persist: ttl_ms.is_none(), write_id: Some(write.id().into()) };
+        let req = pb::ExpireRequest {
+            key,
+            ttl_ms,
+            persist: ttl_ms.is_none(),
+            write_id: Some(write.id().into()),
+            expires_at_ms: None,
+        };
         let resp = self
             .inner
             .router

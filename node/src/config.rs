@@ -65,6 +65,9 @@ pub struct Config {
     pub probe_interval: Duration,
     /// Build a snapshot after this many applied entries since the last one. Default 10 000.
     pub snapshot_every: u64,
+    /// Where to serve the Redis protocol (RESP2/RESP3), if anywhere. Default: nowhere. Its
+    /// connections are capped by `max_connections` and `idle_timeout` apart from the gRPC port's.
+    pub resp_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -90,6 +93,7 @@ impl Config {
             idle_timeout: Duration::from_secs(300),
             probe_interval: Duration::from_millis(50),
             snapshot_every: 10_000,
+            resp_listen: None,
         }
     }
 

@@ -2,7 +2,8 @@
 //! integration tests (`tests/`) and the fault-injection harness (`jepsen/`).
 //!
 //! Owns: picking loopback ports ([`free_port`], [`PortReservation`]), region labels
-//! ([`region_for`]), where a node keeps its data and log ([`NodeSpec::in_dir`]), the `serve`
+//! ([`region_for`]), where a node keeps its data and log ([`NodeSpec::in_dir`]), its optional
+//! Redis-protocol port ([`NodeSpec::with_resp`]), the `serve`
 //! argument list ([`NodeSpec::serve_args`]), spawning and killing processes ([`NodeProcess`]),
 //! initialising a cluster ([`init`]), and waiting on them: the one poll-with-deadline helper
 //! ([`eventually`]), [`wait_until_listening`] and [`wait_for_leader`].
@@ -174,6 +175,8 @@ pub struct NodeSpec {
     pub addr: SocketAddr,
     /// Its region label.
     pub region: String,
+    /// Where it serves the Redis protocol (`--resp-listen`), if anywhere.
+    pub resp_addr: Option<SocketAddr>,
     /// Its data dir.
     pub data_dir: PathBuf,
     /// The file its stderr is appended to; `None`: discarded.
@@ -191,6 +194,7 @@ impl NodeSpec {
             id,
             addr,
             region: region.into(),
+            resp_addr: None,
             data_dir: data_dir.into(),
             log_path: None,
             extra_args: Vec::new(),
@@ -204,6 +208,12 @@ impl NodeSpec {
         let mut spec = NodeSpec::new(id, addr, region_for(id, regions), root.join(format!("node-{id}")));
         spec.log_path = Some(root.join(format!("node-{id}.log")));
         spec
+    }
+
+    /// Serves the Redis protocol on `addr` too.
+    pub fn with_resp(mut self, addr: SocketAddr) -> Self {
+        self.resp_addr = Some(addr);
+        self
     }
 
     /// Adds `serve` flags.
@@ -223,8 +233,9 @@ impl NodeSpec {
         pb::Member { id: self.id, addr: self.addr.to_string(), region: self.region.clone() }
     }
 
-    /// The whole argument list: `serve --id ID --region R --listen ADDR --data-dir DIR`, the
-    /// extra args, `more` (one start's), then `--exit-with-stdin`.
+    /// The whole argument list: `serve --id ID --region R --listen ADDR --data-dir DIR`,
+    /// `--resp-listen ADDR` if it has one, the extra args, `more` (one start's), then
+    /// `--exit-with-stdin`.
     pub fn serve_args(&self, more: &[String]) -> Vec<String> {
         let mut args = vec![
             "serve".to_string(),
@@ -237,6 +248,9 @@ impl NodeSpec {
             "--data-dir".into(),
             self.data_dir.display().to_string(),
         ];
+        if let Some(resp) = self.resp_addr {
+            args.extend(["--resp-listen".to_string(), resp.to_string()]);
+        }
         args.extend(self.extra_args.iter().cloned());
         args.extend(more.iter().cloned());
         args.push("--exit-with-stdin".into());
@@ -408,6 +422,11 @@ mod tests {
             "serve --id 2 --region eu-west --listen 127.0.0.1:7002 --data-dir /tmp/x/node-2 --max-entries 3 \
              --clock-offset-ms=5 --exit-with-stdin"
         );
+        let with_resp = spec.clone().with_resp("127.0.0.1:6380".parse().unwrap());
+        assert!(with_resp
+            .serve_args(&[])
+            .join(" ")
+            .contains("--data-dir /tmp/x/node-2 --resp-listen 127.0.0.1:6380 --max"));
         assert_eq!(region_for(4, &REGIONS), "us-east");
         assert_eq!(region_for(1, &["solo"]), "solo");
     }

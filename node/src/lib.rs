@@ -6,7 +6,9 @@
 //! * [`store`]: sled log store and the openraft state-machine adapter.
 //! * [`network`]: Raft RPCs between nodes over gRPC.
 //! * [`read`]: consistency levels (read index, waits for an applied index).
-//! * [`service`]: the gRPC edge; the one mapping from [`Error`] to status codes (§6).
+//! * [`service`]: the gRPC edge and the protocol-neutral client API under it; the one mapping
+//!   from [`Error`] to status codes (§6).
+//! * [`resp`]: the Redis-protocol front door, on the same client API.
 //! * [`cli`], [`config`]: flags, validation, the `geocache` commands.
 //! * [`launcher`]: starting local nodes; [`loadgen`]: the load engine of `geocache bench` and of
 //!   the comparison with etcd and Redis (`benches/compare/`).
@@ -23,6 +25,7 @@ pub mod netsim;
 pub mod network;
 pub mod node;
 pub mod read;
+pub mod resp;
 pub mod server;
 pub mod service;
 pub mod state_machine;

@@ -63,12 +63,32 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
     )
     .prepare();
+    // The Redis front door, on its own port, over the same client API as the Cache service.
+    let resp = match node.config().resp_listen {
+        Some(addr) => {
+            let resp_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {addr} for RESP: {e}")))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "RESP on a non-loopback address: no TLS or authentication yet");
+            }
+            tracing::info!(%addr, "serving RESP");
+            let limits = crate::resp::RespLimits::from_config(node.config());
+            let api = crate::service::CacheApi::new(node.clone());
+            Some(tokio::spawn(crate::resp::serve(resp_listener, api, limits, std::future::pending())))
+        }
+        None => None,
+    };
     let limits = ConnectionLimits {
         max_connections: node.config().max_connections,
         idle_timeout: node.config().idle_timeout,
         request_timeout: node.config().request_timeout,
     };
     crate::connections::serve(listener, routes, limits, shutdown).await;
+    if let Some(resp) = resp {
+        // Dropping the server drops every open RESP connection with it.
+        resp.abort();
+    }
     ticker.abort();
     toucher.abort();
     prober.abort();

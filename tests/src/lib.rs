@@ -93,6 +93,25 @@ impl TestCluster {
         Ok(cluster)
     }
 
+    /// Like [`TestCluster::start_with`], every node also serving the Redis protocol on its own
+    /// loopback port ([`TestCluster::resp_addr`]).
+    pub async fn start_with_resp(bin: impl Into<PathBuf>, n: u64, extra_args: &[&str]) -> Result<TestCluster> {
+        let mut cluster = TestCluster::new(bin)?;
+        for id in 1..=n {
+            cluster.reserve(id);
+            let node = cluster.nodes.get_mut(&id).expect("reserved above");
+            node.spec.resp_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+            cluster.spawn(id, extra_args)?;
+        }
+        cluster.init(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    /// Node `id`'s Redis-protocol address, if it serves one.
+    pub fn resp_addr(&self, id: u64) -> Option<String> {
+        self.nodes[&id].spec.resp_addr.map(|a| a.to_string())
+    }
+
     /// Initialises every known node as one cluster of voters through node 1 and waits for a
     /// leader they agree on.
     pub async fn init(&self, within: Duration) -> Result<u64> {

@@ -199,8 +199,9 @@ fn free_port_run() -> u16 {
 async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     use std::io::{BufRead, BufReader};
     let base = free_port_run();
+    let resp_base = free_port_run();
     let mut dev = std::process::Command::new(BIN)
-        .args(["dev", "--base-port", &base.to_string()])
+        .args(["dev", "--base-port", &base.to_string(), "--resp-base-port", &resp_base.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -219,6 +220,8 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     });
     let lines = tokio::time::timeout(Duration::from_secs(60), lines).await??;
     assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
+    let resp_of_third = format!("resp 127.0.0.1:{}", resp_base + 2);
+    assert!(lines.iter().any(|l| l.contains(&resp_of_third)), "each node's RESP address is printed: {lines:?}");
 
     let endpoint = format!("127.0.0.1:{base}");
     let probe = TestCluster::new(BIN)?;

@@ -385,6 +385,12 @@ impl Cache for FakeNode {
         self.write(fault, write_id, |_, index| pb::WriteResponse { log_index: index, ..Default::default() }).await
     }
 
+    async fn flush(&self, req: Request<pb::FlushRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let write_id = req.get_ref().write_id;
+        let fault = self.enter("flush", &req, write_id);
+        self.write(fault, write_id, |_, index| pb::WriteResponse { log_index: index, ..Default::default() }).await
+    }
+
     async fn ttl(&self, req: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
         let consistency = req.get_ref().consistency;
         if let Some(fault) = self.record("ttl", &req, |seen| seen.consistency = Some(consistency)) {

@@ -112,6 +112,9 @@ async fn start(args: DevArgs) -> Result<(), String> {
     if args.base_port as u64 + total - 1 > u16::MAX as u64 {
         return Err(format!("--base-port {} leaves no room for {total} nodes", args.base_port));
     }
+    if args.resp_base_port as u64 + total - 1 > u16::MAX as u64 {
+        return Err(format!("--resp-base-port {} leaves no room for {total} nodes", args.resp_base_port));
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the geocache binary: {e}"))?;
     // A temp dir is removed when `_temp` drops at the end of this function.
     let (_temp, root): (Option<tempfile::TempDir>, PathBuf) = match &args.data_dir {
@@ -129,7 +132,9 @@ async fn start(args: DevArgs) -> Result<(), String> {
     let mut nodes: Vec<DevNode> = (1..=total)
         .map(|id| {
             let addr = SocketAddr::from(([127, 0, 0, 1], (args.base_port as u64 + id - 1) as u16));
+            let resp = SocketAddr::from(([127, 0, 0, 1], (args.resp_base_port as u64 + id - 1) as u16));
             let spec = NodeSpec::in_dir(&root, id, addr, &REGIONS)
+                .with_resp(resp)
                 .with_args(["--max-entries".to_string(), args.max_entries.to_string()]);
             DevNode { member: spec.member(), spec, learner: id > args.nodes }
         })
@@ -148,7 +153,8 @@ async fn start(args: DevArgs) -> Result<(), String> {
     for n in &nodes {
         let child = NodeProcess::spawn(&exe, &n.spec, &[], &[]).map_err(|e| e.to_string())?;
         let (m, role) = (&n.member, if n.learner { "learner" } else { "voter" });
-        eprintln!("started {role} {} ({}) on {}  [pid {}]", m.id, m.region, m.addr, child.pid());
+        let resp = n.spec.resp_addr.map(|a| format!(", RESP {a}")).unwrap_or_default();
+        eprintln!("started {role} {} ({}) on {}{resp}  [pid {}]", m.id, m.region, m.addr, child.pid());
         children.push(child);
     }
 
@@ -172,7 +178,8 @@ async fn start(args: DevArgs) -> Result<(), String> {
     for n in &nodes {
         let m = &n.member;
         let role = if n.learner { "learner" } else { "voter" };
-        println!("  node {}  {:<9} {:<21} {role}", m.id, m.region, m.addr);
+        let resp = n.spec.resp_addr.map(|a| a.to_string()).unwrap_or_default();
+        println!("  node {}  {:<9} grpc {:<21} resp {:<21} {role}", m.id, m.region, m.addr, resp);
     }
     println!();
     if let Some(wan) = &wan {
@@ -190,6 +197,12 @@ async fn start(args: DevArgs) -> Result<(), String> {
         let far = nodes.last().map(|n| n.member.addr.as_str()).unwrap_or_default();
         println!("  time geocache set greeting again{to_first}    # a commit waits for a WAN round trip");
         println!("  time geocache get greeting --consistency stale --endpoint {far}    # answered locally");
+    }
+    if let Some(resp) = nodes.first().and_then(|n| n.spec.resp_addr) {
+        println!(
+            "  redis-cli -p {} set greeting hello EX 60    # any Redis client, on any node's RESP port",
+            resp.port()
+        );
     }
     println!("(with cargo: cargo run --release -- <command>). Press Ctrl-C to stop.");
 

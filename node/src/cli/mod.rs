@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// Address to listen on. Loopback by default; other addresses are unauthenticated (no TLS yet).
     #[arg(long, env = "GEOCACHE_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
+    /// Also serve the Redis protocol (RESP2 and RESP3) on this address, e.g. 127.0.0.1:6379.
+    /// Loopback only unless you accept unauthenticated access (no TLS or AUTH yet).
+    #[arg(long, env = "GEOCACHE_RESP_LISTEN")]
+    pub resp_listen: Option<SocketAddr>,
     /// Address other nodes and clients dial to reach this node (default: --listen).
     #[arg(long, env = "GEOCACHE_ADVERTISE")]
     pub advertise: Option<String>,
@@ -105,10 +109,12 @@ pub struct ServeArgs {
     /// Longest a request may take inside the node.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,
-    /// Most connections open at once (clients, peers and admin together); more are closed at once.
+    /// Most connections open at once on each port (gRPC: clients, peers and admin together; the
+    /// RESP port counts its own); more are closed at once.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Close a connection that has had no request in flight for this long (clients reconnect).
+    /// Close a connection that has had no request in flight for this long (clients reconnect); on
+    /// the RESP port also one that does not take its replies for this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// How often to probe the leader for a read index (keeps the staleness bound fresh).
@@ -140,6 +146,7 @@ impl ServeArgs {
         config.idle_timeout = self.idle_timeout;
         config.probe_interval = self.probe_interval;
         config.snapshot_every = self.snapshot_every;
+        config.resp_listen = self.resp_listen;
         config
     }
 }
@@ -152,6 +159,9 @@ pub struct DevArgs {
     /// Port of node 1; node N listens on base-port + N - 1.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// Redis-protocol port of node 1; node N serves RESP on resp-base-port + N - 1.
+    #[arg(long, default_value_t = 6379)]
+    pub resp_base_port: u16,
     /// Keep data here (reused on the next run). Default: a temporary directory removed on exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

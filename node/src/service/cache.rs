@@ -1,192 +1,85 @@
-//! The client API (`geocache.v1.Cache`): validates requests, proposes writes (forwarding them to
-//! the leader when this node is not it) and serves reads at the requested consistency.
-
-use geocache_proto as pb;
-use geocache_proto::cache_client::CacheClient;
-use geocache_proto::cache_server::Cache as CacheRpc;
-use tonic::{Request, Response, Status};
+//! The client API over gRPC (`geocache.v1.Cache`): turns wire requests into the protocol-neutral
+//! [`Write`]s and [`ReadSpec`]s of [`CacheApi`] (which validates, proposes or forwards, and reads
+//! at a level) and its answers back into wire responses.
 
 use std::time::Duration;
 
-use super::{forward_target, forwarded_request, grpc_timeout, is_forwarded};
+use geocache_proto as pb;
+use geocache_proto::cache_server::Cache as CacheRpc;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use super::api::{condition_from_wire, expiry_from_wire, CacheApi, ReadSpec, Write, Written};
+use super::{grpc_timeout, is_forwarded};
 use crate::error::{Error, Result};
 use crate::node::Node;
-use crate::read::{self, ReadLevel};
-use crate::state_machine::{Condition, EntryView, Op, Rejection, Response as Applied, WriteId};
+use crate::read::ReadLevel;
+use crate::state_machine::{EntryView, Rejection, Response as Applied, WriteId};
 use crate::types::LogIndex;
+use geocache_proto::{LEADER_ADDR_HEADER, LEADER_ID_HEADER};
 
 /// Serves `geocache.v1.Cache` for one node.
 pub struct CacheService {
-    node: Node,
+    api: CacheApi,
 }
 
 impl CacheService {
     pub fn new(node: Node) -> CacheService {
-        CacheService { node }
+        CacheService { api: CacheApi::new(node) }
     }
 
-    fn validate_key(&self, key: &str) -> Result<()> {
-        self.node.config().validate_key(key)
-    }
-
-    /// Absolute expiry (log time) for a relative TTL, as the proposer computes it.
-    fn expires_at(&self, ttl_ms: Option<u64>, now_ms: u64) -> Result<Option<u64>> {
-        match ttl_ms {
-            None => Ok(None),
-            Some(0) => Err(Error::InvalidArgument("ttl must be positive (omit it for no expiry)".into())),
-            Some(ttl) => now_ms
-                .checked_add(ttl)
-                .map(Some)
-                .ok_or_else(|| Error::InvalidArgument(format!("ttl of {ttl} ms overflows the clock"))),
-        }
-    }
-
-    fn client_for(&self, leader: &(u64, String)) -> Result<CacheClient<tonic::transport::Channel>> {
-        let channel = self.node.peers().channel_to(leader.0, &leader.1).map_err(Error::Unavailable)?;
-        let max = self.node.config().max_client_message_bytes();
-        Ok(CacheClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max))
-    }
-
-    /// Proposes `op` locally; on `NotLeader` hands back the leader to forward to.
-    async fn write(
+    /// Runs `write` through the shared write path with the request's deadline and forwarding mark.
+    async fn write<T>(
         &self,
-        op: Op,
+        request: &Request<T>,
+        write: Write,
         write_id: Option<pb::WriteId>,
-        forwarded: bool,
-        deadline: tokio::time::Instant,
-    ) -> WriteOutcome {
-        let write_id = match write_id_from_wire(write_id) {
-            Ok(id) => id,
-            Err(e) => return WriteOutcome::Failed(e),
-        };
-        loop {
-            if let Err(no_quorum) = self.node.ensure_leader_has_quorum() {
-                return WriteOutcome::Failed(no_quorum);
-            }
-            let cmd = self.node.command(op.clone(), write_id);
-            match self.node.propose(cmd).await {
-                Ok((index, applied)) => return WriteOutcome::Done(write_response(index, applied)),
-                // Mid-election: nothing was proposed, so wait for a leader and try again; but a
-                // node cut off from the leader says so at once rather than wait in vain.
-                Err(Error::NotLeader { leader: None }) if !forwarded => {
-                    if let Err(unreachable) = self.node.ensure_leader_reachable() {
-                        return WriteOutcome::Failed(unreachable);
-                    }
-                    match self.node.wait_for_leader(deadline).await {
-                        Ok((leader, _)) if leader == self.node.id() => {
-                            // Metrics can name us a moment before Raft accepts writes: back off.
-                            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                            continue;
-                        }
-                        Ok(leader) => return WriteOutcome::Forward(leader),
-                        Err(e) => return WriteOutcome::Failed(e),
-                    }
-                }
-                Err(e) => {
-                    return match forward_target(&e, forwarded) {
-                        Some(leader) => match self.node.ensure_leader_reachable() {
-                            Ok(()) => WriteOutcome::Forward(leader),
-                            Err(unreachable) => WriteOutcome::Failed(unreachable),
-                        },
-                        None => WriteOutcome::Failed(e),
-                    }
-                }
-            }
-        }
+    ) -> Result<Response<pb::WriteResponse>, Status> {
+        let forwarded = is_forwarded(request);
+        let timeout = self.api.timeout(grpc_timeout(request));
+        let write_id = write_id_from_wire(write_id)?;
+        let written = self.api.write(write, write_id, forwarded, timeout).await?;
+        Ok(forwarded_reply(written))
     }
 
-    /// Serves a read of `key` from the local state machine at the requested level, within the
-    /// caller's deadline (capped by the node's request timeout).
-    async fn read(
+    /// Reads one key at the level the request asks for.
+    async fn read_one(
         &self,
         key: &str,
         spec: ReadSpec,
         deadline: Option<Duration>,
     ) -> Result<(Option<EntryView>, pb::ReadMeta)> {
-        self.validate_key(key)?;
-        let level = match pb::Consistency::try_from(spec.consistency) {
-            Ok(pb::Consistency::Linearizable) => ReadLevel::Linearizable,
-            Ok(pb::Consistency::Stale) => ReadLevel::Stale,
-            Ok(pb::Consistency::Bounded) if spec.max_staleness_ms == 0 => {
-                return Err(Error::InvalidArgument("a bounded read needs max_staleness_ms > 0".into()))
-            }
-            Ok(pb::Consistency::Bounded) => ReadLevel::Bounded(Duration::from_millis(spec.max_staleness_ms)),
-            Err(_) => return Err(Error::InvalidArgument(format!("unknown consistency level {}", spec.consistency))),
-        };
-        let request_timeout = self.node.config().request_timeout;
-        let timeout = deadline.unwrap_or(request_timeout).min(request_timeout);
-        let bound = read::prepare_read(&self.node, level, spec.min_version, timeout).await?;
-        let now_ms = self.node.clock().now_ms();
-        let (entry, applied) = self.node.reader().read(|cache, applied| (cache.get(key, now_ms), applied));
-        if entry.is_some() {
-            self.node.recency().note(key);
-        }
-        let meta = pb::ReadMeta {
-            node_id: self.node.id(),
-            region: self.node.config().region.clone(),
-            applied_index: applied.map(|l| l.index).unwrap_or(0),
-            staleness_bound_ms: bound.map(|b| b.as_nanos().div_ceil(1_000_000) as u64),
-        };
-        Ok((entry, meta))
+        let (mut entries, meta) = self.api.get_many(&[key], spec, self.api.timeout(deadline)).await?;
+        Ok((entries.pop().flatten(), meta))
     }
 }
 
-/// What a read asks for, as it came off the wire.
-struct ReadSpec {
-    consistency: i32,
-    max_staleness_ms: u64,
-    min_version: u64,
-}
-
-/// `GetRequest` and `TtlRequest` carry the same read fields.
-macro_rules! read_spec_from {
-    ($($request:ty),*) => {$(
-        impl From<&$request> for ReadSpec {
-            fn from(r: &$request) -> ReadSpec {
-                ReadSpec { consistency: r.consistency, max_staleness_ms: r.max_staleness_ms, min_version: r.min_version }
-            }
+/// The answer to a write, with the leader named in its metadata when it was forwarded there (so
+/// a client goes to the leader directly next time).
+fn forwarded_reply(written: Written) -> Response<pb::WriteResponse> {
+    let mut response = Response::new(written.response);
+    if let Some((id, addr)) = written.via_leader {
+        let metadata = response.metadata_mut();
+        metadata.insert(LEADER_ID_HEADER, MetadataValue::from(id));
+        if let Ok(addr) = addr.parse() {
+            metadata.insert(LEADER_ADDR_HEADER, addr);
         }
-    )*};
-}
-read_spec_from!(pb::GetRequest, pb::TtlRequest);
-
-enum WriteOutcome {
-    Done(pb::WriteResponse),
-    Forward((u64, String)),
-    Failed(Error),
+    }
+    response
 }
 
-/// Runs a write locally, or forwards the original request to the leader once.
-macro_rules! write_or_forward {
-    ($self:ident, $request:ident, $op:expr, $method:ident) => {{
-        let forwarded = is_forwarded(&$request);
-        let request_timeout = $self.node.config().request_timeout;
-        let timeout = grpc_timeout(&$request).unwrap_or(request_timeout).min(request_timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let message = $request.into_inner();
-        let op = $op(&message)?;
-        loop {
-            match $self.write(op.clone(), message.write_id, forwarded, deadline).await {
-                WriteOutcome::Done(response) => break Ok(Response::new(response)),
-                WriteOutcome::Failed(e) => break Err(e.into()),
-                WriteOutcome::Forward(leader) => {
-                    let mut client = $self.client_for(&leader)?;
-                    let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let reply = client.$method(forwarded_request(message.clone(), remaining)).await;
-                    match super::forwarded_reply(&leader, reply) {
-                        // Nothing was applied (the leader is unreachable or just lost its
-                        // leadership): let the election settle, then try again in the deadline.
-                        Err(status)
-                            if status.code() == tonic::Code::Unavailable && tokio::time::Instant::now() < deadline =>
-                        {
-                            $self.node.wait_for_leader_change(leader.0, deadline).await;
-                        }
-                        reply => break reply,
-                    }
-                }
-            }
+/// The read level a wire request asks for.
+fn read_spec(consistency: i32, max_staleness_ms: u64, min_version: u64) -> Result<ReadSpec> {
+    let level = match pb::Consistency::try_from(consistency) {
+        Ok(pb::Consistency::Linearizable) => ReadLevel::Linearizable,
+        Ok(pb::Consistency::Stale) => ReadLevel::Stale,
+        Ok(pb::Consistency::Bounded) if max_staleness_ms == 0 => {
+            return Err(Error::InvalidArgument("a bounded read needs max_staleness_ms > 0".into()))
         }
-    }};
+        Ok(pb::Consistency::Bounded) => ReadLevel::Bounded(Duration::from_millis(max_staleness_ms)),
+        Err(_) => return Err(Error::InvalidArgument(format!("unknown consistency level {consistency}"))),
+    };
+    Ok(ReadSpec { level, min_version })
 }
 
 #[tonic::async_trait]
@@ -194,8 +87,8 @@ impl CacheRpc for CacheService {
     async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let deadline = grpc_timeout(&request);
         let req = request.into_inner();
-        let spec = ReadSpec::from(&req);
-        let (entry, meta) = self.read(&req.key, spec, deadline).await?;
+        let spec = read_spec(req.consistency, req.max_staleness_ms, req.min_version)?;
+        let (entry, meta) = self.read_one(&req.key, spec, deadline).await?;
         let response = match entry {
             Some(e) => pb::GetResponse {
                 found: true,
@@ -212,9 +105,9 @@ impl CacheRpc for CacheService {
     async fn ttl(&self, request: Request<pb::TtlRequest>) -> Result<Response<pb::TtlResponse>, Status> {
         let deadline = grpc_timeout(&request);
         let req = request.into_inner();
-        let spec = ReadSpec::from(&req);
-        let (entry, meta) = self.read(&req.key, spec, deadline).await?;
-        let now_ms = self.node.clock().now_ms();
+        let spec = read_spec(req.consistency, req.max_staleness_ms, req.min_version)?;
+        let (entry, meta) = self.read_one(&req.key, spec, deadline).await?;
+        let now_ms = self.api.node().clock().now_ms();
         let response = match entry {
             Some(e) => pb::TtlResponse {
                 found: true,
@@ -229,58 +122,39 @@ impl CacheRpc for CacheService {
     }
 
     async fn set(&self, request: Request<pb::SetRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        write_or_forward!(self, request, |m: &pb::SetRequest| self.set_op(m), set)
+        let m = request.get_ref();
+        let write = Write::Set {
+            key: m.key.clone(),
+            value: m.value.clone(),
+            expiry: expiry_from_wire(m.ttl_ms, m.expires_at_ms)?,
+            condition: condition_from_wire(m.condition, m.if_version)?,
+        };
+        self.write(&request, write, m.write_id).await
     }
 
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        write_or_forward!(
-            self,
-            request,
-            |m: &pb::DeleteRequest| -> Result<Op> {
-                self.validate_key(&m.key)?;
-                Ok(Op::Delete { key: m.key.clone() })
-            },
-            delete
-        )
+        let m = request.get_ref();
+        self.write(&request, Write::Delete { key: m.key.clone() }, m.write_id).await
     }
 
     async fn expire(&self, request: Request<pb::ExpireRequest>) -> Result<Response<pb::WriteResponse>, Status> {
-        write_or_forward!(self, request, |m: &pb::ExpireRequest| self.expire_op(m), expire)
-    }
-}
-
-impl CacheService {
-    fn set_op(&self, m: &pb::SetRequest) -> Result<Op> {
-        self.validate_key(&m.key)?;
-        let max = self.node.config().max_value_bytes;
-        if m.value.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "value is {} bytes, over the limit of {max} bytes",
-                m.value.len()
-            )));
-        }
-        let condition = match pb::ConditionKind::try_from(m.condition) {
-            Ok(pb::ConditionKind::ConditionAlways) => Condition::Always,
-            Ok(pb::ConditionKind::ConditionIfAbsent) => Condition::IfAbsent,
-            Ok(pb::ConditionKind::ConditionIfPresent) => Condition::IfPresent,
-            Ok(pb::ConditionKind::ConditionIfVersion) => Condition::IfVersion(m.if_version),
-            Err(_) => return Err(Error::InvalidArgument(format!("unknown condition {}", m.condition))),
-        };
-        let expires_at_ms = self.expires_at(m.ttl_ms, self.node.proposal_time_ms())?;
-        Ok(Op::Set { key: m.key.clone(), value: m.value.clone(), expires_at_ms, condition })
-    }
-
-    fn expire_op(&self, m: &pb::ExpireRequest) -> Result<Op> {
-        self.validate_key(&m.key)?;
-        let expires_at_ms = if m.persist {
-            None
+        let m = request.get_ref();
+        let expiry = if m.persist {
+            super::api::Expiry::Never
         } else {
-            match m.ttl_ms {
-                None => return Err(Error::InvalidArgument("expire needs a ttl or persist".into())),
-                ttl => self.expires_at(ttl, self.node.proposal_time_ms())?,
+            match expiry_from_wire(m.ttl_ms, m.expires_at_ms)? {
+                super::api::Expiry::Never => {
+                    return Err(Error::InvalidArgument("expire needs a ttl or persist".into()).into())
+                }
+                expiry => expiry,
             }
         };
-        Ok(Op::Expire { key: m.key.clone(), expires_at_ms })
+        self.write(&request, Write::Expire { key: m.key.clone(), expiry }, m.write_id).await
+    }
+
+    async fn flush(&self, request: Request<pb::FlushRequest>) -> Result<Response<pb::WriteResponse>, Status> {
+        let write_id = request.get_ref().write_id;
+        self.write(&request, Write::Clear, write_id).await
     }
 }
 
@@ -293,7 +167,8 @@ fn write_id_from_wire(id: Option<pb::WriteId>) -> Result<Option<WriteId>> {
     }
 }
 
-fn write_response(log_index: LogIndex, applied: Applied) -> pb::WriteResponse {
+/// The wire answer to an applied command.
+pub(super) fn write_response(log_index: LogIndex, applied: Applied) -> pb::WriteResponse {
     pb::WriteResponse {
         applied: applied.applied,
         version: applied.version,

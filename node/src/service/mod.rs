@@ -1,7 +1,8 @@
-//! The gRPC edge: the `Cache` (client API) and `Admin` services, and the one mapping from
-//! [`Error`] to gRPC status codes.
+//! The client and operator API: the `Cache` (client API) and `Admin` gRPC services, the
+//! protocol-neutral client API under `Cache` and the Redis front door ([`api`]), and the one
+//! mapping from [`Error`] to gRPC status codes.
 //!
-//! Owns request validation (turning wire requests into [`Command`](crate::state_machine::Command)s
+//! Owns request validation (turning requests into [`Command`](crate::state_machine::Command)s
 //! or reads), forwarding to the leader, and wire <-> domain conversion. Knows nothing of sled.
 //!
 //! Invariants: a request that fails validation changes nothing; a request is forwarded to the
@@ -9,9 +10,11 @@
 //! leaves here with exactly the code the table in docs/ARCHITECTURE.md §6.2 gives it.
 
 mod admin;
+pub mod api;
 mod cache;
 
 pub use admin::AdminService;
+pub use api::CacheApi;
 pub use cache::CacheService;
 
 use geocache_proto::{
@@ -90,27 +93,8 @@ fn forwarded_reply<T>(
             }
             Ok(response)
         }
-        Err(status) => Err(forward_failure(leader, status)),
+        Err(status) => Err(api::forward_failure(leader, status).into()),
     }
-}
-
-/// Classifies a failed forward: the leader's own answer passes through unchanged; a connection
-/// that never opened means nothing was sent (`Unavailable`); a connection lost mid-call means
-/// the request may have applied (`Timeout`, outcome unknown).
-fn forward_failure(leader: &(u64, String), status: Status) -> Status {
-    let mut source = std::error::Error::source(&status);
-    let local_failure = source.is_some();
-    while let Some(e) = source {
-        if e.is::<tonic::ConnectError>() {
-            return Error::Unavailable(format!("leader {} at {} is unreachable: {e}", leader.0, leader.1)).into();
-        }
-        source = e.source();
-    }
-    if local_failure {
-        return Error::Timeout(format!("connection to leader {} lost mid-request: {}", leader.0, status.message()))
-            .into();
-    }
-    status
 }
 
 /// The leader to forward to, if `error` says this node is not it and the request may still move.
@@ -150,18 +134,6 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(Status::from(error).code(), code);
         }
-    }
-
-    #[test]
-    fn a_failed_forward_says_whether_anything_was_sent() {
-        let leader = (2, "127.0.0.1:9".to_string());
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let never_sent = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
-        assert_eq!(forward_failure(&leader, never_sent).code(), Code::Unavailable);
-        let reset = Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
-        assert_eq!(forward_failure(&leader, reset).code(), Code::DeadlineExceeded);
-        let leaders_answer = Status::invalid_argument("bad key");
-        assert_eq!(forward_failure(&leader, leaders_answer).code(), Code::InvalidArgument);
     }
 
     #[test]

@@ -141,6 +141,15 @@ impl Cache {
                 self.make_room(0, 0);
                 applied()
             }
+            Op::Clear => {
+                // `existed`: whether there was anything live to clear.
+                let existed = self.entries.values().any(|e| !e.is_expired_at(self.clock_ms));
+                self.entries.clear();
+                self.lru.clear();
+                self.expiry.clear();
+                self.used_bytes = 0;
+                Response { applied: true, existed, ..Response::default() }
+            }
         }
     }
 
@@ -330,6 +339,27 @@ impl Cache {
     /// Stored entries, including expired ones not yet purged.
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Entries live at `now_ms` (or at the log clock, whichever is later): what a read at that
+    /// time could find. Counts the expired-but-unpurged entries through the expiry index, so it
+    /// costs O(expired), not O(entries).
+    pub fn live_len(&self, now_ms: u64) -> usize {
+        let now_ms = self.clock_ms.max(now_ms);
+        let expired = match now_ms.checked_add(1) {
+            Some(after) => self.expiry.range(..(after, String::new())).count(),
+            None => self.expiry.len(),
+        };
+        self.entries.len() - expired
+    }
+
+    /// Live entries at `now_ms` that have an expiry (the `expires=` of Redis's keyspace info).
+    pub fn live_with_expiry(&self, now_ms: u64) -> usize {
+        let now_ms = self.clock_ms.max(now_ms);
+        match now_ms.checked_add(1) {
+            Some(after) => self.expiry.range((after, String::new())..).count(),
+            None => 0,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -80,6 +80,7 @@ impl std::fmt::Display for Command {
             Op::Touch { keys } => write!(f, "touch {} keys", keys.len()),
             Op::Tick => f.write_str("tick"),
             Op::Configure { .. } => f.write_str("configure"),
+            Op::Clear => f.write_str("clear"),
         }
     }
 }
@@ -101,6 +102,10 @@ pub enum Op {
     /// Change the capacity limits (`None` keeps that limit as it is); evicts at once if the
     /// cache is over the new limits.
     Configure { max_entries: Option<u64>, max_bytes: Option<u64> },
+    /// Remove every entry (Redis `FLUSHDB`). Limits, the clock, recency numbering and client
+    /// sessions stay: they are not data, and a resent write must still be answered once.
+    /// Appended last so the log's encoding of the other variants is unchanged.
+    Clear,
 }
 
 /// Why the state machine refused a command. Deterministic: every replica refuses it alike.

@@ -16,6 +16,7 @@
 //! touch KEY...
 //! tick
 //! configure [max_entries=N] [max_bytes=N]
+//! clear                                                    every entry (Redis FLUSHDB)
 //! get KEY... [at=T]                                        a local read at local time T
 //! dump
 //! ```
@@ -163,6 +164,7 @@ fn run_line(cache: &mut Cache, line: &str, out: &mut String) -> Result<(), Strin
         }
         "touch" => Op::Touch { keys: std::mem::take(&mut words) },
         "tick" => Op::Tick,
+        "clear" => Op::Clear,
         "configure" => Op::Configure { max_entries: num(opt("max_entries"))?, max_bytes: num(opt("max_bytes"))? },
         _ => return Err(format!("unknown command {verb}")),
     };

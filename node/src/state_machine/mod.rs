@@ -26,6 +26,9 @@
 //!   recently used are evicted until it fits; an overwrite frees the old value first, so a key
 //!   never evicts itself. `Configure` evicts the same way down to the new limits. A single entry
 //!   larger than `max_bytes` is rejected ([`Rejection::TooLarge`]), checked before the condition.
+//! * **Clear.** `Clear` (Redis `FLUSHDB`) removes every entry; limits, the log clock, the
+//!   recency counter and client sessions stay, so versions keep growing and a resent write is
+//!   still answered once.
 //! * **Recency.** Only applied writes (`Set`, `Expire`) and `Touch` move a key to the most
 //!   recently used end; `get` never does. Recency is a counter in the replicated state, unique
 //!   per entry, so there are no eviction ties to break.

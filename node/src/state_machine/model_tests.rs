@@ -222,6 +222,12 @@ impl Model {
                 self.make_room(0, 0);
                 done
             }
+            Op::Clear => {
+                let clock = self.clock_ms;
+                let existed = self.lru.iter().any(|e| e.expires_at_ms.is_none_or(|t| t > clock));
+                self.lru.clear();
+                Response { existed, ..done }
+            }
         }
     }
 }
@@ -247,6 +253,7 @@ enum OpSpec {
     Touch { keys: Vec<usize> },
     Tick,
     Configure { max_entries: Option<u64>, max_bytes: Option<u64> },
+    Clear,
 }
 
 #[derive(Clone, Debug)]
@@ -299,6 +306,7 @@ fn op_spec() -> impl Strategy<Value = OpSpec> {
         1 => Just(OpSpec::Tick),
         1 => (prop::option::of(0u64..5), prop::option::of(prop_oneof![Just(0u64), 60u64..400]))
             .prop_map(|(max_entries, max_bytes)| OpSpec::Configure { max_entries, max_bytes }),
+        1 => Just(OpSpec::Clear),
     ]
 }
 
@@ -362,6 +370,7 @@ impl Proposer {
             OpSpec::Configure { max_entries, max_bytes } => {
                 Op::Configure { max_entries: *max_entries, max_bytes: *max_bytes }
             }
+            OpSpec::Clear => Op::Clear,
         };
         let mut cmd = Command { now_ms, write_id: None, op };
         match step.write {

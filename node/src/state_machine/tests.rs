@@ -608,3 +608,53 @@ fn indexes_must_increase() {
     c.apply(2, &Command { now_ms: 0, write_id: None, op: Op::Tick });
     c.apply(2, &Command { now_ms: 0, write_id: None, op: Op::Tick });
 }
+
+#[test]
+fn clear_removes_every_entry_and_keeps_clock_limits_and_sessions() {
+    let mut m = Machine::with_limits(10, 0);
+    m.run_as(10, wid(7, 1, 0), set_op("a", "1", None, Condition::Always));
+    m.set(20, "b", "2", Some(30));
+    m.set(25, "c", "3", None);
+    // b is expired in log time after this, but still stored until purged.
+    let cleared = m.run(40, Op::Clear);
+    assert!(cleared.applied);
+    assert!(cleared.existed, "live entries were there");
+    assert_eq!(m.cache.len(), 0);
+    assert_eq!(m.cache.used_bytes(), 0);
+    assert_eq!(m.value("a"), None);
+    assert_eq!(m.cache.clock_ms(), 40);
+    assert_eq!(m.cache.limits().max_entries, 10);
+    // The session remembers the first answer: a resend applies nothing.
+    let resent = m.run_as(50, wid(7, 1, 0), set_op("a", "1", None, Condition::Always));
+    assert_eq!(resent.version, 2, "the first answer: a was stored at index 2");
+    assert_eq!(m.value("a"), None);
+    // Clearing an empty cache applies and says nothing existed.
+    let again = m.run(50, Op::Clear);
+    assert!(again.applied && !again.existed);
+}
+
+#[test]
+fn clear_is_deterministic_through_a_snapshot() {
+    let mut m = Machine::new();
+    m.set(1, "a", "1", None);
+    m.set(2, "b", "2", Some(5));
+    m.run(3, Op::Clear);
+    m.set(4, "c", "3", None);
+    let restored = Cache::restore(m.cache.snapshot());
+    assert_eq!(restored.state_hash(), m.cache.state_hash());
+    assert_eq!(restored.dump(), m.cache.dump());
+}
+
+#[test]
+fn live_len_hides_entries_expired_by_either_clock() {
+    let mut m = Machine::new();
+    m.set(10, "a", "1", None);
+    m.set(10, "b", "2", Some(100));
+    m.set(10, "c", "3", Some(200));
+    assert_eq!(m.cache.live_len(0), 3);
+    assert_eq!(m.cache.live_with_expiry(0), 2);
+    assert_eq!(m.cache.live_len(100), 2, "expiry is exclusive: b is gone at 100");
+    assert_eq!(m.cache.live_with_expiry(100), 1);
+    assert_eq!(m.cache.live_len(u64::MAX), 1);
+    assert_eq!(m.cache.live_with_expiry(u64::MAX), 0);
+}

@@ -1,0 +1,225 @@
+//! The Redis-protocol (RESP2 and RESP3) front door: `geocache serve --resp-listen ADDR`.
+//!
+//! Owns the RESP listener: accepting and capping connections, reading commands off each
+//! connection ([`frame`]: shape and length limits, decoded by the `redis-protocol` crate),
+//! parsing them ([`command`]), running them ([`session`]) and encoding the replies ([`reply`],
+//! which also holds the one mapping from the node's `Error` to Redis error replies). It owns no
+//! cache semantics: every read and write goes through the same protocol-neutral client API as
+//! the gRPC `Cache` service (`service::api`), so validation, forwarding to the leader and read
+//! levels are the same on both ports.
+//!
+//! Invariants:
+//! * Commands on one connection run one at a time, in the order they arrived, and their replies
+//!   go out in that order; a client may pipeline as many as it likes (they wait in the query
+//!   buffer, bounded below).
+//! * Bad input inside a well-formed command (unknown command, wrong arity, bad option, a key or
+//!   value over the node's limits) is an error reply and the connection stays usable. A frame
+//!   that is malformed, or announces a bulk longer than the value limit, gets one protocol error
+//!   reply and closes that connection only; nothing of it is run or written. (A bulk may be as
+//!   long as the larger of the value and key limits; a value over the value limit that still
+//!   fits is refused by validation, `-ERR value exceeds N bytes`, and the connection stays.)
+//! * Memory per connection is bounded: the query buffer by [`RespLimits::max_query_buffer`]
+//!   (a command that has not arrived whole within it closes the connection), pending replies by
+//!   [`RespLimits::max_pending_reply`] (a larger reply is refused with an error instead of being
+//!   encoded), and a client that stops reading replies is disconnected after the idle timeout.
+//!   At most [`RespLimits::max_connections`] connections are open; one more is told so and closed.
+
+pub mod command;
+pub mod frame;
+pub mod reply;
+pub mod session;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::service::CacheApi;
+use frame::{FrameError, FrameLimits};
+use reply::Reply;
+use session::{After, ServerFacts, Session};
+
+/// Bounds on the RESP listener and each of its connections.
+#[derive(Clone, Copy, Debug)]
+pub struct RespLimits {
+    /// Most connections open at once (`--max-connections`, counted apart from the gRPC port's).
+    pub max_connections: usize,
+    /// A connection that sends no command, or does not take its replies, for this long is closed
+    /// (`--idle-timeout`).
+    pub idle_timeout: Duration,
+    /// Shape and lengths of one command.
+    pub frame: FrameLimits,
+    /// Most unprocessed bytes held for one connection.
+    pub max_query_buffer: usize,
+    /// Largest reply encoded for one command.
+    pub max_pending_reply: usize,
+}
+
+impl RespLimits {
+    /// The limits a node with `config` uses: bulks up to the larger of the value and key limits
+    /// (so every valid key and value fits), a query buffer of four
+    /// largest client messages (so `MSET` of a few large values fits), replies up to 64 MiB or
+    /// that buffer, whichever is larger.
+    pub fn from_config(config: &Config) -> RespLimits {
+        let max_query_buffer = config.max_client_message_bytes().saturating_mul(4);
+        RespLimits {
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            frame: FrameLimits {
+                max_bulk: config.max_value_bytes.max(config.max_key_bytes),
+                max_args: 1024 * 1024,
+                max_inline: 64 * 1024,
+            },
+            max_query_buffer,
+            max_pending_reply: max_query_buffer.max(64 * 1024 * 1024),
+        }
+    }
+}
+
+/// Flushed as soon as this much reply data is waiting, even mid-pipeline.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Serves RESP on `listener` until `shutdown` completes; then stops accepting and drops every
+/// open connection.
+pub async fn serve(listener: TcpListener, api: CacheApi, limits: RespLimits, shutdown: impl Future<Output = ()>) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let facts = ServerFacts {
+        started: tokio::time::Instant::now(),
+        port: listener.local_addr().map(|a| a.port()).unwrap_or(0),
+        connected: Arc::new(AtomicUsize::new(0)),
+    };
+    let next_id = AtomicU64::new(1);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "RESP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = limits.max_connections, "RESP connection limit reached; closing a new connection");
+            connections.spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    stream.write_all(b"-ERR max number of clients reached\r\n"),
+                )
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(api.clone(), facts.clone(), id);
+        let connected = facts.connected.clone();
+        connections.spawn(async move {
+            connected.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = serve_connection(stream, session, &limits).await {
+                tracing::debug!(%peer, id, error = %e, "RESP connection closed");
+            }
+            connected.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+/// Why a connection ended other than the client closing it.
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("idle for longer than the idle timeout")]
+    Idle,
+    #[error("client did not take its replies within the idle timeout")]
+    SlowReader,
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("query buffer of {0} bytes over the limit without a whole command")]
+    QueryBuffer(usize),
+}
+
+/// Runs one connection: reads commands, runs them in order, writes replies in order.
+async fn serve_connection(mut stream: TcpStream, mut session: Session, limits: &RespLimits) -> Result<(), Closed> {
+    let mut input = BytesMut::with_capacity(16 * 1024);
+    let mut output = BytesMut::with_capacity(16 * 1024);
+    loop {
+        // Run every whole command that has arrived (a pipeline), flushing as replies pile up.
+        loop {
+            let args = match frame::next_command(&mut input, &limits.frame) {
+                Ok(Some(args)) => args,
+                Ok(None) => break,
+                Err(e) => {
+                    // One protocol error reply, then close: the stream cannot be resynchronised.
+                    Reply::err(e.to_string()).encode(session.protocol, &mut output);
+                    flush(&mut stream, &mut output, limits).await?;
+                    return Err(e.into());
+                }
+            };
+            let (reply, after) = match command::parse(args) {
+                Ok(command) => session.execute(command).await,
+                Err(reply) => (reply, After::Continue),
+            };
+            let reply = if reply.encoded_len() > limits.max_pending_reply {
+                Reply::err(format!(
+                    "reply of about {} bytes exceeds the limit of {} bytes; ask for fewer keys",
+                    reply.encoded_len(),
+                    limits.max_pending_reply
+                ))
+            } else {
+                reply
+            };
+            reply.encode(session.protocol, &mut output);
+            if after == After::Close {
+                flush(&mut stream, &mut output, limits).await?;
+                return Ok(());
+            }
+            if output.len() >= FLUSH_AT {
+                flush(&mut stream, &mut output, limits).await?;
+            }
+        }
+        flush(&mut stream, &mut output, limits).await?;
+        if input.len() > limits.max_query_buffer {
+            Reply::err(format!("Protocol error: query buffer over the limit of {} bytes", limits.max_query_buffer))
+                .encode(session.protocol, &mut output);
+            flush(&mut stream, &mut output, limits).await?;
+            return Err(Closed::QueryBuffer(input.len()));
+        }
+        input.reserve(16 * 1024);
+        match tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut input)).await {
+            Err(_) => return Err(Closed::Idle),
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes every pending reply byte, within the idle timeout.
+async fn flush(stream: &mut TcpStream, output: &mut BytesMut, limits: &RespLimits) -> Result<(), Closed> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(limits.idle_timeout, stream.write_all(output)).await {
+        Err(_) => Err(Closed::SlowReader),
+        Ok(result) => {
+            output.clear();
+            Ok(result?)
+        }
+    }
+}
