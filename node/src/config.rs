@@ -68,6 +68,8 @@ pub struct Config {
     /// Where to serve the Redis protocol (RESP2/RESP3), if anywhere. Default: nowhere. Its
     /// connections are capped by `max_connections` and `idle_timeout` apart from the gRPC port's.
     pub resp_listen: Option<SocketAddr>,
+    /// Where to serve Prometheus metrics (HTTP, `GET /metrics`), if anywhere. Default: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Config {
             probe_interval: Duration::from_millis(50),
             snapshot_every: 10_000,
             resp_listen: None,
+            metrics_listen: None,
         }
     }
 

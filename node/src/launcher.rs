@@ -3,7 +3,7 @@
 //!
 //! Owns: picking loopback ports ([`free_port`], [`PortReservation`]), region labels
 //! ([`region_for`]), where a node keeps its data and log ([`NodeSpec::in_dir`]), its optional
-//! Redis-protocol port ([`NodeSpec::with_resp`]), the `serve`
+//! Redis-protocol port ([`NodeSpec::with_resp`]) and metrics port ([`NodeSpec::with_metrics`]), the `serve`
 //! argument list ([`NodeSpec::serve_args`]), spawning and killing processes ([`NodeProcess`]),
 //! initialising a cluster ([`init`]), and waiting on them: the one poll-with-deadline helper
 //! ([`eventually`]), [`wait_until_listening`] and [`wait_for_leader`].
@@ -177,6 +177,8 @@ pub struct NodeSpec {
     pub region: String,
     /// Where it serves the Redis protocol (`--resp-listen`), if anywhere.
     pub resp_addr: Option<SocketAddr>,
+    /// Where it serves Prometheus metrics (`--metrics-listen`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// Its data dir.
     pub data_dir: PathBuf,
     /// The file its stderr is appended to; `None`: discarded.
@@ -195,6 +197,7 @@ impl NodeSpec {
             addr,
             region: region.into(),
             resp_addr: None,
+            metrics_addr: None,
             data_dir: data_dir.into(),
             log_path: None,
             extra_args: Vec::new(),
@@ -216,6 +219,12 @@ impl NodeSpec {
         self
     }
 
+    /// Serves Prometheus metrics at `http://addr/metrics` too.
+    pub fn with_metrics(mut self, addr: SocketAddr) -> Self {
+        self.metrics_addr = Some(addr);
+        self
+    }
+
     /// Adds `serve` flags.
     pub fn with_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
         self.extra_args.extend(args.into_iter().map(Into::into));
@@ -234,8 +243,8 @@ impl NodeSpec {
     }
 
     /// The whole argument list: `serve --id ID --region R --listen ADDR --data-dir DIR`,
-    /// `--resp-listen ADDR` if it has one, the extra args, `more` (one start's), then
-    /// `--exit-with-stdin`.
+    /// `--resp-listen ADDR` and `--metrics-listen ADDR` if it has them, the extra args, `more`
+    /// (one start's), then `--exit-with-stdin`.
     pub fn serve_args(&self, more: &[String]) -> Vec<String> {
         let mut args = vec![
             "serve".to_string(),
@@ -250,6 +259,9 @@ impl NodeSpec {
         ];
         if let Some(resp) = self.resp_addr {
             args.extend(["--resp-listen".to_string(), resp.to_string()]);
+        }
+        if let Some(metrics) = self.metrics_addr {
+            args.extend(["--metrics-listen".to_string(), metrics.to_string()]);
         }
         args.extend(self.extra_args.iter().cloned());
         args.extend(more.iter().cloned());
@@ -427,6 +439,11 @@ mod tests {
             .serve_args(&[])
             .join(" ")
             .contains("--data-dir /tmp/x/node-2 --resp-listen 127.0.0.1:6380 --max"));
+        let with_both = with_resp.with_metrics("127.0.0.1:9102".parse().unwrap());
+        assert!(with_both
+            .serve_args(&[])
+            .join(" ")
+            .contains("--resp-listen 127.0.0.1:6380 --metrics-listen 127.0.0.1:9102 --max"));
         assert_eq!(region_for(4, &REGIONS), "us-east");
         assert_eq!(region_for(1, &["solo"]), "solo");
     }

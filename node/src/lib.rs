@@ -9,6 +9,7 @@
 //! * [`service`]: the gRPC edge and the protocol-neutral client API under it; the one mapping
 //!   from [`Error`] to status codes (§6).
 //! * [`resp`]: the Redis-protocol front door, on the same client API.
+//! * [`metrics`]: the Prometheus metrics and their HTTP endpoint.
 //! * [`cli`], [`config`]: flags, validation, the `geocache` commands.
 //! * [`launcher`]: starting local nodes; [`loadgen`]: the load engine of `geocache bench` and of
 //!   the comparison with etcd and Redis (`benches/compare/`).
@@ -21,6 +22,7 @@ pub mod error;
 pub mod faults;
 pub mod launcher;
 pub mod loadgen;
+pub mod metrics;
 pub mod netsim;
 pub mod network;
 pub mod node;

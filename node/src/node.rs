@@ -1,5 +1,5 @@
 //! A running node's shared handle: its configuration, the openraft instance, the read view of the
-//! state machine, the peer connections and the clock. Cheap to clone; every service holds one.
+//! state machine, the peer connections, the clock and the metrics recorder. Cheap to clone; every service holds one.
 //!
 //! Owns the translation of openraft's errors into [`Error`], and the one way a command enters the
 //! log ([`Node::propose`]), so every write path stamps time and bounds its wait the same way.
@@ -15,6 +15,7 @@ use openraft::ServerState;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::metrics::Recorder;
 use crate::network::PeerChannels;
 use crate::read::batch::ReadIndexBatcher;
 use crate::read::recency::RecencyNotes;
@@ -22,6 +23,16 @@ use crate::read::staleness::StalenessTracker;
 use crate::state_machine::{Command, Op, Response};
 use crate::store::{CacheReader, ClusterIdentity};
 use crate::types::{LogIndex, NodeId, NodeInfo, Raft, RaftMetrics, TypeConfig};
+
+/// On the leader: how many entries member `id`'s log is behind the leader's last log entry, as
+/// far as the leader has confirmed (a member it has confirmed nothing for is behind by the whole
+/// log). `None` on any other node, and for a member the leader does not replicate to. What
+/// `cluster status` shows as `lag` and the metrics as `geocache_raft_replication_lag_entries`.
+pub fn replication_lag(metrics: &RaftMetrics, id: NodeId) -> Option<u64> {
+    let matched = metrics.replication.as_ref()?.get(&id)?;
+    let last_log = metrics.last_log_index.unwrap_or(0);
+    Some(last_log.saturating_sub(matched.as_ref().map_or(0, |l| l.index)))
+}
 
 /// Handle to one running node.
 #[derive(Clone)]
@@ -39,6 +50,7 @@ struct Inner {
     identity: ClusterIdentity,
     staleness: StalenessTracker,
     read_batcher: ReadIndexBatcher,
+    recorder: Recorder,
 }
 
 impl Node {
@@ -48,13 +60,25 @@ impl Node {
         reader: CacheReader,
         peers: PeerChannels,
         identity: ClusterIdentity,
+        recorder: Recorder,
     ) -> Node {
         let clock = Clock::with_offset_ms(config.clock_offset_ms);
         let recency = RecencyNotes::default();
         let staleness = StalenessTracker::default();
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.id);
         Node {
-            inner: Arc::new(Inner { config, raft, reader, peers, clock, recency, identity, staleness, read_batcher }),
+            inner: Arc::new(Inner {
+                config,
+                raft,
+                reader,
+                peers,
+                clock,
+                recency,
+                identity,
+                staleness,
+                read_batcher,
+                recorder,
+            }),
         }
     }
 
@@ -66,6 +90,11 @@ impl Node {
     /// Shares the leader's read-index quorum rounds between concurrent requests.
     pub fn read_batcher(&self) -> &ReadIndexBatcher {
         &self.inner.read_batcher
+    }
+
+    /// Counts this node's events for its Prometheus metrics.
+    pub fn recorder(&self) -> &Recorder {
+        &self.inner.recorder
     }
 
     /// Which cluster this node belongs to.

@@ -1,5 +1,6 @@
-//! Runs one node: opens its store, starts Raft, serves the gRPC services on a bound listener and
-//! keeps the leader's housekeeping (periodic `Tick`) going until shutdown.
+//! Runs one node: opens its store, starts Raft, serves the gRPC services on a bound listener (and
+//! the Redis protocol and the Prometheus metrics on their own ports, if asked) and keeps the
+//! leader's housekeeping (periodic `Tick`) going until shutdown.
 //!
 //! `run` takes an already bound listener and a shutdown future (mini-redis style), so tests and
 //! `geocache dev` can bind port 0 and stop a node without signals.
@@ -42,12 +43,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     )
     .await
     .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
-    let node = Node::new(config, raft.clone(), reader, peers, identity);
+    let recorder = crate::metrics::Recorder::new().map_err(|e| Error::Fatal(e.to_string()))?;
+    let node = Node::new(config, raft.clone(), reader, peers, identity, recorder);
     tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
 
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
     let toucher = tokio::spawn(report_recency(node.clone()));
     let prober = tokio::spawn(crate::read::staleness::run_probe(node.clone()));
+    let raft_watcher = tokio::spawn(crate::metrics::watch_raft(node.clone()));
     // Client messages are sized from the value limit, so an oversized one is refused while it
     // arrives instead of being buffered whole; Raft batches may carry many values.
     let client_message_bytes = node.config().max_client_message_bytes();
@@ -74,8 +77,23 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             }
             tracing::info!(%addr, "serving RESP");
             let limits = crate::resp::RespLimits::from_config(node.config());
-            let api = crate::service::CacheApi::new(node.clone());
+            let api = crate::service::CacheApi::new(node.clone(), crate::metrics::Edge::Resp);
             Some(tokio::spawn(crate::resp::serve(resp_listener, api, limits, std::future::pending())))
+        }
+        None => None,
+    };
+    // Prometheus metrics, on their own port: a scrape never competes with clients for the
+    // gRPC port's connection cap.
+    let metrics = match node.config().metrics_listen {
+        Some(addr) => {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {addr} for metrics: {e}")))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "metrics on a non-loopback address: anyone who reaches it can read them");
+            }
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(crate::metrics::http::serve(metrics_listener, node.clone(), std::future::pending())))
         }
         None => None,
     };
@@ -89,6 +107,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         // Dropping the server drops every open RESP connection with it.
         resp.abort();
     }
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    raft_watcher.abort();
     ticker.abort();
     toucher.abort();
     prober.abort();

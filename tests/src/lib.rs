@@ -5,7 +5,7 @@
 //! dirs, the `serve` flags, `eventually`, `wait_for_leader`); this adds the test-side view: a
 //! table of nodes by id, clients, and the CLI. Tests talk to the cluster through
 //! `geocache-client` (and the raw gRPC types only where a test must craft a request the client
-//! would never send). Nothing here sleeps to synchronise: every wait polls with a deadline.
+//! would never send), and read the nodes' Prometheus metrics with [`scrape`], a plain HTTP GET. Nothing here sleeps to synchronise: every wait polls with a deadline.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,11 +96,24 @@ impl TestCluster {
     /// Like [`TestCluster::start_with`], every node also serving the Redis protocol on its own
     /// loopback port ([`TestCluster::resp_addr`]).
     pub async fn start_with_resp(bin: impl Into<PathBuf>, n: u64, extra_args: &[&str]) -> Result<TestCluster> {
+        Self::start_listening(bin, n, extra_args, Listeners { resp: true, metrics: false }).await
+    }
+
+    /// Like [`TestCluster::start_with`], every node also serving the ports `listeners` asks for,
+    /// each on its own loopback port ([`TestCluster::resp_addr`], [`TestCluster::metrics_addr`]).
+    pub async fn start_listening(
+        bin: impl Into<PathBuf>,
+        n: u64,
+        extra_args: &[&str],
+        listeners: Listeners,
+    ) -> Result<TestCluster> {
         let mut cluster = TestCluster::new(bin)?;
+        let loopback = || std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         for id in 1..=n {
             cluster.reserve(id);
             let node = cluster.nodes.get_mut(&id).expect("reserved above");
-            node.spec.resp_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+            node.spec.resp_addr = listeners.resp.then(loopback);
+            node.spec.metrics_addr = listeners.metrics.then(loopback);
             cluster.spawn(id, extra_args)?;
         }
         cluster.init(Duration::from_secs(20)).await?;
@@ -110,6 +123,16 @@ impl TestCluster {
     /// Node `id`'s Redis-protocol address, if it serves one.
     pub fn resp_addr(&self, id: u64) -> Option<String> {
         self.nodes[&id].spec.resp_addr.map(|a| a.to_string())
+    }
+
+    /// Node `id`'s Prometheus metrics address, if it serves one.
+    pub fn metrics_addr(&self, id: u64) -> Option<String> {
+        self.nodes[&id].spec.metrics_addr.map(|a| a.to_string())
+    }
+
+    /// One scrape of node `id`'s `/metrics`.
+    pub async fn scrape(&self, id: u64) -> Result<Scrape> {
+        scrape(&self.metrics_addr(id).ok_or_else(|| anyhow!("node {id} serves no metrics"))?).await
     }
 
     /// Initialises every known node as one cluster of voters through node 1 and waits for a
@@ -240,6 +263,74 @@ impl TestCluster {
     /// The log of node `id` (for failure messages).
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.nodes[&id].log_path).unwrap_or_default()
+    }
+}
+
+/// Which ports besides gRPC the nodes of [`TestCluster::start_listening`] serve.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Listeners {
+    /// The Redis protocol (`--resp-listen`).
+    pub resp: bool,
+    /// Prometheus metrics (`--metrics-listen`).
+    pub metrics: bool,
+}
+
+/// How long one scrape may take, connection included.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET http://addr/metrics`, by hand over a tokio socket (one HTTP/1.1 request with
+/// `Connection: close`, read to the end): the body of a `200 OK`, or an error naming what came.
+pub async fn scrape(addr: &str) -> Result<Scrape> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("scraping {addr} took over {SCRAPE_TIMEOUT:?}"))??;
+    let answer = String::from_utf8(answer).context("the metrics answer is not UTF-8")?;
+    let (head, body) = answer.split_once("\r\n\r\n").ok_or_else(|| anyhow!("no HTTP header end in {answer:?}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("scraping {addr}: {head}");
+    }
+    Ok(Scrape { text: body.to_string() })
+}
+
+/// The Prometheus text one scrape returned.
+#[derive(Clone, Debug)]
+pub struct Scrape {
+    pub text: String,
+}
+
+impl Scrape {
+    /// The value of the series written exactly `series`: a name, with its labels as the node
+    /// renders them (e.g. `geocache_raft_term`, `geocache_writes_total{api="grpc",result="ok"}`).
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The sum over every series of the metric `name` whose labels include all of `labels`
+    /// (each `key="value"`); 0 if there is none.
+    pub fn sum(&self, name: &str, labels: &[&str]) -> f64 {
+        self.text
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(name)?;
+                let (series_labels, value) = match rest.strip_prefix('{') {
+                    Some(rest) => rest.split_once("} ")?,
+                    None => ("", rest.strip_prefix(' ')?),
+                };
+                labels
+                    .iter()
+                    .all(|l| series_labels.split(',').any(|s| s == *l))
+                    .then(|| value.trim().parse::<f64>().ok())?
+            })
+            .sum()
     }
 }
 

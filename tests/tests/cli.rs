@@ -200,8 +200,10 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     use std::io::{BufRead, BufReader};
     let base = free_port_run();
     let resp_base = free_port_run();
+    let metrics_base = free_port_run();
     let mut dev = std::process::Command::new(BIN)
         .args(["dev", "--base-port", &base.to_string(), "--resp-base-port", &resp_base.to_string()])
+        .args(["--metrics-base-port", &metrics_base.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -222,6 +224,13 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
     let resp_of_third = format!("resp 127.0.0.1:{}", resp_base + 2);
     assert!(lines.iter().any(|l| l.contains(&resp_of_third)), "each node's RESP address is printed: {lines:?}");
+    let metrics_of_third = format!("127.0.0.1:{}", metrics_base + 2);
+    assert!(
+        lines.iter().any(|l| l.contains(&format!("metrics {metrics_of_third}"))),
+        "each node's metrics address is printed: {lines:?}"
+    );
+    let scraped = geocache_tests::scrape(&metrics_of_third).await?;
+    assert!(scraped.value("geocache_raft_term").is_some_and(|t| t >= 1.0), "{}", scraped.text);
 
     let endpoint = format!("127.0.0.1:{base}");
     let probe = TestCluster::new(BIN)?;

@@ -115,6 +115,9 @@ async fn start(args: DevArgs) -> Result<(), String> {
     if args.resp_base_port as u64 + total - 1 > u16::MAX as u64 {
         return Err(format!("--resp-base-port {} leaves no room for {total} nodes", args.resp_base_port));
     }
+    if args.metrics_base_port as u64 + total - 1 > u16::MAX as u64 {
+        return Err(format!("--metrics-base-port {} leaves no room for {total} nodes", args.metrics_base_port));
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the geocache binary: {e}"))?;
     // A temp dir is removed when `_temp` drops at the end of this function.
     let (_temp, root): (Option<tempfile::TempDir>, PathBuf) = match &args.data_dir {
@@ -133,8 +136,10 @@ async fn start(args: DevArgs) -> Result<(), String> {
         .map(|id| {
             let addr = SocketAddr::from(([127, 0, 0, 1], (args.base_port as u64 + id - 1) as u16));
             let resp = SocketAddr::from(([127, 0, 0, 1], (args.resp_base_port as u64 + id - 1) as u16));
+            let metrics = SocketAddr::from(([127, 0, 0, 1], (args.metrics_base_port as u64 + id - 1) as u16));
             let spec = NodeSpec::in_dir(&root, id, addr, &REGIONS)
                 .with_resp(resp)
+                .with_metrics(metrics)
                 .with_args(["--max-entries".to_string(), args.max_entries.to_string()]);
             DevNode { member: spec.member(), spec, learner: id > args.nodes }
         })
@@ -154,7 +159,8 @@ async fn start(args: DevArgs) -> Result<(), String> {
         let child = NodeProcess::spawn(&exe, &n.spec, &[], &[]).map_err(|e| e.to_string())?;
         let (m, role) = (&n.member, if n.learner { "learner" } else { "voter" });
         let resp = n.spec.resp_addr.map(|a| format!(", RESP {a}")).unwrap_or_default();
-        eprintln!("started {role} {} ({}) on {}{resp}  [pid {}]", m.id, m.region, m.addr, child.pid());
+        let metrics = n.spec.metrics_addr.map(|a| format!(", metrics {a}")).unwrap_or_default();
+        eprintln!("started {role} {} ({}) on {}{resp}{metrics}  [pid {}]", m.id, m.region, m.addr, child.pid());
         children.push(child);
     }
 
@@ -179,7 +185,11 @@ async fn start(args: DevArgs) -> Result<(), String> {
         let m = &n.member;
         let role = if n.learner { "learner" } else { "voter" };
         let resp = n.spec.resp_addr.map(|a| a.to_string()).unwrap_or_default();
-        println!("  node {}  {:<9} grpc {:<21} resp {:<21} {role}", m.id, m.region, m.addr, resp);
+        let metrics = n.spec.metrics_addr.map(|a| a.to_string()).unwrap_or_default();
+        println!(
+            "  node {}  {:<9} grpc {:<21} resp {:<21} metrics {:<21} {role}",
+            m.id, m.region, m.addr, resp, metrics
+        );
     }
     println!();
     if let Some(wan) = &wan {
@@ -203,6 +213,9 @@ async fn start(args: DevArgs) -> Result<(), String> {
             "  redis-cli -p {} set greeting hello EX 60    # any Redis client, on any node's RESP port",
             resp.port()
         );
+    }
+    if let Some(metrics) = nodes.first().and_then(|n| n.spec.metrics_addr) {
+        println!("  curl -s http://{metrics}/metrics | grep ^geocache_raft    # Prometheus metrics, on any node");
     }
     println!("(with cargo: cargo run --release -- <command>). Press Ctrl-C to stop.");
 

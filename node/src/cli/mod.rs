@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Loopback only unless you accept unauthenticated access (no TLS or AUTH yet).
     #[arg(long, env = "GEOCACHE_RESP_LISTEN")]
     pub resp_listen: Option<SocketAddr>,
+    /// Also serve Prometheus metrics over HTTP at http://ADDR/metrics, e.g. 127.0.0.1:9101.
+    /// Loopback only unless anyone who reaches the address may read them.
+    #[arg(long, env = "GEOCACHE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Address other nodes and clients dial to reach this node (default: --listen).
     #[arg(long, env = "GEOCACHE_ADVERTISE")]
     pub advertise: Option<String>,
@@ -147,6 +151,7 @@ impl ServeArgs {
         config.probe_interval = self.probe_interval;
         config.snapshot_every = self.snapshot_every;
         config.resp_listen = self.resp_listen;
+        config.metrics_listen = self.metrics_listen;
         config
     }
 }
@@ -162,6 +167,10 @@ pub struct DevArgs {
     /// Redis-protocol port of node 1; node N serves RESP on resp-base-port + N - 1.
     #[arg(long, default_value_t = 6379)]
     pub resp_base_port: u16,
+    /// Prometheus metrics port of node 1; node N serves http://127.0.0.1:PORT/metrics on
+    /// metrics-base-port + N - 1.
+    #[arg(long, default_value_t = 9101)]
+    pub metrics_base_port: u16,
     /// Keep data here (reused on the next run). Default: a temporary directory removed on exit.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -209,14 +209,13 @@ impl AdminService {
         // to a removed node for a moment, so the replication map is not the member list); the
         // leader adds how far behind each one is.
         for (id, info) in membership.nodes().filter(|(id, _)| **id != node.id()) {
-            let matched = metrics.replication.as_ref().and_then(|r| r.get(id));
             nodes.push(pb::NodeStatus {
                 id: *id,
                 addr: info.addr.clone(),
                 region: info.region.clone(),
                 role: if voters.contains(id) { "follower" } else { "learner" }.to_string(),
                 voter: voters.contains(id),
-                lag: matched.map(|m| last_log.saturating_sub(m.as_ref().map(|l| l.index).unwrap_or(0))),
+                lag: crate::node::replication_lag(&metrics, *id),
                 ..Default::default()
             });
         }

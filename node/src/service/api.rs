@@ -16,6 +16,10 @@
 //!   retried here.
 //! * Relative TTLs become absolute log times when (and where) the write is proposed
 //!   (docs/ARCHITECTURE.md §4.1).
+//! * Every client read and write is counted once, here, for the node's metrics
+//!   ([`crate::metrics`]): [`CacheApi::read`] and [`CacheApi::write`] record the front door
+//!   ([`Edge`]), the level or forwarding, the result and the latency; [`CacheApi::get_many`] the
+//!   keys found and missed; a forward to the leader is counted where it is sent.
 
 use std::time::Duration;
 
@@ -28,6 +32,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 
 use crate::error::{Error, Result};
+use crate::metrics::{Edge, ReadResult, WriteApi};
 use crate::node::Node;
 use crate::read::{self, ReadLevel};
 use crate::state_machine::{Cache, Condition, EntryView, Op, WriteId};
@@ -78,6 +83,8 @@ pub struct Written {
 #[derive(Clone)]
 pub struct CacheApi {
     node: Node,
+    /// The front door this API serves, for the metrics.
+    edge: Edge,
 }
 
 /// What one attempt to propose locally came to.
@@ -87,8 +94,9 @@ enum Attempt {
 }
 
 impl CacheApi {
-    pub fn new(node: Node) -> CacheApi {
-        CacheApi { node }
+    /// The client API behind the front door `edge`.
+    pub fn new(node: Node, edge: Edge) -> CacheApi {
+        CacheApi { node, edge }
     }
 
     pub fn node(&self) -> &Node {
@@ -142,6 +150,20 @@ impl CacheApi {
         forwarded: bool,
         timeout: Duration,
     ) -> Result<Written> {
+        let started = Instant::now();
+        let result = self.write_counted(write, write_id, forwarded, timeout).await;
+        self.node.recorder().write(WriteApi::of(self.edge, forwarded), result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// [`CacheApi::write`] without the counting.
+    async fn write_counted(
+        &self,
+        write: Write,
+        write_id: Option<WriteId>,
+        forwarded: bool,
+        timeout: Duration,
+    ) -> Result<Written> {
         self.validate(&write)?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -150,7 +172,9 @@ impl CacheApi {
                 Attempt::Forward(leader) => leader,
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.forward(&leader, &write, write_id, remaining).await {
+            let sent = self.forward(&leader, &write, write_id, remaining).await;
+            self.node.recorder().forwarded(sent.is_ok());
+            match sent {
                 Ok(response) => return Ok(Written { response, via_leader: Some(leader) }),
                 // Nothing was applied (the leader is unreachable or just lost its leadership):
                 // let the election settle, then go again within the deadline.
@@ -289,6 +313,24 @@ impl CacheApi {
         timeout: Duration,
         query: impl FnOnce(&Cache, u64) -> T,
     ) -> Result<(T, pb::ReadMeta)> {
+        let started = Instant::now();
+        let result = self.read_counted(spec, timeout, query).await;
+        let counted = match &result {
+            Ok(_) => ReadResult::Ok,
+            Err(Error::StaleReplica { .. }) => ReadResult::StaleRefused,
+            Err(_) => ReadResult::Error,
+        };
+        self.node.recorder().read(self.edge, spec.level, counted, started.elapsed());
+        result
+    }
+
+    /// [`CacheApi::read`] without the counting.
+    async fn read_counted<T>(
+        &self,
+        spec: ReadSpec,
+        timeout: Duration,
+        query: impl FnOnce(&Cache, u64) -> T,
+    ) -> Result<(T, pb::ReadMeta)> {
         let bound = read::prepare_read(&self.node, spec.level, spec.min_version, timeout).await?;
         let now_ms = self.node.clock().now_ms();
         let (answer, applied) = self.node.reader().read(|cache, applied| (query(cache, now_ms), applied));
@@ -315,11 +357,14 @@ impl CacheApi {
         let (entries, meta) = self
             .read(spec, timeout, |cache, now_ms| keys.iter().map(|k| cache.get(k.as_ref(), now_ms)).collect::<Vec<_>>())
             .await?;
+        let mut found = 0;
         for (key, entry) in keys.iter().zip(&entries) {
             if entry.is_some() {
                 self.node.recency().note(key.as_ref());
+                found += 1;
             }
         }
+        self.node.recorder().lookups(found, entries.len() as u64 - found);
         Ok((entries, meta))
     }
 }

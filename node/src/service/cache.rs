@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::api::{condition_from_wire, expiry_from_wire, CacheApi, ReadSpec, Write, Written};
 use super::{grpc_timeout, is_forwarded};
 use crate::error::{Error, Result};
+use crate::metrics::Edge;
 use crate::node::Node;
 use crate::read::ReadLevel;
 use crate::state_machine::{EntryView, Rejection, Response as Applied, WriteId};
@@ -25,7 +26,7 @@ pub struct CacheService {
 
 impl CacheService {
     pub fn new(node: Node) -> CacheService {
-        CacheService { api: CacheApi::new(node) }
+        CacheService { api: CacheApi::new(node, Edge::Grpc) }
     }
 
     /// Runs `write` through the shared write path with the request's deadline and forwarding mark.

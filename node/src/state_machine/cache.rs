@@ -29,6 +29,26 @@ pub struct Cache {
     clock_ms: u64,
     last_applied: LogIndex,
     sessions: Sessions,
+    /// What this copy removed on its own: an observation, not replicated state (see [`Removals`]).
+    removals: Removals,
+}
+
+/// How many entries a [`Cache`] removed that no client asked to remove, counted since the cache
+/// was created or restored: the numbers behind the `geocache_cache_evictions_total` and
+/// `geocache_cache_expirations_total` metrics.
+///
+/// Deterministic like everything here (the same commands give the same counts), but not part of
+/// the replicated state: never in a snapshot, the state hash or the dump, and never read by
+/// `apply`. So two replicas agree on everything that matters while one restored from a snapshot
+/// counts from zero; the store carries the counts across a snapshot install
+/// ([`Cache::continue_counting_from`]) so a process's counters only ever grow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removals {
+    /// Live entries evicted, least recently used first, to make room under the capacity limits.
+    pub evicted: u64,
+    /// Entries removed because they had expired in log time: purged by a `Tick`, purged to make
+    /// room, or overwritten by a write while expired.
+    pub expired: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -181,7 +201,9 @@ impl Cache {
         }
 
         // Removing the old value first frees its bytes, so an overwrite never evicts itself.
-        self.remove(key);
+        if self.remove(key).is_some_and(|old| old.is_expired_at(self.clock_ms)) {
+            self.removals.expired += 1;
+        }
         response.applied = true;
         if expires_at_ms.is_some_and(|t| t <= self.clock_ms) {
             // Already expired in log time (the proposer's clock lagged): the write is a delete.
@@ -292,6 +314,7 @@ impl Cache {
             }
             let key = key.clone();
             self.remove(&key);
+            self.removals.expired += 1;
         }
     }
 
@@ -314,6 +337,7 @@ impl Cache {
             };
             let key = key.clone();
             self.remove(&key);
+            self.removals.evicted += 1;
         }
     }
 
@@ -373,6 +397,19 @@ impl Cache {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// Entries this cache evicted or purged as expired since it was created or restored (not
+    /// replicated state: see [`Removals`]).
+    pub fn removals(&self) -> Removals {
+        self.removals
+    }
+
+    /// Adds the removal counts of the cache this one replaces (a snapshot installed over it), so
+    /// a process's counts never go back. Changes nothing replicated.
+    pub fn continue_counting_from(&mut self, before: Removals) {
+        self.removals.evicted += before.evicted;
+        self.removals.expired += before.expired;
     }
 
     /// Index of the last command applied; 0 before any.

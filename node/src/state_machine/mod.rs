@@ -46,6 +46,8 @@
 //! * After every apply the stored entries are within [`Limits`].
 //! * `get(key, now)` never returns an entry expiring at or before `max(clock, now)`.
 //! * Applied indexes strictly increase (checked in debug builds).
+//! * [`Removals`] (how many entries were evicted or expired, for the node's metrics) is counted
+//!   by apply but is not replicated state: it is in no snapshot, hash or dump and decides nothing.
 //!
 //! # Caveats
 //!
@@ -58,7 +60,7 @@ mod cache;
 mod command;
 mod session;
 
-pub use cache::{Cache, CacheSnapshot};
+pub use cache::{Cache, CacheSnapshot, Removals};
 pub use command::*;
 pub use session::{MAX_RESPONSES_PER_CLIENT, SESSION_IDLE_MS};
 

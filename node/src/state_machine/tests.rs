@@ -658,3 +658,36 @@ fn live_len_hides_entries_expired_by_either_clock() {
     assert_eq!(m.cache.live_len(u64::MAX), 1);
     assert_eq!(m.cache.live_with_expiry(u64::MAX), 0);
 }
+
+#[test]
+fn removals_count_evictions_and_expirations_but_not_client_deletes() {
+    let mut m = Machine::with_limits(2, 0);
+    m.set(0, "a", "1", None);
+    m.set(0, "b", "1", Some(50));
+    m.set(0, "c", "1", None); // evicts a (least recently used)
+    assert_eq!(m.cache.removals(), Removals { evicted: 1, expired: 0 });
+    m.run(60, Op::Tick); // purges b
+    assert_eq!(m.cache.removals(), Removals { evicted: 1, expired: 1 });
+    m.set(60, "d", "1", Some(70));
+    m.set(80, "d", "2", None); // overwrites an expired d
+    assert_eq!(m.cache.removals(), Removals { evicted: 1, expired: 2 });
+    // What a client asks to remove is not counted.
+    m.run(80, Op::Delete { key: "c".into() });
+    m.run(80, Op::Expire { key: "d".into(), expires_at_ms: Some(1) });
+    m.run(80, Op::Clear);
+    assert_eq!(m.cache.removals(), Removals { evicted: 1, expired: 2 });
+}
+
+#[test]
+fn removals_are_not_replicated_state() {
+    let mut m = Machine::with_limits(1, 0);
+    m.set(0, "a", "1", None);
+    m.set(0, "b", "1", None);
+    assert_eq!(m.cache.removals().evicted, 1);
+    let mut restored = Cache::restore(m.cache.snapshot());
+    assert_eq!(restored.removals(), Removals::default(), "a restored cache counts from zero");
+    assert_eq!(restored.state_hash(), m.cache.state_hash(), "the counts are not in the hash");
+    assert_eq!(restored.dump(), m.cache.dump(), "nor in the dump");
+    restored.continue_counting_from(m.cache.removals());
+    assert_eq!(restored.removals().evicted, 1);
+}

@@ -265,6 +265,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         crate::faults::point("snapshot-install-mid");
 
         let mut applied = self.shared.write()?;
+        // The eviction and expiry counts are this process's observations (metrics), not part of
+        // the snapshot: keep them growing across the install.
+        let mut cache = cache;
+        cache.continue_counting_from(applied.cache.removals());
         *applied = Applied { cache, last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
         Ok(())
     }
