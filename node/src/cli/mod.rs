@@ -107,7 +107,8 @@ pub struct ServeArgs {
     /// Raft heartbeat interval.
     #[arg(long, default_value = "150ms", value_parser = parse_duration)]
     pub heartbeat: Duration,
-    /// Raft election timeout (lower end; the upper end is twice this).
+    /// Raft election timeout: the leader lease, and the longest a voter waits without leader
+    /// contact before a pre-vote (it waits a random time between half of this and all of it).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub election_timeout: Duration,
     /// Longest a request may take inside the node.

@@ -331,8 +331,15 @@ impl CacheApi {
         timeout: Duration,
         query: impl FnOnce(&Cache, u64) -> T,
     ) -> Result<(T, pb::ReadMeta)> {
-        let bound = read::prepare_read(&self.node, spec.level, spec.min_version, timeout).await?;
+        // Expiry is judged at the time the read arrived, not when it is answered. A
+        // linearizable read's state is at least as new as its arrival (the read index covers
+        // every write acknowledged before it), but not necessarily as new as its answer: judged
+        // after a long wait, an entry that expired during the wait would read as absent although
+        // the state it was read from predates a write that replaced it (the harness caught
+        // this under partition,kill: a read waiting 400 ms for its read index returned absent
+        // while a newer value had been written in the meantime).
         let now_ms = self.node.clock().now_ms();
+        let bound = read::prepare_read(&self.node, spec.level, spec.min_version, timeout).await?;
         let (answer, applied) = self.node.reader().read(|cache, applied| (query(cache, now_ms), applied));
         let meta = pb::ReadMeta {
             node_id: self.node.id(),
