@@ -62,22 +62,7 @@ where
     let mut connections = JoinSet::new();
     let mut last_refusal_logged: Option<Instant> = None;
     tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-            // Reap finished connection tasks so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = next_connection(&listener, &mut connections, shutdown.as_mut(), "grpc").await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             if last_refusal_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                 tracing::warn!(%peer, max = limits.max_connections, "connection limit reached; closing new connections");
@@ -245,6 +230,31 @@ impl Operation {
         match self {
             Operation::Write => format!("not finished within the deadline of {within}; it may or may not have applied"),
             Operation::Read => format!("not answered within the deadline of {within}; nothing was changed"),
+        }
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` completes. Every listener of a
+/// node (gRPC, RESP, metrics) accepts through this: while waiting it reaps finished connection
+/// tasks so `connections` does not grow, and a failed accept (out of file descriptors and the
+/// like) is logged as `what` and backed off instead of spun on.
+pub async fn next_connection<T: 'static, F: Future<Output = ()>>(
+    listener: &TcpListener,
+    connections: &mut JoinSet<T>,
+    mut shutdown: std::pin::Pin<&mut F>,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return None,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = what, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
         }
     }
 }

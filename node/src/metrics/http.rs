@@ -36,21 +36,9 @@ pub async fn serve(listener: TcpListener, node: Node, shutdown: impl Future<Outp
     let lifetime = node.config().idle_timeout;
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "metrics accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((stream, peer)) =
+        crate::connections::next_connection(&listener, &mut connections, shutdown.as_mut(), "metrics").await
+    {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::debug!(%peer, "metrics connection limit reached; closing a new connection");
             continue;

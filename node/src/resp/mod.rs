@@ -98,21 +98,9 @@ pub async fn serve(listener: TcpListener, api: CacheApi, limits: RespLimits, shu
     let next_id = AtomicU64::new(1);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (mut stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "RESP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some((mut stream, peer)) =
+        crate::connections::next_connection(&listener, &mut connections, shutdown.as_mut(), "resp").await
+    {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = limits.max_connections, "RESP connection limit reached; closing a new connection");
             connections.spawn(async move {
