@@ -175,6 +175,8 @@ pub struct Cluster {
     exits: Mutex<Vec<UnexpectedExit>>,
     fault_point_exits: Mutex<Vec<FaultPointExit>>,
     started: Instant,
+    /// The nodes' Raft election timeout, as given to them.
+    election_timeout: Duration,
 }
 
 impl Cluster {
@@ -255,6 +257,7 @@ impl Cluster {
             exits: Mutex::default(),
             fault_point_exits: Mutex::default(),
             started: Instant::now(),
+            election_timeout: election,
         };
         for id in cluster.ids() {
             cluster.spawn(id, &[])?;
@@ -274,6 +277,11 @@ impl Cluster {
         let first = specs.first().ok_or_else(|| anyhow!("no nodes"))?;
         launcher::init(first, members, Duration::from_secs(5)).await.context("init")?;
         self.wait_for_leader(deadline.saturating_duration_since(Instant::now())).await.context("after init")
+    }
+
+    /// The nodes' Raft election timeout.
+    pub fn election_timeout(&self) -> Duration {
+        self.election_timeout
     }
 
     /// The proxy every node-to-node link crosses: partitions and delays go through it.
@@ -592,6 +600,12 @@ impl Cluster {
         launcher::local_status(&self.addr(id)?.to_string()).await
     }
 
+    /// Node `id`'s role, term and leader ([`launcher::local_role`]: no state hash), or `None`
+    /// if it does not answer within a short deadline.
+    pub async fn local_role(&self, id: NodeId) -> Option<pb::StatusResponse> {
+        launcher::local_role(&self.addr(id)?.to_string()).await
+    }
+
     /// The leader as the running nodes see it: the one named in the highest term any of them
     /// reports, or `None` if none answers or none knows a leader.
     pub async fn leader(&self) -> Option<NodeId> {
@@ -600,7 +614,7 @@ impl Cluster {
             if self.state(id) != Some(ProcessState::Running) {
                 continue;
             }
-            if let Some(status) = self.local_status(id).await {
+            if let Some(status) = self.local_role(id).await {
                 if let Some(leader) = status.leader_id {
                     if best.is_none_or(|(term, _)| status.term > term) {
                         best = Some((status.term, leader));

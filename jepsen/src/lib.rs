@@ -5,7 +5,7 @@
 //! that proxy, signals and restarts) on a seeded schedule; [`workload`] generates operations and
 //! runs them through clients; [`history`] records every invocation and completion; [`checker`]
 //! judges the history afterwards; [`report`] writes the results and [`plot`] draws the latency
-//! plot; [`runner`] strings the phases of one test together. Everything is black-box: the
+//! plot; [`overload`] floods the cluster with writes and watches its leadership (`--overload`); [`runner`] strings the phases of one test together. Everything is black-box: the
 //! harness talks to the cluster only as a client would, and trusts nothing the system reports
 //! about itself (versions, bounds) when checking.
 
@@ -13,6 +13,7 @@ pub mod checker;
 pub mod control;
 pub mod history;
 pub mod nemesis;
+pub mod overload;
 pub mod plot;
 pub mod report;
 pub mod runner;

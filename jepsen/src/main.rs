@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use geocache_jepsen::history::ReadLevel;
 use geocache_jepsen::nemesis::{NemesisConfig, NemesisKind};
+use geocache_jepsen::overload::OverloadConfig;
 use geocache_jepsen::runner::{self, CheckModel, TestConfig, WorkloadKind};
 use geocache_jepsen::workload::{self, CacheConfig, RegisterConfig};
 use geocache_node::netsim::LatencyMatrix;
@@ -143,6 +144,22 @@ struct TestArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Overload mode: beside the checked workload, --overload-clients writers write fresh keys
+    /// as fast as the cluster takes them (the key space grows for the whole run), and the
+    /// liveness checker holds the cluster to two rules while no fault is in force: the leader
+    /// stays (no term change), and some write is acknowledged at least every --max-commit-gap.
+    #[arg(long)]
+    overload: bool,
+    /// Overload mode: closed-loop writers of the flood.
+    #[arg(long, default_value_t = 64, requires = "overload")]
+    overload_clients: usize,
+    /// Overload mode: bytes per flooded value.
+    #[arg(long, default_value_t = 100, requires = "overload")]
+    overload_value_size: usize,
+    /// Overload mode: the longest stretch with no fault in force and no acknowledged write that
+    /// still counts as live [default: twice the election timeout].
+    #[arg(long, value_parser = humantime::parse_duration, requires = "overload")]
+    max_commit_gap: Option<Duration>,
 }
 
 /// `--node-failpoints` values, by node: `ID=SPEC` or `all=SPEC`; several for one node are
@@ -211,6 +228,9 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
     if args.nodes == 0 || args.nodes > 9 {
         return Err("--nodes must be between 1 and 9".into());
     }
+    if args.overload && args.overload_clients == 0 {
+        return Err("--overload-clients must be at least 1".into());
+    }
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
@@ -274,6 +294,12 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
         node_log_filter: args.node_log,
         node_failpoints,
         progress: !args.quiet,
+        overload: args.overload.then_some(OverloadConfig {
+            clients: args.overload_clients,
+            value_size: args.overload_value_size,
+            max_gap: args.max_commit_gap,
+            ..OverloadConfig::default()
+        }),
     })
 }
 
@@ -353,6 +379,21 @@ mod tests {
         let Command::Test(args) =
             Cli::try_parse_from(["geocache-jepsen", "test", "--bin", "/bin/true"]).unwrap().command;
         assert_eq!(test_config(args).unwrap().register.keys, 5);
+    }
+
+    #[test]
+    fn overload_flags_parse_and_need_overload() {
+        let line = "geocache-jepsen test --bin /bin/true --overload --overload-clients 8 --max-commit-gap 3s";
+        let Command::Test(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command;
+        let overload = test_config(args).unwrap().overload.unwrap();
+        assert_eq!((overload.clients, overload.max_gap), (8, Some(Duration::from_secs(3))));
+        let Command::Test(args) =
+            Cli::try_parse_from(["geocache-jepsen", "test", "--bin", "/bin/true"]).unwrap().command;
+        assert!(test_config(args).unwrap().overload.is_none());
+        assert!(Cli::try_parse_from(["geocache-jepsen", "test", "--overload-clients", "8"]).is_err());
+        let line = "geocache-jepsen test --bin /bin/true --overload --overload-clients 0";
+        let Command::Test(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command;
+        assert!(test_config(args).unwrap_err().contains("--overload-clients"));
     }
 
     #[test]

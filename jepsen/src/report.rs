@@ -49,6 +49,9 @@ pub struct Results {
     pub checks: Option<CheckReport>,
     pub faults: Vec<FaultWindow>,
     pub figures: Option<Figures>,
+    /// Under `--overload`: what the flood of writes did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<crate::overload::FloodFigures>,
     /// Nodes that exited without the harness killing them.
     pub node_exits: Vec<UnexpectedExit>,
     /// Nodes the `crash-points` nemesis armed that died at the armed fault point (asked for,

@@ -40,6 +40,7 @@ use crate::checker::{self, Verdict};
 use crate::control::{Cluster, ClusterSpec};
 use crate::history::{self, Op, ReadLevel};
 use crate::nemesis::{self, CurrentFault, FaultWindow, NemesisConfig, NemesisKind};
+use crate::overload::{self, Flood, FloodFigures, OverloadConfig};
 use crate::report::{Figures, Results, Timings};
 use crate::workload::{self, CacheConfig, Recorder, RegisterConfig};
 
@@ -198,6 +199,8 @@ pub struct TestConfig {
     pub node_failpoints: std::collections::BTreeMap<geocache_node::types::NodeId, String>,
     /// Print a progress line every second.
     pub progress: bool,
+    /// `--overload`: flood the cluster with writes beside the workload and judge liveness.
+    pub overload: Option<OverloadConfig>,
 }
 
 fn display_opt<S: serde::Serializer, T: std::fmt::Display>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
@@ -241,6 +244,9 @@ struct Run {
     timings: Timings,
     /// The replicas' applied indexes and state hashes at the end; `None` if not sampled.
     convergence: Option<checker::convergence::ConvergenceReport>,
+    /// Under `--overload`: the liveness verdict and what the flood did.
+    liveness: Option<checker::liveness::LivenessReport>,
+    flood: Option<FloodFigures>,
 }
 
 /// Runs one test and writes its output dir. Never panics on a harness failure: it is reported
@@ -288,10 +294,15 @@ pub async fn run(config: TestConfig) -> Outcome {
             check.slack_ms()
         );
         let convergence = run.convergence.take();
+        let liveness = run.liveness.take();
         match tokio::task::spawn_blocking(move || checker::check_all(&events, &check)).await {
             Ok(mut report) => {
                 if let Some(c) = convergence {
                     report.add_convergence(c);
+                }
+                if let Some(l) = liveness {
+                    eprintln!("liveness under overload: {} ({})", l.valid, l.explanation);
+                    report.add_liveness(l);
                 }
                 Some(report)
             }
@@ -334,6 +345,7 @@ pub async fn run(config: TestConfig) -> Outcome {
         checks,
         faults: run.faults,
         figures: figures.clone(),
+        flood: run.flood,
         node_exits: run.node_exits,
         fault_point_exits: run.fault_point_exits,
         notes: run.notes,
@@ -422,7 +434,8 @@ async fn phases(config: &TestConfig) -> Run {
     let current: CurrentFault = Arc::new(Mutex::new(None));
 
     let mut workload = {
-        let (register, recorder) = (config.register.clone(), recorder.clone());
+        let (register, recorder, workload_stopped) =
+            (config.register.clone(), recorder.clone(), workload_stopped.clone());
         let endpoints = cluster.endpoints();
         match config.workload {
             WorkloadKind::Register => {
@@ -433,6 +446,15 @@ async fn phases(config: &TestConfig) -> Run {
             }
         }
     };
+    // Under --overload: the flood and the leadership watch run as long as the workload does.
+    let flood = config.overload.map(|_| Arc::new(Flood::new(recorder.start())));
+    let flood_started_ns = recorder.now_ns();
+    let flood_task = config.overload.zip(flood.clone()).map(|(overload, flood)| {
+        tokio::spawn(overload::run_flood(overload, cluster.endpoints(), flood, workload_stopped.clone()))
+    });
+    let watch_task = config
+        .overload
+        .map(|_| tokio::spawn(overload::watch_leadership(cluster.clone(), recorder.start(), workload_stopped.clone())));
     let nemesis = tokio::spawn(nemesis::run(
         config.nemesis.clone(),
         cluster.clone(),
@@ -440,7 +462,9 @@ async fn phases(config: &TestConfig) -> Run {
         current.clone(),
         nemesis_stopped,
     ));
-    let progress = config.progress.then(|| tokio::spawn(progress(recorder.clone(), cluster.clone(), current.clone())));
+    let progress = config
+        .progress
+        .then(|| tokio::spawn(progress(recorder.clone(), cluster.clone(), current.clone(), flood.clone())));
     eprintln!(
         "run: {} of the {} workload ({} reads) under nemesis [{}], seed {}",
         humantime::format_duration(config.time),
@@ -498,6 +522,26 @@ async fn phases(config: &TestConfig) -> Run {
     run.timings.recovery_s = recovery_started.elapsed().as_secs_f64();
     if let Some(p) = progress {
         p.abort();
+    }
+    if let (Some(flood_task), Some(watch_task), Some(flood), Some(overload)) =
+        (flood_task, watch_task, &flood, config.overload)
+    {
+        let flood_stopped_ns = recorder.now_ns();
+        if let Ok(Err(e)) | Err(e) = flood_task.await.map_err(anyhow::Error::from) {
+            run.error.get_or_insert(e.context("overload flood"));
+        }
+        let samples = watch_task.await.unwrap_or_default();
+        let mut commits = flood.commit_times();
+        commits.extend(acknowledged_writes(&recorder.events()));
+        let election = cluster.election_timeout();
+        let rule = checker::liveness::LivenessRule {
+            start_ns: flood_started_ns,
+            end_ns: flood_stopped_ns,
+            grace_ns: nanos(2 * election),
+            max_gap_ns: nanos(overload.max_gap.unwrap_or(2 * election)),
+        };
+        run.liveness = Some(checker::liveness::judge(&samples, &commits, &run.faults, rule));
+        run.flood = Some(flood.figures(flood_started_ns, flood_stopped_ns));
     }
 
     // Stop: is the healed cluster live, did any node die on its own?
@@ -667,9 +711,22 @@ fn read_level_name(level: ReadLevel) -> String {
     }
 }
 
-/// A line on stderr every second: elapsed time, operations, outcomes, the fault in force.
-/// Also notices nodes that exit on their own.
-async fn progress(recorder: Arc<Recorder>, cluster: Arc<Cluster>, current: CurrentFault) {
+/// When each acknowledged write of the workload (write, cas, set, delete) completed, ns.
+fn acknowledged_writes(history: &[history::Event]) -> Vec<u64> {
+    history
+        .iter()
+        .filter(|e| e.kind == history::EventKind::Ok && !matches!(e.op, Op::Read { .. }))
+        .map(|e| e.time_ns)
+        .collect()
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A line on stderr every second: elapsed time, operations, outcomes, the fault in force (and,
+/// under `--overload`, the flood's acknowledged writes). Also notices nodes that exit on their own.
+async fn progress(recorder: Arc<Recorder>, cluster: Arc<Cluster>, current: CurrentFault, flood: Option<Arc<Flood>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
@@ -679,8 +736,9 @@ async fn progress(recorder: Arc<Recorder>, cluster: Arc<Cluster>, current: Curre
         }
         let c = recorder.counts();
         let fault = current.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| "healthy".into());
+        let flooded = flood.as_ref().map(|f| format!("  flood {:>7}", f.acknowledged())).unwrap_or_default();
         eprintln!(
-            "[{:>6.1}s] ops {:>6}  ok {:>6}  fail {:>5}  info {:>5}  | {fault}",
+            "[{:>6.1}s] ops {:>6}  ok {:>6}  fail {:>5}  info {:>5}{flooded}  | {fault}",
             recorder.start().elapsed().as_secs_f64(),
             c.invoked,
             c.ok,

@@ -352,8 +352,18 @@ pub async fn admin(addr: &str) -> Result<AdminClient<Channel>, tonic::transport:
 /// The node at `addr`'s view of itself (admin `Status`, local only), or `None` if it does not
 /// answer within [`ADMIN_CALL_TIMEOUT`] (down, paused, cut off).
 pub async fn local_status(addr: &str) -> Option<pb::StatusResponse> {
+    own_status(addr, true).await
+}
+
+/// [`local_status`] without the cache's state hash (which walks the whole cache): the node's
+/// role, term, leader and indexes, cheap enough to ask for several times a second.
+pub async fn local_role(addr: &str) -> Option<pb::StatusResponse> {
+    own_status(addr, false).await
+}
+
+async fn own_status(addr: &str, with_state_hash: bool) -> Option<pb::StatusResponse> {
     let mut admin = admin(addr).await.ok()?;
-    let mut request = tonic::Request::new(pb::StatusRequest { local_only: true, with_state_hash: true });
+    let mut request = tonic::Request::new(pb::StatusRequest { local_only: true, with_state_hash });
     request.set_timeout(ADMIN_CALL_TIMEOUT);
     admin.status(request).await.ok().map(|r| r.into_inner())
 }
@@ -395,7 +405,7 @@ pub async fn init(first: &NodeSpec, members: Vec<pb::Member>, within: Duration) 
 pub async fn agreed_leader(nodes: &[(NodeId, String)]) -> Option<NodeId> {
     let mut leader = None;
     for (_, addr) in nodes {
-        let named = local_status(addr).await?.leader_id?;
+        let named = local_role(addr).await?.leader_id?;
         if leader.is_some_and(|l| l != named) {
             return None;
         }

@@ -10,7 +10,10 @@
 //! holds the expiry rules those checkers share (when an entry may disappear, given a slack for clock
 //! skew) and the early-expiry anomaly. [`check_all`] runs them all and combines their verdicts
 //! into the [`CheckReport`] that goes into `results.json`. [`convergence`] judges state hashes the runner samples from the nodes at the
-//! end (not the history); [`CheckReport::add_convergence`] folds its verdict in.
+//! end (not the history); [`CheckReport::add_convergence`] folds its verdict in. Under
+//! `--overload`, [`liveness`] judges the leadership samples and commit times the runner records
+//! (the leader stays unless a fault deposes it, writes keep committing);
+//! [`CheckReport::add_liveness`] folds that in.
 //!
 //! Invariants every checker keeps:
 //! * it trusts only the history: values clients sent and received, and times from the one test
@@ -25,6 +28,7 @@
 pub mod convergence;
 pub mod durability;
 pub mod linearizable;
+pub mod liveness;
 pub mod operation;
 pub mod read_your_writes;
 pub mod staleness;
@@ -41,6 +45,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use self::convergence::{ConvergenceReport, Divergence};
 use self::durability::LostWrite;
 use self::linearizable::{LinearizabilityAnomaly, LinearizabilityResult};
+use self::liveness::LivenessReport;
 use self::operation::{HistoryError, Operation};
 use self::read_your_writes::PinViolation;
 use self::staleness::StaleRead;
@@ -129,6 +134,9 @@ pub struct CheckReport {
     /// The replicas' state hashes at the end; `None` if they were not sampled.
     #[serde(default)]
     pub convergence: Option<ConvergenceReport>,
+    /// Leadership and commit progress under `--overload`; `None` without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<LivenessReport>,
     /// Every anomaly: linearizability ones first (one per invalid key; an early expiry when the
     /// simplest account of the key's violation is one), then stale reads and early expiries
     /// among bounded and stale reads in key and invocation order, then read-your-writes
@@ -200,8 +208,16 @@ pub enum Anomaly {
     ReadYourWrites(Box<PinViolation>),
     Durability(Box<LostWrite>),
     Convergence(Box<Divergence>),
+    /// Under `--overload`: the leader changed, or writes stopped committing, with no fault in force.
+    Liveness(Box<LivenessFinding>),
     #[serde(rename = "early-expiry")]
     EarlyExpiry(Box<EarlyExpiry>),
+}
+
+/// What the liveness checker found (its report has the details).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct LivenessFinding {
+    pub explanation: String,
 }
 
 /// How many operations completed each way.
@@ -388,6 +404,7 @@ pub fn check_all(history: &[Event], config: &CheckConfig) -> CheckReport {
         durability,
         ttl,
         convergence: None,
+        liveness: None,
         anomalies,
         op_counts: OpCounts::of(&ops),
         history_errors,
@@ -430,6 +447,16 @@ impl CheckReport {
         }
         self.valid = self.valid.and(report.valid);
         self.convergence = Some(report);
+    }
+
+    /// Folds in the overload run's liveness verdict ([`liveness::judge`]).
+    pub fn add_liveness(&mut self, report: LivenessReport) {
+        if report.valid == Verdict::Invalid {
+            self.anomalies
+                .push(Anomaly::Liveness(Box::new(LivenessFinding { explanation: report.explanation.clone() })));
+        }
+        self.valid = self.valid.and(report.valid);
+        self.liveness = Some(report);
     }
 }
 
