@@ -62,6 +62,13 @@ pub struct Config {
     /// A connection with no request in flight for this long is closed (clients reconnect by
     /// themselves). Default 5 minutes.
     pub idle_timeout: Duration,
+    /// Most client writes in flight at this node at once (proposed here or being forwarded);
+    /// one more is refused at once as `Overloaded` (retryable; nothing applied). Default 2048.
+    pub max_pending_writes: usize,
+    /// Most linearizable and bounded reads in flight at this node at once (they may wait on the
+    /// leader); one more is refused at once as `Overloaded`. Stale reads are not limited.
+    /// Default 8192.
+    pub max_pending_reads: usize,
     /// How often the replica probes the leader for a read index to keep its staleness bound
     /// fresh. Default 50 ms. A bound is at least about one probe interval plus one round trip.
     pub probe_interval: Duration,
@@ -95,6 +102,8 @@ impl Config {
             request_timeout: Duration::from_secs(5),
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            max_pending_writes: 2048,
+            max_pending_reads: 8192,
             probe_interval: Duration::from_millis(50),
             snapshot_every: 10_000,
             resp_listen: None,
@@ -128,6 +137,9 @@ impl Config {
         }
         if self.probe_interval.is_zero() {
             return bad("probe_interval", "must be positive");
+        }
+        if self.max_pending_writes == 0 || self.max_pending_reads == 0 {
+            return bad("max_pending_writes/max_pending_reads", "must be at least 1");
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1");

@@ -35,6 +35,11 @@ pub enum Error {
     #[error("unavailable: {0}")]
     Unavailable(String),
 
+    /// The node has as much client work in flight as it takes ([`crate::admission`]); nothing
+    /// was applied. Safe to retry after a short backoff.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+
     /// The replica cannot meet the requested staleness bound (`bound_ms: None`: it has no bound
     /// at all, e.g. it has not reached the leader since it started).
     #[error("stale replica: {}", stale_detail(*.bound_ms, *.max_ms))]
@@ -68,6 +73,7 @@ impl Error {
             | Error::FailedPrecondition(m)
             | Error::PermissionDenied(m)
             | Error::Unavailable(m)
+            | Error::Overloaded(m)
             | Error::Timeout(m)
             | Error::Storage(m)
             | Error::Fatal(m) => m.clone(),

@@ -14,6 +14,7 @@
 //! * [`launcher`]: starting local nodes; [`loadgen`]: the load engine of `geocache bench` and of
 //!   the comparison with etcd and Redis (`benches/compare/`).
 
+pub mod admission;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::Instant as _;
 use openraft::ServerState;
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -51,6 +52,7 @@ struct Inner {
     staleness: StalenessTracker,
     read_batcher: ReadIndexBatcher,
     recorder: Recorder,
+    admission: Admission,
 }
 
 impl Node {
@@ -66,6 +68,7 @@ impl Node {
         let recency = RecencyNotes::default();
         let staleness = StalenessTracker::default();
         let read_batcher = ReadIndexBatcher::start(raft.clone(), config.id);
+        let admission = Admission::new(config.max_pending_writes, config.max_pending_reads);
         Node {
             inner: Arc::new(Inner {
                 config,
@@ -78,6 +81,7 @@ impl Node {
                 staleness,
                 read_batcher,
                 recorder,
+                admission,
             }),
         }
     }
@@ -90,6 +94,11 @@ impl Node {
     /// Shares the leader's read-index quorum rounds between concurrent requests.
     pub fn read_batcher(&self) -> &ReadIndexBatcher {
         &self.inner.read_batcher
+    }
+
+    /// How much client work this node takes on at once.
+    pub fn admission(&self) -> &Admission {
+        &self.inner.admission
     }
 
     /// Counts this node's events for its Prometheus metrics.

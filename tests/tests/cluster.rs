@@ -304,3 +304,50 @@ async fn a_leader_that_lost_its_quorum_refuses_writes_at_once_instead_of_hanging
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_write_limit_a_node_refuses_at_once_and_applies_nothing() -> Result<()> {
+    // One write in flight at a time: of many sent at once, most must be refused.
+    let cluster = TestCluster::start_with(BIN, 3, &["--max-pending-writes", "1"]).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
+    let raw = CacheClient::connect(format!("http://{}", cluster.addr(leader))).await?;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let mut raw = raw.clone();
+        sends.spawn(async move {
+            let request = pb::SetRequest { key: format!("shed-{i}"), value: "v".into(), ..Default::default() };
+            (i, raw.set(request).await.map(|r| r.into_inner().version))
+        });
+    }
+    let (mut applied, mut refused) = (Vec::new(), Vec::new());
+    while let Some(sent) = sends.join_next().await {
+        match sent? {
+            (i, Ok(_)) => applied.push(i),
+            (i, Err(status)) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "write {i}: {status:?}");
+                assert!(status.message().contains("in flight"), "{status:?}");
+                refused.push(i);
+            }
+        }
+    }
+    assert!(!applied.is_empty() && !refused.is_empty(), "applied {applied:?}, refused {refused:?}");
+    // A refused write changed nothing; an admitted one is there.
+    let client = cluster.client_of(leader).await?;
+    for i in &refused {
+        assert!(client.get(format!("shed-{i}")).await?.is_none(), "refused write {i} was applied");
+    }
+    for i in &applied {
+        assert!(client.get(format!("shed-{i}")).await?.is_some(), "write {i} was acknowledged but is missing");
+    }
+    // The client library takes a refusal as "retry after a backoff": the same burst through it
+    // all lands.
+    let mut sets = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let client = client.clone();
+        sets.spawn(async move { client.set(format!("retried-{i}"), "v").await });
+    }
+    while let Some(set) = sets.join_next().await {
+        set??;
+    }
+    Ok(())
+}

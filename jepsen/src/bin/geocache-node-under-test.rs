@@ -7,6 +7,10 @@
 
 use geocache_node::faults::FaultInjection;
 
+/// The `geocache` binary's allocator (see node/src/main.rs), so this node behaves like that one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // Reads FAILPOINTS; it must outlive the node, which never returns from main.
     let scenario = fail::FailScenario::setup();

@@ -122,6 +122,15 @@ pub struct ServeArgs {
     /// the RESP port also one that does not take its replies for this long.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Most client writes in flight at this node; one more is refused at once (gRPC
+    /// RESOURCE_EXHAUSTED, RESP -TRYAGAIN overloaded), nothing applied, so clients back off
+    /// instead of queueing past their deadlines.
+    #[arg(long, default_value_t = 2048)]
+    pub max_pending_writes: usize,
+    /// Most linearizable and bounded reads in flight at this node (stale reads are not limited);
+    /// one more is refused at once, as for writes.
+    #[arg(long, default_value_t = 8192)]
+    pub max_pending_reads: usize,
     /// How often to probe the leader for a read index (keeps the staleness bound fresh).
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
     pub probe_interval: Duration,
@@ -149,6 +158,8 @@ impl ServeArgs {
         config.request_timeout = self.request_timeout;
         config.max_connections = self.max_connections;
         config.idle_timeout = self.idle_timeout;
+        config.max_pending_writes = self.max_pending_writes;
+        config.max_pending_reads = self.max_pending_reads;
         config.probe_interval = self.probe_interval;
         config.snapshot_every = self.snapshot_every;
         config.resp_listen = self.resp_listen;

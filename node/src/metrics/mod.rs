@@ -34,6 +34,7 @@ use openraft::ServerState;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
+use crate::admission::Work;
 use crate::node::Node;
 use crate::read::ReadLevel;
 use crate::state_machine::{Limits, Removals};
@@ -156,6 +157,8 @@ struct Instruments {
     leader_changes: IntCounter,
     elections: IntCounter,
     became_leader: IntCounter,
+    /// `[write, read]`.
+    shed: Vec<IntCounter>,
 }
 
 impl Recorder {
@@ -229,8 +232,20 @@ impl Recorder {
             .map(|result| forwards_vec.get_metric_with_label_values(&[*result]))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let shed_vec = counter_vec(
+            "geocache_requests_shed_total",
+            "Client requests refused at once because this node had as many in flight as it takes \
+             (--max-pending-writes, --max-pending-reads), by kind (write, or read waiting on the leader).",
+            &["request"],
+        )?;
+        let shed = ["write", "read"]
+            .iter()
+            .map(|kind| shed_vec.get_metric_with_label_values(&[*kind]))
+            .collect::<Result<Vec<_>, _>>()?;
+
         Ok(Recorder {
             inner: Arc::new(Instruments {
+                shed,
                 reads,
                 read_seconds,
                 writes,
@@ -271,6 +286,15 @@ impl Recorder {
         let series = write_api_index(api);
         self.inner.writes[series * WRITE_RESULTS.len() + usize::from(!ok)].inc();
         self.inner.write_seconds[series].observe(elapsed.as_secs_f64());
+    }
+
+    /// A request of kind `work` was refused by admission ([`crate::admission`]).
+    pub fn shed(&self, work: Work) {
+        self.inner.shed[match work {
+            Work::Write => 0,
+            Work::Read => 1,
+        }]
+        .inc();
     }
 
     /// This node forwarded a write to the leader.

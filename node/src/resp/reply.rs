@@ -117,6 +117,7 @@ impl From<&Error> for Reply {
             Error::PermissionDenied(_) => Reply::Error("NOPERM", detail),
             Error::NotLeader { leader: None } => Reply::Error("TRYAGAIN", "no leader yet".into()),
             Error::NotLeader { .. } | Error::Unavailable(_) => Reply::Error("TRYAGAIN", detail),
+            Error::Overloaded(_) => Reply::Error("TRYAGAIN", format!("overloaded: {detail}")),
             Error::StaleReplica { .. } => Reply::Error("STALE", detail),
             Error::Timeout(_) => Reply::Error("TIMEOUT", format!("{detail} (the write may or may not have applied)")),
             Error::Storage(_) | Error::DataDirInUse(_) | Error::Fatal(_) => {
@@ -170,6 +171,7 @@ mod tests {
         );
         assert_eq!(prefix(Error::NotLeader { leader: None }), "TRYAGAIN no leader yet");
         assert!(prefix(Error::Unavailable("no quorum".into())).starts_with("TRYAGAIN no quorum"));
+        assert!(prefix(Error::Overloaded("busy".into())).starts_with("TRYAGAIN overloaded: busy"));
         assert_eq!(prefix(Error::StaleReplica { bound_ms: Some(380), max_ms: 200 }), "STALE bound 380ms exceeds 200ms");
         assert!(prefix(Error::Timeout("x".into())).starts_with("TIMEOUT x"));
         assert!(prefix(Error::Fatal("x".into())).starts_with("ERR internal error"));

@@ -31,6 +31,7 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::time::Instant;
 use tonic::{Code, Status};
 
+use crate::admission::{Admitted, Work};
 use crate::error::{Error, Result};
 use crate::metrics::{Edge, ReadResult, WriteApi};
 use crate::node::Node;
@@ -165,6 +166,7 @@ impl CacheApi {
         timeout: Duration,
     ) -> Result<Written> {
         self.validate(&write)?;
+        let _admitted = self.admitted(Work::Write)?;
         let deadline = Instant::now() + timeout;
         loop {
             let leader = match self.propose_here(&write, write_id, forwarded, deadline).await? {
@@ -217,6 +219,15 @@ impl CacheApi {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A place for one request of kind `work`, or `Overloaded` (counted) if the node is full.
+    fn admitted(&self, work: Work) -> Result<Admitted> {
+        let admitted = self.node.admission().admit(work);
+        if admitted.is_err() {
+            self.node.recorder().shed(work);
+        }
+        admitted
     }
 
     /// The metrics name this node leader a moment before Raft accepts writes: wait for Raft's
@@ -339,6 +350,13 @@ impl CacheApi {
         // this under partition,kill: a read waiting 400 ms for its read index returned absent
         // while a newer value had been written in the meantime).
         let now_ms = self.node.clock().now_ms();
+        // Only a read that may wait (on the leader, or for its own writes) takes a place; a
+        // stale read is answered from memory at once.
+        let _admitted = if spec.level != ReadLevel::Stale || spec.min_version > 0 {
+            Some(self.admitted(Work::Read)?)
+        } else {
+            None
+        };
         let bound = read::prepare_read(&self.node, spec.level, spec.min_version, timeout).await?;
         let (answer, applied) = self.node.reader().read(|cache, applied| (query(cache, now_ms), applied));
         let meta = pb::ReadMeta {

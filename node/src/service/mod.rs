@@ -45,6 +45,7 @@ impl From<Error> for Status {
             }
             Error::PermissionDenied(_) => Status::permission_denied(message),
             Error::Unavailable(_) => Status::unavailable(message),
+            Error::Overloaded(_) => Status::resource_exhausted(message),
             Error::StaleReplica { bound_ms, .. } => {
                 let mut status = Status::unavailable(message);
                 let metadata = status.metadata_mut();
@@ -126,6 +127,7 @@ mod tests {
             (Error::PermissionDenied("x".into()), Code::PermissionDenied),
             (Error::NotLeader { leader: None }, Code::Unavailable),
             (Error::Unavailable("x".into()), Code::Unavailable),
+            (Error::Overloaded("x".into()), Code::ResourceExhausted),
             (Error::StaleReplica { bound_ms: Some(1400), max_ms: 200 }, Code::Unavailable),
             (Error::Timeout("x".into()), Code::DeadlineExceeded),
             (Error::Storage("x".into()), Code::Internal),
