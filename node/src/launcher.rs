@@ -341,9 +341,18 @@ impl Drop for NodeProcess {
 /// An admin client to `addr` (`host:port`), connected within [`ADMIN_CALL_TIMEOUT`], whose
 /// every call is bounded by the same.
 pub async fn admin(addr: &str) -> Result<AdminClient<Channel>, tonic::transport::Error> {
+    admin_with_call_timeout(addr, ADMIN_CALL_TIMEOUT).await
+}
+
+/// [`admin`] whose calls may take up to `call_timeout` (a channel's timeout caps every
+/// request's own: a longer call needs a channel of its own).
+async fn admin_with_call_timeout(
+    addr: &str,
+    call_timeout: Duration,
+) -> Result<AdminClient<Channel>, tonic::transport::Error> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(ADMIN_CALL_TIMEOUT)
-        .timeout(ADMIN_CALL_TIMEOUT)
+        .timeout(call_timeout)
         .connect()
         .await?;
     Ok(AdminClient::new(channel))
@@ -390,9 +399,14 @@ pub enum Initialised {
 pub async fn init(first: &NodeSpec, members: Vec<pb::Member>, within: Duration) -> Result<Initialised, LaunchError> {
     let addr = first.addr.to_string();
     wait_until_listening(first.id, &addr, within).await?;
-    let mut admin = admin(&addr).await.map_err(|source| LaunchError::Connect { id: first.id, source })?;
+    // Init makes the cluster id and the first vote and log entry durable: on a loaded machine
+    // that takes longer than a status call may, so it gets all of `within`.
+    let call_timeout = within.max(ADMIN_CALL_TIMEOUT);
+    let mut admin = admin_with_call_timeout(&addr, call_timeout)
+        .await
+        .map_err(|source| LaunchError::Connect { id: first.id, source })?;
     let mut request = tonic::Request::new(pb::InitRequest { members });
-    request.set_timeout(within.max(ADMIN_CALL_TIMEOUT));
+    request.set_timeout(call_timeout);
     match admin.init(request).await {
         Ok(_) => Ok(Initialised::Now),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(Initialised::Before),

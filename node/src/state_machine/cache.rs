@@ -1,26 +1,35 @@
 //! [`Cache`]: entries, LRU order, expiry index, limits, log clock and sessions, and the rules that
 //! apply a [`Command`] to them. See the module docs of [`super`] for the semantics.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use super::command::{Command, Condition, EntryView, Limits, LogIndex, Op, Rejection, Response, ENTRY_OVERHEAD_BYTES};
 use super::session::{describe_expiry, Admission, Sessions};
 
+/// A key, shared by the entry and the indexes that name it (one allocation per key).
+type Key = Arc<str>;
+
 /// The replicated LRU + TTL cache. Deterministic: the same commands applied at the same indexes
 /// give the same responses and the same [`Cache::state_hash`] on every replica.
+///
+/// The entries and both indexes are persistent ordered maps (`imbl`): a clone shares every node
+/// with the original and copies only what either side changes later, so [`Clone`] is O(1). The
+/// snapshot builder clones the cache under the state machine's lock and walks and encodes the
+/// clone after releasing it, so a snapshot never stops applies for longer than a clone.
 #[derive(Clone, Debug, Default)]
 pub struct Cache {
-    entries: BTreeMap<String, Entry>,
+    entries: OrdMap<Key, Entry>,
     /// recency -> key; the first is the least recently used. Recency numbers are unique, so
     /// eviction never needs a tie-break.
-    lru: BTreeMap<u64, String>,
+    lru: OrdMap<u64, Key>,
     /// (expires_at_ms, key) of every entry that has an expiry.
-    expiry: BTreeSet<(u64, String)>,
+    expiry: OrdSet<(u64, Key)>,
     /// Next recency number to hand out; only grows.
     next_recency: u64,
     /// Sum of [`entry_cost`] over `entries`. Derived, not snapshotted.
@@ -241,12 +250,13 @@ impl Cache {
             response.expires_at_ms = None;
             return response;
         }
+        let shared = self.entries.get_key_value(key).expect("live entry").0.clone();
         let entry = self.entries.get_mut(key).expect("live entry");
         if let Some(old) = entry.expires_at_ms {
-            self.expiry.remove(&(old, key.to_string()));
+            self.expiry.remove(&(old, shared.clone()));
         }
         if let Some(new) = expires_at_ms {
-            self.expiry.insert((new, key.to_string()));
+            self.expiry.insert((new, shared));
         }
         entry.expires_at_ms = expires_at_ms;
         entry.version = index;
@@ -276,7 +286,8 @@ impl Cache {
     }
 
     fn insert(&mut self, key: String, value: Bytes, version: u64, expires_at_ms: Option<u64>) {
-        debug_assert!(!self.entries.contains_key(&key));
+        debug_assert!(!self.entries.contains_key(key.as_str()));
+        let key: Key = Arc::from(key);
         let recency = self.next_recency;
         self.next_recency += 1;
         self.used_bytes += entry_cost(&key, &value);
@@ -288,7 +299,7 @@ impl Cache {
     }
 
     fn remove(&mut self, key: &str) -> Option<Entry> {
-        let (key, entry) = self.entries.remove_entry(key)?;
+        let (key, entry) = self.entries.remove_with_key(key)?;
         self.used_bytes -= entry_cost(&key, &entry.value);
         self.lru.remove(&entry.recency);
         if let Some(t) = entry.expires_at_ms {
@@ -308,7 +319,7 @@ impl Cache {
     }
 
     fn purge_expired(&mut self) {
-        while let Some((t, key)) = self.expiry.first() {
+        while let Some((t, key)) = self.expiry.get_min() {
             if *t > self.clock_ms {
                 break;
             }
@@ -332,7 +343,7 @@ impl Cache {
         }
         self.purge_expired();
         while !self.fits(more_entries, more_bytes) {
-            let Some((_, key)) = self.lru.first_key_value() else {
+            let Some((_, key)) = self.lru.get_min() else {
                 break;
             };
             let key = key.clone();
@@ -371,7 +382,7 @@ impl Cache {
     pub fn live_len(&self, now_ms: u64) -> usize {
         let now_ms = self.clock_ms.max(now_ms);
         let expired = match now_ms.checked_add(1) {
-            Some(after) => self.expiry.range(..(after, String::new())).count(),
+            Some(after) => self.expiry.range(..(after, Key::from(""))).count(),
             None => self.expiry.len(),
         };
         self.entries.len() - expired
@@ -381,7 +392,7 @@ impl Cache {
     pub fn live_with_expiry(&self, now_ms: u64) -> usize {
         let now_ms = self.clock_ms.max(now_ms);
         match now_ms.checked_add(1) {
-            Some(after) => self.expiry.range((after, String::new())..).count(),
+            Some(after) => self.expiry.range((after, Key::from(""))..).count(),
             None => 0,
         }
     }
@@ -430,7 +441,7 @@ impl Cache {
                 .map(|key| {
                     let e = &self.entries[key];
                     SnapshotEntry {
-                        key: key.clone(),
+                        key: key.to_string(),
                         value: e.value.clone(),
                         version: e.version,
                         expires_at_ms: e.expires_at_ms,
@@ -459,6 +470,7 @@ impl Cache {
             ..Cache::default()
         };
         for e in snapshot.entries {
+            let key: Key = Arc::from(e.key.as_str());
             assert!(
                 e.recency < cache.next_recency,
                 "corrupt cache snapshot: recency {} of key {:?} not below {}",
@@ -467,17 +479,16 @@ impl Cache {
                 cache.next_recency
             );
             assert!(
-                cache.lru.insert(e.recency, e.key.clone()).is_none(),
+                cache.lru.insert(e.recency, key.clone()).is_none(),
                 "corrupt cache snapshot: recency {} used twice",
                 e.recency
             );
             if let Some(t) = e.expires_at_ms {
-                cache.expiry.insert((t, e.key.clone()));
+                cache.expiry.insert((t, key.clone()));
             }
             cache.used_bytes += entry_cost(&e.key, &e.value);
             let entry =
                 Entry { value: e.value, version: e.version, expires_at_ms: e.expires_at_ms, recency: e.recency };
-            let key = e.key;
             assert!(
                 cache.entries.insert(key.clone(), entry).is_none(),
                 "corrupt cache snapshot: key {key:?} appears twice"
@@ -557,7 +568,7 @@ impl Cache {
             .values()
             .filter_map(|key| {
                 let e = self.live(key)?;
-                Some((key.clone(), e.value.clone(), e.version, e.expires_at_ms))
+                Some((key.to_string(), e.value.clone(), e.version, e.expires_at_ms))
             })
             .collect()
     }

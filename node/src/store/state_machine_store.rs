@@ -181,18 +181,23 @@ fn check_follows(last: Option<LogId>, next: LogId, strict: bool) -> io::Result<(
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
-    /// Copies the state machine under the read lock, then encodes and persists the copy (flushed)
-    /// as the current snapshot without holding the lock.
+    /// Clones the state machine under the read lock (O(1): the cache's maps are persistent, see
+    /// [`Cache`]), then, with the lock released and on a blocking thread (not the async
+    /// runtime's), walks and encodes the clone, and persists it (flushed) as the current snapshot.
     async fn build_snapshot(&mut self) -> io::Result<Snapshot> {
         let (meta, cache) = {
             let applied = self.shared.read()?;
             let meta =
                 SnapshotMeta { last_log_id: applied.last_applied, last_membership: applied.last_membership.clone() };
-            (meta, applied.cache.snapshot())
+            (meta, applied.cache.clone())
         };
-        let file = SnapshotFile { meta, cache };
-        let data = encode(&file).map_err(io::Error::other)?;
-        let meta = file.meta;
+        let (meta, data) = tokio::task::spawn_blocking(move || {
+            let file = SnapshotFile { meta, cache: cache.snapshot() };
+            encode(&file).map(|data| (file.meta, data))
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io::Error::other)?;
         crate::faults::point("snapshot-build-before-persist");
         self.shared.persist_snapshot(&meta, &data, false).await?;
         crate::faults::point("snapshot-build-after-persist");
