@@ -98,15 +98,22 @@ pub(crate) struct Failure {
     /// `Fail` (certainly not applied) or `Info` (may have applied).
     pub kind: EventKind,
     pub message: String,
+    /// Nothing was applied and another node may take the request (no leader there, no
+    /// connection): a RESP write tries the next node within its deadline.
+    retry_elsewhere: bool,
 }
 
 impl Failure {
-    fn fail(message: impl Into<String>) -> Failure {
-        Failure { kind: EventKind::Fail, message: message.into() }
+    pub(crate) fn fail(message: impl Into<String>) -> Failure {
+        Failure { kind: EventKind::Fail, message: message.into(), retry_elsewhere: false }
     }
 
     fn info(message: impl Into<String>) -> Failure {
-        Failure { kind: EventKind::Info, message: message.into() }
+        Failure { kind: EventKind::Info, message: message.into(), retry_elsewhere: false }
+    }
+
+    fn elsewhere(message: impl Into<String>) -> Failure {
+        Failure { retry_elsewhere: true, ..Failure::fail(message) }
     }
 }
 
@@ -274,7 +281,7 @@ pub(crate) fn grpc_error_kind(e: &geocache_client::Error) -> EventKind {
 }
 
 fn grpc_failure(e: geocache_client::Error) -> Failure {
-    Failure { kind: grpc_error_kind(&e), message: e.to_string() }
+    Failure { kind: grpc_error_kind(&e), message: e.to_string(), retry_elsewhere: false }
 }
 
 /// The log index a write's result pins the next read to (its version if it has no index).
@@ -341,6 +348,11 @@ impl RespClient {
                 return Err(f);
             }
         };
+        if let Some(pinned) = min_version.map(|_| expect_ok(&replies[0])).transpose().err() {
+            // The GET ran unpinned: it must not be recorded as a pinned read.
+            self.reader = None;
+            return Err(Failure::fail(format!("CLIENT MINVERSION: {}", pinned.message)));
+        }
         let get = usize::from(min_version.is_some());
         let result = match &replies[get] {
             Value::Nil => Ok(None),
@@ -348,8 +360,8 @@ impl RespClient {
             Value::ServerError(e) => Err(server_failure(e)),
             other => Err(Failure::info(format!("unexpected reply to GET: {other:?}"))),
         };
-        // A pin that was set and not cleared would hold for later reads too.
-        if min_version.is_some() && (expect_ok(&replies[0]).is_err() || expect_ok(&replies[2]).is_err()) {
+        // A pin that was not cleared would hold for later reads too.
+        if min_version.is_some() && expect_ok(&replies[2]).is_err() {
             self.reader = None;
         }
         if result.as_ref().is_err_and(|f| f.kind == EventKind::Info) {
@@ -391,9 +403,9 @@ impl RespClient {
     }
 
     /// Sends `write` with `GEOCACHE.LASTVERSION` behind it, to the write node; after a refusal
-    /// with nothing applied, or when no connection can be made, tries the next node (with a short
-    /// backoff) until the deadline. Returns the write's reply (never an error reply) and the
-    /// version to pin.
+    /// another node may not give (`TRYAGAIN`: no leader, no quorum), or when no connection can be
+    /// made, tries the next node (with a short backoff) until the deadline. Returns the write's
+    /// reply (never an error reply) and the version to pin.
     async fn write(&mut self, write: redis::Cmd) -> Result<(Value, Written), Failure> {
         let deadline = Instant::now() + self.timeout;
         let mut pipe = redis::pipe();
@@ -402,12 +414,14 @@ impl RespClient {
         loop {
             let refused = match self.write_once(&pipe, deadline).await {
                 Ok(done) => return Ok(done),
-                Err(f) if f.kind == EventKind::Info => {
-                    // The next operation is a new process's: start it on another node.
-                    self.move_writes();
+                Err(f) if f.retry_elsewhere => f,
+                Err(f) => {
+                    if f.kind == EventKind::Info {
+                        // The next operation is a new process's: start it on another node.
+                        self.move_writes();
+                    }
                     return Err(f);
                 }
-                Err(f) => f,
             };
             self.move_writes();
             let now = Instant::now();
@@ -459,8 +473,8 @@ async fn connect(addr: &str, deadline: Instant) -> Result<MultiplexedConnection,
     let config = redis::AsyncConnectionConfig::new().set_connection_timeout(Some(remaining)).set_response_timeout(None);
     match tokio::time::timeout(remaining, client.get_multiplexed_async_connection_with_config(&config)).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(Failure::fail(format!("connect to {addr}: {e}"))),
-        Err(_) => Err(Failure::fail(format!("connect to {addr}: timed out"))),
+        Ok(Err(e)) => Err(Failure::elsewhere(format!("connect to {addr}: {e}"))),
+        Err(_) => Err(Failure::elsewhere(format!("connect to {addr}: timed out"))),
     }
 }
 
@@ -500,12 +514,12 @@ fn server_failure(e: &redis::ServerError) -> Failure {
         Some(detail) => format!("{} {detail}", e.code()),
         None => e.code().to_string(),
     };
-    let refused = match e.code() {
-        "TRYAGAIN" | "STALE" | "NOPERM" | "OOM" => true,
-        "ERR" => !e.details().is_some_and(|d| d.starts_with("internal error")),
-        _ => false,
-    };
-    Failure { kind: if refused { EventKind::Fail } else { EventKind::Info }, message }
+    match e.code() {
+        "TRYAGAIN" => Failure::elsewhere(message),
+        "STALE" | "NOPERM" | "OOM" => Failure::fail(message),
+        "ERR" if !e.details().is_some_and(|d| d.starts_with("internal error")) => Failure::fail(message),
+        _ => Failure::info(message),
+    }
 }
 
 #[cfg(test)]
@@ -547,6 +561,8 @@ mod tests {
             let f = server_failure(&reply(refused));
             assert_eq!(f.kind, EventKind::Fail, "{refused}");
             assert_eq!(f.message, refused);
+            // Only a refusal for want of a leader or quorum is worth a try at another node.
+            assert_eq!(f.retry_elsewhere, refused.starts_with("TRYAGAIN"), "{refused}");
         }
         for unknown in [
             "TIMEOUT proposed (the write may or may not have applied)",

@@ -433,7 +433,7 @@ impl Worker {
                 self.recorder.complete(self.process, EventKind::Ok, op, None);
                 self.pins.acknowledged(&key, w, Pin::Value(to));
             }
-            Ok(None) => self.fail(op, Failure { kind: EventKind::Fail, message: "condition did not hold".into() }),
+            Ok(None) => self.fail(op, Failure::fail("condition did not hold")),
             Err(f) => self.fail(op, f),
         }
     }
