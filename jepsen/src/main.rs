@@ -267,7 +267,6 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
             protocol: args.protocol,
             // Read, write, cas; no cas where the protocol cannot express one.
             mix: if args.protocol.supports_cas() { RegisterConfig::default().mix } else { [2, 1, 0] },
-            ..RegisterConfig::default()
         },
         cache: CacheConfig { ttl_min: args.ttl_range.0 .0, ttl_max: args.ttl_range.0 .1, ..CacheConfig::default() },
         nemesis: NemesisConfig {
