@@ -10,6 +10,10 @@
 //!                         before each start
 //! ```
 //!
+//! With [`ClusterSpec::resp`] every node also serves the Redis protocol on a port of its own
+//! (`--resp-listen`, loopback, distinct from every other port of the cluster; see
+//! [`Cluster::resp_endpoints`]), for the workload's RESP clients.
+//!
 //! What the harness may do to a node: `kill -9` it ([`Cluster::kill`]), restart it on the same
 //! port, data dir and flags ([`Cluster::restart`]), pause it with SIGSTOP and resume it with
 //! SIGCONT ([`Cluster::pause`], [`Cluster::resume`]); and to links, whatever [`Cluster::net`]
@@ -105,6 +109,8 @@ pub struct ClusterSpec {
     pub env: Vec<(String, String)>,
     /// Environment of one node, on every start, after [`ClusterSpec::env`].
     pub node_env: BTreeMap<NodeId, Vec<(String, String)>>,
+    /// Give every node a Redis-protocol port too (`--resp-listen 127.0.0.1:PORT`).
+    pub resp: bool,
 }
 
 /// What the harness has done to a node's process.
@@ -204,8 +210,11 @@ impl Cluster {
 
         // Hold every node's port until the proxy has bound its own ports, so neither can take
         // the other's; release them just before the nodes start.
-        let reserved = PortReservation::new(spec.nodes as usize)?;
-        let addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(reserved.addrs().iter().copied()).collect();
+        // (Twice as many with RESP: the second half are the RESP ports, node by node.)
+        let n = spec.nodes as usize;
+        let reserved = PortReservation::new(if spec.resp { 2 * n } else { n })?;
+        let addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(reserved.addrs()[..n].iter().copied()).collect();
+        let resp_addrs: Vec<SocketAddr> = reserved.addrs()[n..].to_vec();
         let net = Netsim::new();
         net.add_mesh(&addrs).context("start the fault proxy")?;
 
@@ -223,8 +232,12 @@ impl Cluster {
         let election = spec.election_timeout.unwrap_or(election);
 
         let mut table = BTreeMap::new();
-        for (id, addr) in &addrs {
-            let node = NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions)
+        for (i, (id, addr)) in addrs.iter().enumerate() {
+            let mut node = NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions);
+            if let Some(resp) = resp_addrs.get(i) {
+                node = node.with_resp(*resp);
+            }
+            let node = node
                 .with_args([
                     "--heartbeat".to_string(),
                     format!("{}ms", heartbeat.as_millis()),
@@ -307,6 +320,11 @@ impl Cluster {
     /// Every node's client address, by id.
     pub fn endpoints(&self) -> Vec<(NodeId, String)> {
         self.lock().values().map(|n| (n.spec.id, n.spec.addr.to_string())).collect()
+    }
+
+    /// Every node's Redis-protocol address, by id (empty unless [`ClusterSpec::resp`]).
+    pub fn resp_endpoints(&self) -> Vec<(NodeId, String)> {
+        self.lock().values().filter_map(|n| Some((n.spec.id, n.spec.resp_addr?.to_string()))).collect()
     }
 
     /// What the harness has done to node `id`.

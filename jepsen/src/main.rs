@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use geocache_jepsen::client::Protocol;
 use geocache_jepsen::history::ReadLevel;
 use geocache_jepsen::nemesis::{NemesisConfig, NemesisKind};
 use geocache_jepsen::overload::OverloadConfig;
@@ -77,6 +78,14 @@ struct TestArgs {
     /// MIN..MAX. Short, so entries really expire during a short test.
     #[arg(long, default_value = "200ms..2s", value_parser = parse_ttl_range)]
     ttl_range: TtlRange,
+    /// The nodes' port the workload's clients speak to: grpc (geocache-client), or resp (the
+    /// Redis protocol, through the `redis` crate; each node then also gets a RESP port, read
+    /// levels are set per connection with CLIENT READLEVEL and read-your-writes pins with
+    /// CLIENT MINVERSION). RESP exposes no version to compare against, so under resp the
+    /// register workload does reads and writes only, no compare-and-set. The final phase and
+    /// the nemesis use gRPC either way.
+    #[arg(long, default_value = "grpc")]
+    protocol: Protocol,
     /// Level of the workload's reads: linearizable, bounded:DURATION (e.g. bounded:250ms), stale.
     #[arg(long, default_value = "linearizable", value_parser = runner::parse_read_level)]
     read_consistency: ReadLevel,
@@ -275,7 +284,9 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
             ops_per_key: args.ops_per_key,
             timeout: args.op_timeout,
             seed: args.seed,
-            ..RegisterConfig::default()
+            protocol: args.protocol,
+            // Read, write, cas; no cas where the protocol cannot express one.
+            mix: if args.protocol.supports_cas() { RegisterConfig::default().mix } else { [2, 1, 0] },
         },
         cache: CacheConfig { ttl_min: args.ttl_range.0 .0, ttl_max: args.ttl_range.0 .1, ..CacheConfig::default() },
         nemesis: NemesisConfig {
@@ -394,6 +405,20 @@ mod tests {
         let line = "geocache-jepsen test --bin /bin/true --overload --overload-clients 0";
         let Command::Test(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command;
         assert!(test_config(args).unwrap_err().contains("--overload-clients"));
+    }
+
+    #[test]
+    fn the_resp_protocol_turns_cas_off() {
+        let parse = |extra: &str| {
+            let line = format!("geocache-jepsen test --bin /bin/true {extra}");
+            let Command::Test(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command;
+            test_config(args).unwrap()
+        };
+        let grpc = parse("");
+        assert_eq!((grpc.register.protocol, grpc.register.mix), (Protocol::Grpc, [2, 1, 1]));
+        let resp = parse("--protocol resp");
+        assert_eq!((resp.register.protocol, resp.register.mix), (Protocol::Resp, [2, 1, 0]));
+        assert!(Cli::try_parse_from(["geocache-jepsen", "test", "--protocol", "http"]).is_err());
     }
 
     #[test]

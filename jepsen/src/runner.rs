@@ -37,6 +37,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::checker::{self, Verdict};
+use crate::client::Protocol;
 use crate::control::{Cluster, ClusterSpec};
 use crate::history::{self, Op, ReadLevel};
 use crate::nemesis::{self, CurrentFault, FaultWindow, NemesisConfig, NemesisKind};
@@ -409,6 +410,7 @@ async fn phases(config: &TestConfig) -> Run {
             .iter()
             .map(|(id, spec)| (*id, vec![("FAILPOINTS".to_string(), spec.clone())]))
             .collect(),
+        resp: config.register.protocol == Protocol::Resp,
     };
     eprintln!(
         "setup: {} nodes ({}) from {}, output in {}",
@@ -436,7 +438,10 @@ async fn phases(config: &TestConfig) -> Run {
     let mut workload = {
         let (register, recorder, workload_stopped) =
             (config.register.clone(), recorder.clone(), workload_stopped.clone());
-        let endpoints = cluster.endpoints();
+        let endpoints = match config.register.protocol {
+            Protocol::Grpc => cluster.endpoints(),
+            Protocol::Resp => cluster.resp_endpoints(),
+        };
         match config.workload {
             WorkloadKind::Register => {
                 tokio::spawn(workload::run_register(register, endpoints, recorder, workload_stopped))

@@ -10,6 +10,13 @@
 //! a second client per worker that knows every node and follows the leader. Workers are spread
 //! over the nodes round-robin for their home replicas.
 //!
+//! The clients speak gRPC or the Redis protocol ([`RegisterConfig::protocol`]); the worker
+//! drives both the same way through one [`WorkloadClient`], which owns the connections and
+//! decides whether an error is `fail` or `info` ([`crate::client`]). What is recorded, and so
+//! what the checkers judge, does not depend on the protocol, with one exception: RESP exposes
+//! no version to compare against, so under RESP the register workload does no cas (its mix
+//! must give cas no weight; the CLI sets it so).
+//!
 //! The **register** workload ([`run_register`]) treats each key as a register:
 //!
 //! * **read**: `get_with` at the configured level, to the home replica;
@@ -40,10 +47,10 @@
 //! [`crate::checker::read_your_writes`] judges pinned reads from the history alone.
 //!
 //! Every call has a deadline (`timeout`, default 1 s), so a fault yields an indeterminate
-//! operation instead of a stalled worker. An error whose outcome is unknown
-//! ([`geocache_client::Error::outcome_known`] false: a timeout, a broken connection) is recorded
-//! as `info`, never `fail`; after an `info` the worker continues as a new process (id + the
-//! number of workers), as in Jepsen, because the old operation may still take effect later.
+//! operation instead of a stalled worker. An error whose outcome is unknown (a timeout, a broken
+//! connection: see [`crate::client`] for each protocol's mapping) is recorded as `info`, never
+//! `fail`; after an `info` the worker continues as a new process (id + the number of workers),
+//! as in Jepsen, because the old operation may still take effect later.
 //!
 //! Keys are `k0`, `k1`, ...: `keys` of them are in use at a time; a key retires once it has
 //! seen `ops_per_key` operations and a fresh one takes its place, so each key's history stays
@@ -55,13 +62,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use geocache_client::{Client, Condition, ReadOptions, SetOptions, WriteResult};
+use geocache_client::ReadOptions;
 use geocache_node::types::NodeId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::watch;
 
+// The final phase's reads (runner.rs) map their errors as the workload's gRPC reads do.
+pub(crate) use crate::client::grpc_error_kind as error_kind;
+use crate::client::{Failure, Protocol, WorkloadClient, Written};
 use crate::history::{Event, EventKind, Op, Pin, Process, ReadLevel};
 
 /// Records a history as it happens: one clock (an [`Instant`] taken when the test started),
@@ -164,6 +174,9 @@ pub struct RegisterConfig {
     pub mix: [u32; 3],
     /// Seed of the operation choices.
     pub seed: u64,
+    /// The nodes' port the clients speak to: gRPC, or the Redis protocol (no cas: see the
+    /// module doc).
+    pub protocol: Protocol,
 }
 
 impl Default for RegisterConfig {
@@ -177,6 +190,7 @@ impl Default for RegisterConfig {
             timeout: Duration::from_secs(1),
             mix: [2, 1, 1],
             seed: 0,
+            protocol: Protocol::Grpc,
         }
     }
 }
@@ -286,27 +300,17 @@ pub(crate) fn read_options(level: ReadLevel) -> ReadOptions {
     }
 }
 
-/// How an error completes an operation: `fail` only if it certainly did not happen.
-pub(crate) fn error_kind(e: &geocache_client::Error) -> EventKind {
-    if e.outcome_known() {
-        EventKind::Fail
-    } else {
-        EventKind::Info
-    }
-}
-
 /// Read-your-writes pins: per key, the log index of the worker's last acknowledged write (or
 /// delete) of it, and which write that was. The next home read of the key takes it.
 #[derive(Default)]
 struct Pins(HashMap<String, (u64, Pin)>);
 
 impl Pins {
-    /// An own write of `key` was acknowledged with `result`: pin the next read to it. (Call only
-    /// for `ok` writes; a result without a log index pins nothing.)
-    fn acknowledged(&mut self, key: &str, result: &WriteResult, pin: Pin) {
-        let version = if result.log_index > 0 { result.log_index } else { result.version };
-        if version > 0 {
-            self.0.insert(key.to_string(), (version, pin));
+    /// An own write of `key` was acknowledged as `written`: pin the next read to it. (Call only
+    /// for `ok` writes; a write without a known version pins nothing.)
+    fn acknowledged(&mut self, key: &str, written: Written, pin: Pin) {
+        if written.version > 0 {
+            self.0.insert(key.to_string(), (written.version, pin));
         }
     }
 
@@ -329,10 +333,9 @@ struct Worker {
     process: Process,
     concurrency: u64,
     writes: u64,
-    /// Pinned to the home replica: reads at the configured level.
-    home: Client,
-    /// Every node, follows the leader: writes, cas and the cas's read.
-    any: Client,
+    /// Reads at the configured level from the home replica; writes, cas and the cas's read
+    /// through the cluster.
+    client: WorkloadClient,
     rng: StdRng,
     recorder: Arc<Recorder>,
     keys: Arc<Mutex<KeySpace>>,
@@ -372,37 +375,19 @@ impl Worker {
     /// A read at the configured level from the home replica, pinned with `min_version` to the
     /// worker's last acknowledged write of the key if it has not read the key since.
     async fn read_home(&mut self, key: String) {
-        let home = self.home.clone();
         let pin = self.pins.take(&key);
-        self.read(&home, key, self.read_level, pin).await;
-    }
-
-    /// A read through `client` (with `min_version` if `pin`); returns the value and version read
-    /// if it succeeded (`Some(None)`: the key was absent).
-    async fn read(
-        &mut self,
-        client: &Client,
-        key: String,
-        level: ReadLevel,
-        pin: Option<(u64, Pin)>,
-    ) -> Option<Option<(String, u64)>> {
-        let (options, after) = match pin {
-            Some((version, pin)) => (read_options(level).with_min_version(version), Some(pin)),
-            None => (read_options(level), None),
+        let (min_version, after) = match pin {
+            Some((version, pin)) => (Some(version), Some(pin)),
+            None => (None, None),
         };
+        let level = self.read_level;
         let op = Op::Read { key: key.clone(), level, value: None, after: after.clone() };
         self.recorder.invoke(self.process, &op);
-        match client.get_with(key.clone(), options).await {
-            Ok(entry) => {
-                let read = entry.map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.version));
-                let value = read.as_ref().map(|(v, _)| v.clone());
-                self.recorder.complete(self.process, EventKind::Ok, Op::Read { key, level, value, after }, None);
-                Some(read)
+        match self.client.read(&key, min_version).await {
+            Ok(value) => {
+                self.recorder.complete(self.process, EventKind::Ok, Op::Read { key, level, value, after }, None)
             }
-            Err(e) => {
-                self.fail(error_kind(&e), op, e.to_string());
-                None
-            }
+            Err(f) => self.fail(op, f),
         }
     }
 
@@ -410,36 +395,46 @@ impl Worker {
         let value = self.next_value();
         let op = Op::Write { key: key.clone(), value: value.clone() };
         self.recorder.invoke(self.process, &op);
-        match self.any.set(key.clone(), value.clone()).await {
-            Ok(w) if w.applied => {
+        match self.client.set(&key, &value, None).await {
+            Ok(w) => {
                 self.recorder.complete(self.process, EventKind::Ok, op, None);
-                self.pins.acknowledged(&key, &w, Pin::Value(value));
+                self.pins.acknowledged(&key, w, Pin::Value(value));
             }
-            // An unconditional write always applies; if the node says otherwise, it did not.
-            Ok(w) => self.fail(EventKind::Fail, op, format!("not applied: {w:?}")),
-            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+            Err(f) => self.fail(op, f),
         }
     }
 
+    /// A linearizable read through the cluster (recorded as a read op of its own, never pinned),
+    /// then, if it answered, a write of a fresh value conditioned on the version read.
     async fn cas(&mut self, key: String) {
-        let any = self.any.clone();
-        let Some(read) = self.read(&any, key.clone(), ReadLevel::Linearizable, None).await else {
-            return; // nothing to compare with
+        let level = ReadLevel::Linearizable;
+        let read_op = Op::Read { key: key.clone(), level, value: None, after: None };
+        self.recorder.invoke(self.process, &read_op);
+        let read = match self.client.read_versioned(&key).await {
+            Ok(read) => read,
+            Err(f) => return self.fail(read_op, f), // nothing to compare with
         };
+        let value = read.as_ref().map(|(v, _)| v.clone());
+        self.recorder.complete(
+            self.process,
+            EventKind::Ok,
+            Op::Read { key: key.clone(), level, value, after: None },
+            None,
+        );
         let to = self.next_value();
-        let (from, condition) = match read {
-            Some((value, version)) => (Some(value), Condition::IfVersion(version)),
-            None => (None, Condition::IfAbsent),
+        let (from, version) = match read {
+            Some((value, version)) => (Some(value), Some(version)),
+            None => (None, None),
         };
         let op = Op::Cas { key: key.clone(), from, to: to.clone() };
         self.recorder.invoke(self.process, &op);
-        match self.any.set_with(key.clone(), to.clone(), SetOptions::new().with_condition(condition)).await {
-            Ok(w) if w.applied => {
+        match self.client.set_if_version(&key, &to, version).await {
+            Ok(Some(w)) => {
                 self.recorder.complete(self.process, EventKind::Ok, op, None);
-                self.pins.acknowledged(&key, &w, Pin::Value(to));
+                self.pins.acknowledged(&key, w, Pin::Value(to));
             }
-            Ok(_) => self.fail(EventKind::Fail, op, "condition did not hold".into()),
-            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+            Ok(None) => self.fail(op, Failure::fail("condition did not hold")),
+            Err(f) => self.fail(op, f),
         }
     }
 
@@ -453,19 +448,13 @@ impl Worker {
             self.rng.gen_range(min.max(1)..=max.max(min).max(1))
         });
         let op = Op::Set { key: key.clone(), value: value.clone(), ttl_ms };
-        let options = match ttl_ms {
-            Some(ms) => SetOptions::new().with_ttl(Duration::from_millis(ms)),
-            None => SetOptions::new(),
-        };
         self.recorder.invoke(self.process, &op);
-        match self.any.set_with(key.clone(), value.clone(), options).await {
-            Ok(w) if w.applied => {
+        match self.client.set(&key, &value, ttl_ms.map(Duration::from_millis)).await {
+            Ok(w) => {
                 self.recorder.complete(self.process, EventKind::Ok, op, None);
-                self.pins.acknowledged(&key, &w, Pin::Value(value));
+                self.pins.acknowledged(&key, w, Pin::Value(value));
             }
-            // An unconditional set always applies; if the node says otherwise, it did not.
-            Ok(w) => self.fail(EventKind::Fail, op, format!("not applied: {w:?}")),
-            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+            Err(f) => self.fail(op, f),
         }
     }
 
@@ -473,17 +462,19 @@ impl Worker {
     async fn delete(&mut self, key: String) {
         let op = Op::Delete { key: key.clone() };
         let invoked = self.recorder.invoke(self.process, &op);
-        match self.any.delete(key.clone()).await {
+        match self.client.delete(&key).await {
             Ok(w) => {
                 self.recorder.complete(self.process, EventKind::Ok, op, None);
-                self.pins.acknowledged(&key, &w, Pin::Delete(invoked));
+                self.pins.acknowledged(&key, w, Pin::Delete(invoked));
             }
-            Err(e) => self.fail(error_kind(&e), op, e.to_string()),
+            Err(f) => self.fail(op, f),
         }
     }
 
-    fn fail(&mut self, kind: EventKind, op: Op, error: String) {
-        self.recorder.complete(self.process, kind, op, Some(error));
+    /// Completes `op` as `failure` says (`fail` or `info`).
+    fn fail(&mut self, op: Op, failure: Failure) {
+        let kind = failure.kind;
+        self.recorder.complete(self.process, kind, op, Some(failure.message));
         if kind == EventKind::Info {
             // The operation may still take effect: this process stays "in flight" forever.
             self.process += self.concurrency;
@@ -543,35 +534,26 @@ async fn run_workers(
     anyhow::ensure!(!endpoints.is_empty(), "no nodes to run the workload against");
     anyhow::ensure!(config.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(config.rate > 0.0 && config.rate.is_finite(), "--rate must be positive");
+    if let Mix::Register([_, _, cas]) = mix {
+        anyhow::ensure!(
+            cas == 0 || config.protocol.supports_cas(),
+            "the register workload cannot cas over {} (no versions to compare): give cas no weight",
+            config.protocol.name()
+        );
+    }
     let all: Vec<String> = endpoints.iter().map(|(_, a)| a.clone()).collect();
     let keys = Arc::new(Mutex::new(KeySpace::new(config.keys, config.ops_per_key)));
     // Each worker invokes every `period`, so all together invoke `rate` per second.
     let period = Duration::from_secs_f64(config.concurrency as f64 / config.rate);
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..config.concurrency {
-        let (_, home_addr) = &endpoints[w % endpoints.len()];
-        let home = Client::builder()
-            .endpoints([home_addr.clone()])
-            .discovery(false)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .build()
-            .await
-            .context("build a worker's home client")?;
-        let any = Client::builder()
-            .endpoints(all.clone())
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout / 2)
-            .attempt_timeout(config.timeout / 2)
-            .build()
-            .await
-            .context("build a worker's cluster client")?;
+        let home = w % endpoints.len();
+        let client = WorkloadClient::connect(config.protocol, &all, home, config.read_level, config.timeout).await?;
         let mut worker = Worker {
             process: w as Process,
             concurrency: config.concurrency as u64,
             writes: 0,
-            home,
-            any,
+            client,
             rng: StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(w as u64)),
             recorder: recorder.clone(),
             keys: keys.clone(),
@@ -667,30 +649,15 @@ mod tests {
 
     #[test]
     fn an_acknowledged_write_pins_the_next_read_of_its_key_once() {
-        let written = |log_index, version| WriteResult {
-            applied: true,
-            version,
-            existed: false,
-            previous_version: 0,
-            log_index,
-            expires_at_ms: None,
-        };
+        let written = |version| Written { version };
         let mut pins = Pins::default();
-        pins.acknowledged("a", &written(7, 7), Pin::Value("p0-1".into()));
-        pins.acknowledged("a", &written(9, 9), Pin::Value("p0-2".into())); // a newer own write
-        pins.acknowledged("b", &written(11, 0), Pin::Delete(40)); // a delete leaves version 0
-        pins.acknowledged("c", &written(0, 0), Pin::Value("p0-3".into())); // no index: no pin
+        pins.acknowledged("a", written(7), Pin::Value("p0-1".into()));
+        pins.acknowledged("a", written(9), Pin::Value("p0-2".into())); // a newer own write
+        pins.acknowledged("b", written(11), Pin::Delete(40));
+        pins.acknowledged("c", written(0), Pin::Value("p0-3".into())); // no version: no pin
         assert_eq!(pins.take("a"), Some((9, Pin::Value("p0-2".into()))));
         assert_eq!(pins.take("a"), None, "a pin is used up by one read");
         assert_eq!(pins.take("b"), Some((11, Pin::Delete(40))));
         assert_eq!(pins.take("c"), None);
-    }
-
-    #[test]
-    fn only_unknown_outcomes_are_info() {
-        assert_eq!(error_kind(&geocache_client::Error::Timeout("t".into())), EventKind::Info);
-        assert_eq!(error_kind(&geocache_client::Error::Transport("t".into())), EventKind::Info);
-        let unavailable = geocache_client::Error::Unavailable { message: "no quorum".into(), leader: None };
-        assert_eq!(error_kind(&unavailable), EventKind::Fail);
     }
 }

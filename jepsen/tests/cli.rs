@@ -12,7 +12,17 @@ fn help_lists_the_flags() {
     let out = Command::new(HARNESS).args(["test", "--help"]).output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--nodes", "--nemesis", "--read-consistency", "--time", "--rate", "--concurrency", "--seed", "--out"] {
+    for flag in [
+        "--nodes",
+        "--nemesis",
+        "--read-consistency",
+        "--time",
+        "--rate",
+        "--concurrency",
+        "--seed",
+        "--out",
+        "--protocol",
+    ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
 }
