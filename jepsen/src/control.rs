@@ -202,10 +202,15 @@ impl Cluster {
 
         // Hold every node's port until the proxy has bound its own ports, so neither can take
         // the other's; release them just before the nodes start.
-        let reserved = PortReservation::new(spec.nodes as usize)?;
-        let addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(reserved.addrs().iter().copied()).collect();
+        // Two ports per node: the client listener, and the peer listener the proxy sits in
+        // front of (every member-to-member call goes to peer addresses, so all of it crosses
+        // the proxy; clients dial nodes directly).
+        let reserved = PortReservation::new(2 * spec.nodes as usize)?;
+        let (client_ports, peer_ports) = reserved.addrs().split_at(spec.nodes as usize);
+        let addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(client_ports.iter().copied()).collect();
+        let peer_addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(peer_ports.iter().copied()).collect();
         let net = Netsim::new();
-        net.add_mesh(&addrs).context("start the fault proxy")?;
+        net.add_mesh(&peer_addrs).context("start the fault proxy")?;
 
         let regions: BTreeMap<NodeId, String> =
             addrs.iter().map(|(id, _)| (*id, launcher::region_for(*id, &spec.regions))).collect();
@@ -221,8 +226,9 @@ impl Cluster {
         let election = spec.election_timeout.unwrap_or(election);
 
         let mut table = BTreeMap::new();
-        for (id, addr) in &addrs {
+        for ((id, addr), (_, peer)) in addrs.iter().zip(&peer_addrs) {
             let node = NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions)
+                .with_peer(*peer)
                 .with_args([
                     "--heartbeat".to_string(),
                     format!("{}ms", heartbeat.as_millis()),

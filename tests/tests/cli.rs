@@ -31,10 +31,24 @@ async fn add_a_learner_promote_it_then_remove_a_node() -> Result<()> {
     // Node 4 starts empty and is not part of a cluster until added.
     cluster.spawn(4, &[])?;
     cluster.admin(4).await?;
-    let addr4 = cluster.addr(4);
+    let (addr4, peer4) = (cluster.addr(4), cluster.peer_addr(4));
     let (code, _, err) = outcome(&cluster.cli(
         1,
-        &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--learner", "--timeout", "20s"],
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "4",
+            "--addr",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+            "--region",
+            "eu-west",
+            "--learner",
+            "--timeout",
+            "20s",
+        ],
     ));
     assert_eq!(code, 0, "add learner failed: {err}");
     let status = status_json(&cluster, 1)?;
@@ -46,9 +60,23 @@ async fn add_a_learner_promote_it_then_remove_a_node() -> Result<()> {
     assert_eq!((code, out.as_str()), (0, "1"));
 
     // Promote: `cluster add` without --learner on a caught-up learner makes it a voter.
-    let (code, _, err) = outcome(
-        &cluster.cli(1, &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--timeout", "20s"]),
-    );
+    let (code, _, err) = outcome(&cluster.cli(
+        1,
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "4",
+            "--addr",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+            "--region",
+            "eu-west",
+            "--timeout",
+            "20s",
+        ],
+    ));
     assert_eq!(code, 0, "promote failed: {err}");
     eventually("node 4 to report itself a follower", Duration::from_secs(10), || async {
         let status = status_json(&cluster, 1).ok()?;
@@ -170,7 +198,21 @@ async fn a_node_refuses_raft_traffic_from_another_cluster() -> Result<()> {
     // Cluster A tries to make B's node its learner: B must refuse A's replication.
     let (code, _, _) = outcome(&a.cli(
         1,
-        &["cluster", "add", "--id", "2", "--addr", &b.addr(1), "--region", "x", "--learner", "--timeout", "3s"],
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "2",
+            "--addr",
+            &b.addr(1),
+            "--peer-addr",
+            &b.peer_addr(1),
+            "--region",
+            "x",
+            "--learner",
+            "--timeout",
+            "3s",
+        ],
     ));
     assert_eq!(code, 2, "adding another cluster's node must not succeed");
 
