@@ -122,8 +122,10 @@ impl std::fmt::Display for Role {
 pub struct NodeStatus {
     /// Node id.
     pub id: NodeId,
-    /// gRPC address.
+    /// Client gRPC address (what the client dials).
     pub addr: String,
+    /// Peer gRPC address (what other members dial; the client never does).
+    pub peer_addr: String,
     /// Region label.
     pub region: String,
     /// Raft role.
@@ -150,6 +152,7 @@ impl From<pb::NodeStatus> for NodeStatus {
         NodeStatus {
             id: n.id,
             addr: n.addr,
+            peer_addr: n.peer_addr,
             region: n.region,
             role: n.role.into(),
             term: n.term,

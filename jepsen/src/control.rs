@@ -2,7 +2,8 @@
 //!
 //! A [`Cluster`] owns N node processes (ids 1..=N, regions assigned in turn), one
 //! [`Netsim`] mesh that every node-to-node link crosses (each node is started with `--route`
-//! flags for its outgoing links), and each node's data dir and log under the run's output dir:
+//! flags for its outgoing links; the proxy forwards to the nodes' peer listeners, where every
+//! member-to-member call goes), and each node's data dir and log under the run's output dir:
 //!
 //! ```text
 //! DIR/nodes/node-N/       data dir (sled: Raft log, vote, snapshots)

@@ -279,6 +279,7 @@ fn status_json(r: &Status) -> serde_json::Value {
             serde_json::json!({
                 "id": n.id,
                 "addr": n.addr,
+                "peer_addr": n.peer_addr,
                 "region": n.region,
                 "role": n.role.to_string(),
                 "term": n.term,

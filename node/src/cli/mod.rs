@@ -34,7 +34,7 @@ pub struct Cli {
 pub enum Command {
     /// Run one node: the client and admin APIs on --listen, Raft and member-to-member calls on
     /// --peer-listen.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Start a local 3-node cluster (child processes on loopback) and keep it running until Ctrl-C.
     Dev(DevArgs),
     /// Bootstrap and change the cluster's membership, or show its status.
@@ -464,7 +464,7 @@ fn start(cli: Cli, fault_clock_offset_ms: Option<i64>) -> ! {
 /// Runs a parsed command line; returns the process exit code.
 async fn run(cli: Cli, fault_clock_offset_ms: Option<i64>) -> i32 {
     match cli.command {
-        Command::Serve(args) => serve(args, fault_clock_offset_ms).await,
+        Command::Serve(args) => serve(*args, fault_clock_offset_ms).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Cert(command) => cert::run(command),
