@@ -243,9 +243,11 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     let base = free_port_run();
     let resp_base = free_port_run();
     let metrics_base = free_port_run();
+    // Peer ports would default to base + 100, which another test may hold: pick them too.
+    let peer_base = free_port_run();
     let mut dev = std::process::Command::new(BIN)
         .args(["dev", "--base-port", &base.to_string(), "--resp-base-port", &resp_base.to_string()])
-        .args(["--metrics-base-port", &metrics_base.to_string()])
+        .args(["--metrics-base-port", &metrics_base.to_string(), "--peer-base-port", &peer_base.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -264,6 +266,8 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     });
     let lines = tokio::time::timeout(Duration::from_secs(60), lines).await??;
     assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
+    let peer_of_third = format!("peer 127.0.0.1:{}", peer_base + 2);
+    assert!(lines.iter().any(|l| l.contains(&peer_of_third)), "each node's peer address is printed: {lines:?}");
     let resp_of_third = format!("resp 127.0.0.1:{}", resp_base + 2);
     assert!(lines.iter().any(|l| l.contains(&resp_of_third)), "each node's RESP address is printed: {lines:?}");
     let metrics_of_third = format!("127.0.0.1:{}", metrics_base + 2);
@@ -286,7 +290,10 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     let pid = dev.0.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status()?.success());
     eventually("every dev node to stop", Duration::from_secs(20), || async {
-        let down = (0..3).all(|i| std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err());
+        let down = (0..3).all(|i| {
+            std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err()
+                && std::net::TcpStream::connect(("127.0.0.1", peer_base + i)).is_err()
+        });
         down.then_some(())
     })
     .await?;
