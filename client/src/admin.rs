@@ -17,33 +17,43 @@ use crate::error::Result;
 use crate::routing::{Policy, Route};
 use crate::types::{LogIndex, NodeId};
 
-/// A cluster member: its id, the address other nodes and clients dial, and its region label.
+/// A cluster member: its id, the address clients dial, its region label, and the address other
+/// members dial.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Member {
     /// Node id (nonzero, unique in the cluster).
     pub id: NodeId,
-    /// gRPC address, `host:port`.
+    /// Client gRPC address, `host:port`.
     pub addr: String,
     /// Region label, e.g. `us-east`.
     pub region: String,
+    /// Peer gRPC address, `host:port` (Raft and member-to-member calls). Empty when adding a
+    /// member: the node derives it from `addr` (same host, port + 100).
+    pub peer_addr: String,
 }
 
 impl Member {
-    /// A member description.
+    /// A member description, its peer address derived by the node from `addr`.
     pub fn new(id: NodeId, addr: impl Into<String>, region: impl Into<String>) -> Self {
-        Member { id, addr: addr.into(), region: region.into() }
+        Member { id, addr: addr.into(), region: region.into(), peer_addr: String::new() }
+    }
+
+    /// The same member with an explicit peer address.
+    pub fn with_peer_addr(mut self, peer_addr: impl Into<String>) -> Self {
+        self.peer_addr = peer_addr.into();
+        self
     }
 }
 
 impl From<Member> for pb::Member {
     fn from(m: Member) -> Self {
-        pb::Member { id: m.id, addr: m.addr, region: m.region }
+        pb::Member { id: m.id, addr: m.addr, region: m.region, peer_addr: m.peer_addr }
     }
 }
 
 impl From<pb::Member> for Member {
     fn from(m: pb::Member) -> Self {
-        Member { id: m.id, addr: m.addr, region: m.region }
+        Member { id: m.id, addr: m.addr, region: m.region, peer_addr: m.peer_addr }
     }
 }
 
@@ -112,8 +122,10 @@ impl std::fmt::Display for Role {
 pub struct NodeStatus {
     /// Node id.
     pub id: NodeId,
-    /// gRPC address.
+    /// Client gRPC address (what the client dials).
     pub addr: String,
+    /// Peer gRPC address (what other members dial; the client never does).
+    pub peer_addr: String,
     /// Region label.
     pub region: String,
     /// Raft role.
@@ -140,6 +152,7 @@ impl From<pb::NodeStatus> for NodeStatus {
         NodeStatus {
             id: n.id,
             addr: n.addr,
+            peer_addr: n.peer_addr,
             region: n.region,
             role: n.role.into(),
             term: n.term,

@@ -490,6 +490,7 @@ mod tests {
         let ns = |id: NodeId, addr: &str, role: &str| NodeStatus {
             id,
             addr: addr.into(),
+            peer_addr: String::new(),
             region: format!("r{id}"),
             role: role.to_string().into(),
             term: 3,

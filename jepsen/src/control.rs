@@ -2,7 +2,8 @@
 //!
 //! A [`Cluster`] owns N node processes (ids 1..=N, regions assigned in turn), one
 //! [`Netsim`] mesh that every node-to-node link crosses (each node is started with `--route`
-//! flags for its outgoing links), and each node's data dir and log under the run's output dir:
+//! flags for its outgoing links; the proxy forwards to the nodes' peer listeners, where every
+//! member-to-member call goes), and each node's data dir and log under the run's output dir:
 //!
 //! ```text
 //! DIR/nodes/node-N/       data dir (sled: Raft log, vote, snapshots)
@@ -210,13 +211,17 @@ impl Cluster {
 
         // Hold every node's port until the proxy has bound its own ports, so neither can take
         // the other's; release them just before the nodes start.
-        // (Twice as many with RESP: the second half are the RESP ports, node by node.)
+        // Ports: the client listeners, the peer listeners the proxy sits in front of (every
+        // member-to-member call goes to peer addresses, so all of it crosses the proxy; clients
+        // dial nodes directly), and with RESP the RESP ports, node by node.
         let n = spec.nodes as usize;
-        let reserved = PortReservation::new(if spec.resp { 2 * n } else { n })?;
-        let addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(reserved.addrs()[..n].iter().copied()).collect();
-        let resp_addrs: Vec<SocketAddr> = reserved.addrs()[n..].to_vec();
+        let reserved = PortReservation::new(if spec.resp { 3 * n } else { 2 * n })?;
+        let ports = reserved.addrs();
+        let addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(ports[..n].iter().copied()).collect();
+        let peer_addrs: Vec<(NodeId, SocketAddr)> = (1..=spec.nodes).zip(ports[n..2 * n].iter().copied()).collect();
+        let resp_addrs: Vec<SocketAddr> = ports[2 * n..].to_vec();
         let net = Netsim::new();
-        net.add_mesh(&addrs).context("start the fault proxy")?;
+        net.add_mesh(&peer_addrs).context("start the fault proxy")?;
 
         let regions: BTreeMap<NodeId, String> =
             addrs.iter().map(|(id, _)| (*id, launcher::region_for(*id, &spec.regions))).collect();
@@ -232,8 +237,8 @@ impl Cluster {
         let election = spec.election_timeout.unwrap_or(election);
 
         let mut table = BTreeMap::new();
-        for (i, (id, addr)) in addrs.iter().enumerate() {
-            let mut node = NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions);
+        for (i, ((id, addr), (_, peer))) in addrs.iter().zip(&peer_addrs).enumerate() {
+            let mut node = NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions).with_peer(*peer);
             if let Some(resp) = resp_addrs.get(i) {
                 node = node.with_resp(*resp);
             }

@@ -23,7 +23,8 @@ async fn a_clock_skewed_by_fault_injection_never_shortens_a_later_ttl() -> Resul
     const HOUR_MS: i64 = 3_600_000;
     let dir = tempfile::tempdir()?;
     let addr = format!("127.0.0.1:{}", launcher::free_port()?).parse()?;
-    let spec = NodeSpec::in_dir(dir.path(), 1, addr, &launcher::REGIONS);
+    let peer = format!("127.0.0.1:{}", launcher::free_port()?).parse()?;
+    let spec = NodeSpec::in_dir(dir.path(), 1, addr, &launcher::REGIONS).with_peer(peer);
     let _node = NodeProcess::spawn(Path::new(NODE), &spec, &[], &[])?;
     launcher::init(&spec, vec![], WITHIN).await?;
     let client = Client::builder().endpoints([addr.to_string()]).build().await?;

@@ -8,7 +8,31 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::state_machine::Limits;
+use crate::tls::TlsFiles;
 use crate::types::NodeId;
+
+/// Without `--peer-listen`, a node's peer listener is on the host of `--listen` at this many
+/// ports above it (client 7001, peer 7101; `geocache dev` follows the same rule).
+pub const PEER_PORT_OFFSET: u16 = 100;
+
+/// The peer address beside client address `listen`: same host, port + [`PEER_PORT_OFFSET`]
+/// (port 0 stays 0: pick any). `None` if the port would overflow.
+pub fn default_peer_addr(listen: SocketAddr) -> Option<SocketAddr> {
+    let port = match listen.port() {
+        0 => 0,
+        port => port.checked_add(PEER_PORT_OFFSET)?,
+    };
+    Some(SocketAddr::new(listen.ip(), port))
+}
+
+/// The peer address beside an advertised client address `host:port` (a name or an IP):
+/// the same host, port + [`PEER_PORT_OFFSET`]. `None` if it has no numeric port or it would
+/// overflow.
+pub fn default_peer_advertise(advertise: &str) -> Option<String> {
+    let (host, port) = advertise.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    Some(format!("{host}:{}", port.checked_add(PEER_PORT_OFFSET)?))
+}
 
 /// Default largest key, in bytes.
 pub const DEFAULT_MAX_KEY_BYTES: usize = 4 * 1024;
@@ -24,10 +48,22 @@ pub struct Config {
     pub id: NodeId,
     /// Region label stored in the membership (e.g. `us-east`).
     pub region: String,
-    /// Address the gRPC server binds.
+    /// Address the client gRPC listener binds (the `Cache` and `Admin` services).
     pub listen: SocketAddr,
-    /// Address other nodes and clients dial to reach this node. Default: `listen`.
+    /// Address clients dial to reach this node. Default: `listen`.
     pub advertise: String,
+    /// Address the peer gRPC listener binds (`Raft`, and everything members call one another
+    /// for). Default: [`default_peer_addr`] of `listen`.
+    pub peer_listen: SocketAddr,
+    /// Address other members dial to reach this node's peer listener; recorded in the
+    /// membership. Default: `peer_listen`, or with `advertise` set, its host at
+    /// `peer_listen`'s port.
+    pub peer_advertise: String,
+    /// Mutual TLS on the peer listener and every outbound peer channel. Default: none
+    /// (plaintext, allowed only on loopback unless `insecure`).
+    pub tls: Option<TlsFiles>,
+    /// Allow listening on a non-loopback address without TLS. Default false.
+    pub insecure: bool,
     /// Directory holding the sled database (log, vote, snapshots).
     pub data_dir: PathBuf,
     /// Cache capacity proposed when this node initialises a cluster (0 = unlimited).
@@ -89,6 +125,10 @@ impl Config {
             region: region.into(),
             listen,
             advertise: listen.to_string(),
+            peer_listen: default_peer_addr(listen).unwrap_or(SocketAddr::new(listen.ip(), 0)),
+            peer_advertise: default_peer_addr(listen).map(|a| a.to_string()).unwrap_or_default(),
+            tls: None,
+            insecure: false,
             data_dir: data_dir.into(),
             limits: Limits::default(),
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,
@@ -122,6 +162,30 @@ impl Config {
         }
         if self.advertise.trim().is_empty() {
             return bad("advertise", "must not be empty");
+        }
+        if self.peer_advertise.trim().is_empty() {
+            return bad("peer_advertise", "must not be empty (give --peer-listen or --peer-advertise)");
+        }
+        if self.peer_listen == self.listen && self.listen.port() != 0 {
+            return bad("peer_listen", "must differ from --listen: peers and clients get separate listeners");
+        }
+        if self.peer_advertise == self.advertise && !self.advertise.ends_with(":0") {
+            return bad("peer_advertise", "must differ from --advertise: peers and clients get separate listeners");
+        }
+        if self.tls.is_none() && !self.insecure {
+            let exposed = [
+                ("--listen", Some(self.listen)),
+                ("--peer-listen", Some(self.peer_listen)),
+                ("--resp-listen", self.resp_listen),
+            ]
+            .into_iter()
+            .find_map(|(flag, addr)| addr.filter(|a| !a.ip().is_loopback()).map(|a| (flag, a)));
+            if let Some((flag, addr)) = exposed {
+                return Err(Error::InvalidArgument(format!(
+                    "{flag} {addr} is not a loopback address and no TLS is configured: give --tls-cert, --tls-key and --tls-ca \
+                     (see `geocache cert --help`), or --insecure to accept unauthenticated, unencrypted traffic"
+                )));
+            }
         }
         if self.max_key_bytes == 0 {
             return bad("max_key_bytes", "must be at least 1");
@@ -233,5 +297,35 @@ mod tests {
         let mut c = config();
         c.election_timeout = c.heartbeat_interval;
         assert!(c.validate().unwrap_err().to_string().contains("election_timeout"));
+    }
+
+    #[test]
+    fn the_peer_listener_defaults_beside_the_client_listener() {
+        let c = config();
+        assert_eq!(c.peer_listen, "127.0.0.1:7101".parse().unwrap());
+        assert_eq!(c.peer_advertise, "127.0.0.1:7101");
+        assert_eq!(default_peer_addr("127.0.0.1:0".parse().unwrap()), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(default_peer_addr("127.0.0.1:65500".parse().unwrap()), None);
+        assert_eq!(default_peer_advertise("node1.example:7001").as_deref(), Some("node1.example:7101"));
+        assert_eq!(default_peer_advertise("[::1]:7001").as_deref(), Some("[::1]:7101"));
+        let mut c = config();
+        c.peer_listen = c.listen;
+        assert!(c.validate().unwrap_err().to_string().contains("peer_listen"));
+    }
+
+    #[test]
+    fn a_non_loopback_address_without_tls_needs_insecure() {
+        for (listen, peer) in [("0.0.0.0:7001", "127.0.0.1:7101"), ("127.0.0.1:7001", "10.0.0.1:7101")] {
+            let mut c = config();
+            c.listen = listen.parse().unwrap();
+            c.peer_listen = peer.parse().unwrap();
+            let refused = c.validate().unwrap_err().to_string();
+            assert!(refused.contains("--insecure") && refused.contains("--tls-cert"), "{refused}");
+            c.insecure = true;
+            c.validate().unwrap();
+        }
+        let mut c = config();
+        c.resp_listen = Some("0.0.0.0:6379".parse().unwrap());
+        assert!(c.validate().unwrap_err().to_string().contains("--resp-listen"));
     }
 }

@@ -14,6 +14,10 @@
 //!   read or status call changed nothing; one whose deadline is under [`MIN_DEADLINE`] is
 //!   refused before it starts, and says nothing was done.
 //!
+//! * with a TLS acceptor (the peer listener with `--tls-*`), a connection is served only once
+//!   its handshake has completed within [`HANDSHAKE_TIMEOUT`]; the acceptor refuses a peer
+//!   without a certificate the cluster CA signed ([`crate::tls`]), before any request is read.
+//!
 //! Invariant: no accepted socket outlives the node's shutdown by more than [`SHUTDOWN_GRACE`].
 
 use std::convert::Infallible;
@@ -28,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{BoxFuture, Service};
@@ -51,9 +56,17 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `service` on every connection `listener` accepts until `shutdown` completes, then
-/// shuts every connection down (gracefully, within [`SHUTDOWN_GRACE`]).
-pub async fn serve<S>(listener: TcpListener, service: S, limits: ConnectionLimits, shutdown: impl Future<Output = ()>)
-where
+/// shuts every connection down (gracefully, within [`SHUTDOWN_GRACE`]). With `tls`, each
+/// connection first completes a TLS handshake within [`HANDSHAKE_TIMEOUT`] (the acceptor decides
+/// whom it accepts: the peer listener's demands a member certificate, [`crate::tls`]); one that
+/// does not is closed before HTTP/2 starts, so none of its bytes reach `service`.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) where
     S: Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
@@ -61,6 +74,7 @@ where
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut last_refusal_logged: Option<Instant> = None;
+    let refused_handshakes = Arc::new(RateLimitedLog::default());
     tokio::pin!(shutdown);
     while let Some((stream, peer)) = next_connection(&listener, &mut connections, shutdown.as_mut(), "grpc").await {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -76,25 +90,26 @@ where
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let service = WithDeadlines { inner: service.clone(), activity: activity.clone(), limits };
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let tls = tls.clone();
+        let refused_handshakes = refused_handshakes.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder.timer(TokioTimer::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            tokio::pin!(connection);
-            let check_every = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
-            let mut check = tokio::time::interval(check_every);
-            let why = loop {
-                tokio::select! {
-                    _ = connection.as_mut() => return,
-                    _ = stop.changed() => break "node shutting down",
-                    _ = check.tick() => if activity.idle_for() >= limits.idle_timeout { break "idle" },
+            match tls {
+                None => serve_connection(TokioIo::new(stream), peer, service, activity, limits, stop).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        // rustls's error says what was wrong with the peer's certificate or
+                        // handshake (unknown issuer, no certificate, not TLS); it holds no key
+                        // material.
+                        Ok(Err(e)) => return refused_handshakes.log(peer, &e.to_string()),
+                        Err(_) => return refused_handshakes.log(peer, "no TLS handshake in time"),
+                    };
+                    serve_connection(TokioIo::new(stream), peer, service, activity, limits, stop).await
                 }
-            };
-            tracing::debug!(%peer, why, "closing connection");
-            connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+            }
         });
     }
     drop(listener);
@@ -102,6 +117,64 @@ where
     let all_closed = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), all_closed).await.is_err() {
         connections.abort_all();
+    }
+}
+
+/// How long a connection to a TLS listener may take to complete its handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/2 on one accepted (and, with TLS, handshaken) connection until it ends, goes idle
+/// or the node stops.
+async fn serve_connection<I, S>(
+    io: I,
+    peer: std::net::SocketAddr,
+    service: WithDeadlines<S>,
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<Request<hyper::body::Incoming>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    let connection = builder.serve_connection(io, TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let check_every = (limits.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let mut check = tokio::time::interval(check_every);
+    let why = loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.changed() => break "node shutting down",
+            _ = check.tick() => if activity.idle_for() >= limits.idle_timeout { break "idle" },
+        }
+    };
+    tracing::debug!(%peer, why, "closing connection");
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
+}
+
+/// Logs refused TLS handshakes at most once every ten seconds (a port scanner must not flood
+/// the log), counting the ones it did not log.
+#[derive(Default)]
+struct RateLimitedLog {
+    /// (when last logged, how many were refused since without a line).
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimitedLog {
+    fn log(&self, peer: std::net::SocketAddr, why: &str) {
+        // A std mutex: held for a comparison, never across an await.
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, unlogged) = &mut *state;
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            tracing::warn!(%peer, why, also_refused_since_last_line = *unlogged, "peer connection refused in the TLS handshake");
+            *last = Some(Instant::now());
+            *unlogged = 0;
+        } else {
+            *unlogged += 1;
+        }
     }
 }
 

@@ -58,6 +58,10 @@ pub enum Error {
     #[error("data dir {0} is in use by another process")]
     DataDirInUse(String),
 
+    /// The node's TLS files are missing, unreadable or do not fit together; it cannot start.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+
     /// Raft stopped or hit an unrecoverable error.
     #[error("fatal: {0}")]
     Fatal(String),
@@ -78,6 +82,7 @@ impl Error {
             | Error::Storage(m)
             | Error::Fatal(m) => m.clone(),
             Error::DataDirInUse(_) => self.to_string(),
+            Error::Tls(e) => e.to_string(),
             Error::StaleReplica { bound_ms, max_ms } => stale_detail(*bound_ms, *max_ms),
             Error::NotLeader { .. } => self.to_string(),
         }

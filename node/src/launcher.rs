@@ -2,7 +2,8 @@
 //! integration tests (`tests/`) and the fault-injection harness (`jepsen/`).
 //!
 //! Owns: picking loopback ports ([`free_port`], [`PortReservation`]), region labels
-//! ([`region_for`]), where a node keeps its data and log ([`NodeSpec::in_dir`]), its optional
+//! ([`region_for`]), where a node keeps its data and log ([`NodeSpec::in_dir`]), its peer
+//! listener ([`NodeSpec::with_peer`]; the admin calls made here go to the client address), its optional
 //! Redis-protocol port ([`NodeSpec::with_resp`]) and metrics port ([`NodeSpec::with_metrics`]), the `serve`
 //! argument list ([`NodeSpec::serve_args`]), spawning and killing processes ([`NodeProcess`]),
 //! initialising a cluster ([`init`]), and waiting on them: the one poll-with-deadline helper
@@ -171,8 +172,10 @@ pub fn region_for<S: AsRef<str>>(id: NodeId, regions: &[S]) -> String {
 pub struct NodeSpec {
     /// Node id.
     pub id: NodeId,
-    /// Where it listens, and the address it is known by.
+    /// Where it listens for clients, and the client address it is known by.
     pub addr: SocketAddr,
+    /// Where it listens for other members (`--peer-listen`), and the peer address it is known by.
+    pub peer_addr: SocketAddr,
     /// Its region label.
     pub region: String,
     /// Where it serves the Redis protocol (`--resp-listen`), if anywhere.
@@ -190,11 +193,15 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Node `id` at `addr` in `region`, keeping its data in `data_dir`; no log, no extras.
+    /// Node `id` at `addr` in `region`, keeping its data in `data_dir`; no log, no extras. Its
+    /// peer address follows the default rule ([`crate::config::default_peer_addr`]: port + 100);
+    /// callers that pick ports at random must give one of their own ([`NodeSpec::with_peer`]),
+    /// since port + 100 may be another node's.
     pub fn new(id: NodeId, addr: SocketAddr, region: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
         NodeSpec {
             id,
             addr,
+            peer_addr: crate::config::default_peer_addr(addr).unwrap_or(SocketAddr::new(addr.ip(), 0)),
             region: region.into(),
             resp_addr: None,
             metrics_addr: None,
@@ -211,6 +218,12 @@ impl NodeSpec {
         let mut spec = NodeSpec::new(id, addr, region_for(id, regions), root.join(format!("node-{id}")));
         spec.log_path = Some(root.join(format!("node-{id}.log")));
         spec
+    }
+
+    /// Listens for other members on `addr` (`--peer-listen`).
+    pub fn with_peer(mut self, addr: SocketAddr) -> Self {
+        self.peer_addr = addr;
+        self
     }
 
     /// Serves the Redis protocol on `addr` too.
@@ -239,10 +252,16 @@ impl NodeSpec {
 
     /// Its membership entry.
     pub fn member(&self) -> pb::Member {
-        pb::Member { id: self.id, addr: self.addr.to_string(), region: self.region.clone() }
+        pb::Member {
+            id: self.id,
+            addr: self.addr.to_string(),
+            region: self.region.clone(),
+            peer_addr: self.peer_addr.to_string(),
+        }
     }
 
-    /// The whole argument list: `serve --id ID --region R --listen ADDR --data-dir DIR`,
+    /// The whole argument list: `serve --id ID --region R --listen ADDR --peer-listen ADDR
+    /// --data-dir DIR`,
     /// `--resp-listen ADDR` and `--metrics-listen ADDR` if it has them, the extra args, `more`
     /// (one start's), then `--exit-with-stdin`.
     pub fn serve_args(&self, more: &[String]) -> Vec<String> {
@@ -254,6 +273,8 @@ impl NodeSpec {
             self.region.clone(),
             "--listen".into(),
             self.addr.to_string(),
+            "--peer-listen".into(),
+            self.peer_addr.to_string(),
             "--data-dir".into(),
             self.data_dir.display().to_string(),
         ];
@@ -455,8 +476,8 @@ mod tests {
         assert_eq!(spec.log_path.as_deref(), Some(Path::new("/tmp/x/node-2.log")));
         assert_eq!(
             spec.serve_args(&["--clock-offset-ms=5".into()]).join(" "),
-            "serve --id 2 --region eu-west --listen 127.0.0.1:7002 --data-dir /tmp/x/node-2 --max-entries 3 \
-             --clock-offset-ms=5 --exit-with-stdin"
+            "serve --id 2 --region eu-west --listen 127.0.0.1:7002 --peer-listen 127.0.0.1:7102 --data-dir /tmp/x/node-2 \
+             --max-entries 3 --clock-offset-ms=5 --exit-with-stdin"
         );
         let with_resp = spec.clone().with_resp("127.0.0.1:6380".parse().unwrap());
         assert!(with_resp

@@ -10,6 +10,7 @@
 //!   from [`Error`] to status codes (§6).
 //! * [`resp`]: the Redis-protocol front door, on the same client API.
 //! * [`metrics`]: the Prometheus metrics and their HTTP endpoint.
+//! * [`tls`]: mutual TLS between members, and making certificates.
 //! * [`cli`], [`config`]: flags, validation, the `geocache` commands.
 //! * [`launcher`]: starting local nodes; [`loadgen`]: the load engine of `geocache bench` and of
 //!   the comparison with etcd and Redis (`benches/compare/`).
@@ -33,6 +34,7 @@ pub mod server;
 pub mod service;
 pub mod state_machine;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 pub use config::Config;

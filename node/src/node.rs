@@ -131,6 +131,21 @@ impl Node {
         &self.inner.peers
     }
 
+    /// The shared bulk channel to member `id`'s peer listener: its peer address in the current
+    /// membership (or its route override). Every call one member makes to another (a forwarded
+    /// write or admin call, a read-index round, a `Touch`, a status fan-out) goes through here,
+    /// never to a client address, so it crosses the same firewall rule, proxy and TLS check as
+    /// Raft itself.
+    pub fn member_channel(&self, id: NodeId) -> Result<tonic::transport::Channel> {
+        let peer_addr = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let member = metrics.membership_config.membership().get_node(&id).map(|n| n.peer_addr.clone());
+            member.ok_or_else(|| Error::Unavailable(format!("node {id} is not in this node's membership")))?
+        };
+        self.inner.peers.channel_to(id, &peer_addr).map_err(Error::Unavailable)
+    }
+
     /// Keys local reads used, waiting to be proposed as a `Touch`.
     pub fn recency(&self) -> &RecencyNotes {
         &self.inner.recency
@@ -142,7 +157,11 @@ impl Node {
 
     /// This node's own membership record.
     pub fn info(&self) -> NodeInfo {
-        NodeInfo { addr: self.inner.config.advertise.clone(), region: self.inner.config.region.clone() }
+        NodeInfo {
+            addr: self.inner.config.advertise.clone(),
+            region: self.inner.config.region.clone(),
+            peer_addr: self.inner.config.peer_advertise.clone(),
+        }
     }
 
     /// The latest Raft metrics (a copy).

@@ -1,8 +1,20 @@
-//! Runs one node: opens its store, starts Raft, serves the gRPC services on a bound listener (and
-//! the Redis protocol and the Prometheus metrics on their own ports, if asked) and keeps the
+//! Runs one node: opens its store, starts Raft, serves the gRPC services on two bound listeners
+//! (and the Redis protocol and the Prometheus metrics on their own ports, if asked) and keeps the
 //! leader's housekeeping (periodic `Tick`) going until shutdown.
 //!
-//! `run` takes an already bound listener and a shutdown future (mini-redis style), so tests and
+//! The two gRPC listeners (docs/ARCHITECTURE.md §1):
+//! * the **client listener** serves `Cache` and `Admin`: clients, the CLI, operators. It never
+//!   serves `Raft`.
+//! * the **peer listener** serves `Raft`, and `Cache` and `Admin` again for the calls members
+//!   make to one another: a follower forwarding a write or a membership change to the leader,
+//!   a status fan-out, a read-index round, a `Touch`. Every member-to-member call goes here (to
+//!   the membership's peer address, or its route override), so one firewall rule, one proxy
+//!   (the harness's) and, with TLS, one certificate check cover all of them; and a leader can
+//!   tell a forwarded request came from a member by the listener it arrived on. With TLS the
+//!   peer listener completes a handshake demanding a certificate signed by the cluster CA
+//!   before it reads anything ([`crate::tls`]).
+//!
+//! `run` takes already bound listeners and a shutdown future (mini-redis style), so tests and
 //! `geocache dev` can bind port 0 and stop a node without signals.
 
 use std::future::Future;
@@ -23,17 +35,34 @@ use crate::node::Node;
 use crate::service::{AdminService, CacheService};
 use crate::state_machine::Op;
 use crate::store;
+use crate::tls::PeerTls;
 use crate::types::Raft;
 
-/// Serves `config` on `listener` until `shutdown` completes, then stops Raft cleanly.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+/// A node's two bound gRPC listeners.
+pub struct Listeners {
+    /// `Cache` and `Admin`, for clients (`--listen`).
+    pub client: TcpListener,
+    /// `Raft` and member-to-member calls (`--peer-listen`).
+    pub peer: TcpListener,
+}
+
+/// Serves `config` on `listeners` until `shutdown` completes, then stops Raft cleanly.
+pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<()> {
     config.validate()?;
-    if !listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(true) {
-        tracing::warn!("listening on a non-loopback address: traffic is unauthenticated and unencrypted (no TLS yet)");
+    let tls = config.tls.as_ref().map(PeerTls::load).transpose()?;
+    match &tls {
+        Some(_) => tracing::info!("peer TLS on: members must present a certificate signed by the cluster CA"),
+        None if config.insecure => {
+            tracing::warn!("--insecure: peer traffic is plaintext and unauthenticated; anyone who reaches the peer port can forge Raft messages")
+        }
+        None => {}
+    }
+    if !config.listen.ip().is_loopback() {
+        tracing::warn!(addr = %config.listen, "client listener on a non-loopback address: client traffic is not authenticated or encrypted yet");
     }
     let (log_store, state_machine, identity) = store::open_with_identity(&config.data_dir, config.id)?;
     let reader = state_machine.reader();
-    let peers = PeerChannels::new(config.routes.clone());
+    let peers = PeerChannels::new(config.routes.clone(), tls.as_ref().map(PeerTls::client_config));
     let raft = Raft::new(
         config.id,
         Arc::new(config.raft_config()?),
@@ -45,7 +74,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     .map_err(|e| Error::Fatal(format!("cannot start raft: {e}")))?;
     let recorder = crate::metrics::Recorder::new().map_err(|e| Error::Fatal(e.to_string()))?;
     let node = Node::new(config, raft.clone(), reader, peers, identity, recorder);
-    tracing::info!(id = node.id(), region = %node.config().region, addr = %node.config().advertise, "node started");
+    tracing::info!(
+        id = node.id(),
+        region = %node.config().region,
+        addr = %node.config().advertise,
+        peer_addr = %node.config().peer_advertise,
+        tls = tls.is_some(),
+        "node started"
+    );
 
     let ticker = tokio::spawn(tick_while_leader(node.clone()));
     let toucher = tokio::spawn(report_recency(node.clone()));
@@ -54,18 +90,19 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     // Client messages are sized from the value limit, so an oversized one is refused while it
     // arrives instead of being buffered whole; Raft batches may carry many values.
     let client_message_bytes = node.config().max_client_message_bytes();
-    let routes = Routes::new(
-        CacheServer::new(CacheService::new(node.clone()))
-            .max_decoding_message_size(client_message_bytes)
-            .max_encoding_message_size(client_message_bytes),
-    )
-    .add_service(AdminServer::new(AdminService::new(node.clone())))
-    .add_service(
-        RaftServer::new(RaftService::new(node.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
-    )
-    .prepare();
+    let cache = CacheServer::new(CacheService::new(node.clone()))
+        .max_decoding_message_size(client_message_bytes)
+        .max_encoding_message_size(client_message_bytes);
+    let admin = AdminServer::new(AdminService::new(node.clone()));
+    let client_routes = Routes::new(cache.clone()).add_service(admin.clone()).prepare();
+    let peer_routes = Routes::new(cache)
+        .add_service(admin)
+        .add_service(
+            RaftServer::new(RaftService::new(node.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .prepare();
     // The Redis front door, on its own port, over the same client API as the Cache service.
     let resp = match node.config().resp_listen {
         Some(addr) => {
@@ -102,7 +139,20 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         idle_timeout: node.config().idle_timeout,
         request_timeout: node.config().request_timeout,
     };
-    crate::connections::serve(listener, routes, limits, shutdown).await;
+    // The peer listener stops when the client listener's shutdown comes.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let peer_server = tokio::spawn(crate::connections::serve(
+        listeners.peer,
+        peer_routes,
+        limits,
+        tls.as_ref().map(PeerTls::acceptor),
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
+    crate::connections::serve(listeners.client, client_routes, limits, None, shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = peer_server.await;
     if let Some(resp) = resp {
         // Dropping the server drops every open RESP connection with it.
         resp.abort();
@@ -147,8 +197,8 @@ async fn report_recency(node: Node) {
         }
         let result = if node.is_leader() {
             node.propose(node.command(Op::Touch { keys }, None)).await.map(|_| ())
-        } else if let Some((leader, addr)) = node.leader() {
-            match node.peers().channel_to(leader, &addr) {
+        } else if let Some((leader, _)) = node.leader() {
+            match node.member_channel(leader) {
                 Ok(channel) => {
                     let mut request =
                         tonic::Request::new(geocache_proto::TouchRequest { keys, cluster_id: node.identity().get() });
@@ -159,7 +209,7 @@ async fn report_recency(node: Node) {
                         .map(|_| ())
                         .map_err(|s| Error::Unavailable(s.message().to_string()))
                 }
-                Err(e) => Err(Error::Unavailable(e)),
+                Err(e) => Err(e),
             }
         } else {
             Err(Error::Unavailable("no leader".into()))

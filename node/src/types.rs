@@ -1,5 +1,6 @@
 //! The Raft type configuration shared by every layer: node ids, the per-node metadata stored in the
-//! membership (address + region), and the openraft type aliases the rest of the crate names.
+//! membership (client address, peer address, region), and the openraft type aliases the rest of
+//! the crate names.
 
 use std::fmt;
 
@@ -15,17 +16,24 @@ pub type Term = u64;
 pub use crate::state_machine::LogIndex;
 
 /// What the membership records about a node: where to reach it and which region it serves.
+///
+/// Two addresses, because a node serves two listeners (docs/ARCHITECTURE.md §1): clients learn
+/// `addr` (through `Admin.Status` and leader hints) and never see `peer_addr`; every
+/// member-to-member call (Raft, forwarded writes and admin calls, read-index rounds, status
+/// fan-out) dials `peer_addr`, or a route override of it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NodeInfo {
-    /// gRPC address (`host:port`) other nodes and clients dial.
+    /// Client gRPC address (`host:port`): the `Cache` and `Admin` services.
     pub addr: String,
     /// Region label, e.g. `us-east`.
     pub region: String,
+    /// Peer gRPC address (`host:port`): what other members dial (`--peer-listen`).
+    pub peer_addr: String,
 }
 
 impl fmt::Display for NodeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.addr, self.region)
+        write!(f, "{}@{} (peer {})", self.addr, self.region, self.peer_addr)
     }
 }
 

@@ -30,7 +30,9 @@ struct Node {
 fn node_spec(extra: &[&str]) -> (NodeSpec, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", launcher::free_port().unwrap()).parse().unwrap();
-    let spec = NodeSpec::in_dir(dir.path(), 1, addr, &launcher::REGIONS).with_args(extra.iter().copied());
+    let peer = format!("127.0.0.1:{}", launcher::free_port().unwrap()).parse().unwrap();
+    let spec =
+        NodeSpec::in_dir(dir.path(), 1, addr, &launcher::REGIONS).with_peer(peer).with_args(extra.iter().copied());
     (spec, dir)
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use geocache_node::launcher::{self, NodeSpec};
+pub use geocache_node::tls::cert::{self, CertPair};
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
 
@@ -25,7 +26,10 @@ const NODE_LOG_FILTER: &str = "info,openraft=warn";
 /// One `geocache serve` process (or the place one ran).
 pub struct NodeProcess {
     pub id: u64,
+    /// Client address (`Cache`, `Admin`).
     pub addr: String,
+    /// Peer address (`Raft`, member-to-member calls).
+    pub peer_addr: String,
     pub region: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -51,6 +55,8 @@ pub struct TestCluster {
     bin: PathBuf,
     /// Declared before `dir`: the processes die before their data dirs are removed.
     pub nodes: BTreeMap<u64, NodeProcess>,
+    /// The cluster CA, once [`TestCluster::enable_tls`] made it.
+    ca: Option<CertPair>,
     dir: tempfile::TempDir,
 }
 
@@ -74,7 +80,51 @@ impl TestCluster {
     /// An empty cluster directory; add nodes with [`TestCluster::spawn`].
     pub fn new(bin: impl Into<PathBuf>) -> Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("geocache-test-").tempdir()?;
-        Ok(TestCluster { bin: bin.into(), nodes: BTreeMap::new(), dir })
+        Ok(TestCluster { bin: bin.into(), nodes: BTreeMap::new(), ca: None, dir })
+    }
+
+    /// Like [`TestCluster::start_with`], with mutual TLS between the nodes: a CA made for this
+    /// cluster ([`TestCluster::enable_tls`]) and a certificate for each node.
+    pub async fn start_secure(bin: impl Into<PathBuf>, n: u64, extra_args: &[&str]) -> Result<TestCluster> {
+        let mut cluster = TestCluster::new(bin)?;
+        cluster.enable_tls()?;
+        for id in 1..=n {
+            cluster.spawn(id, extra_args)?;
+        }
+        cluster.init(Duration::from_secs(20)).await?;
+        Ok(cluster)
+    }
+
+    /// Makes this cluster's CA in [`TestCluster::tls_dir`]: every node first spawned afterwards
+    /// gets a certificate it signed (for 127.0.0.1) and the `--tls-*` flags, unless its own args
+    /// name a `--tls-cert` already.
+    pub fn enable_tls(&mut self) -> Result<()> {
+        let ca = cert::new_ca("geocache test CA", 1)?;
+        cert::write_pair(&self.tls_dir(), cert::CA_STEM, &ca)?;
+        self.ca = Some(ca);
+        Ok(())
+    }
+
+    /// Where the cluster's CA and node certificates are.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The cluster CA's certificate and key, if it has one.
+    pub fn ca(&self) -> Option<&CertPair> {
+        self.ca.as_ref()
+    }
+
+    /// The `--tls-*` flags of node `id` under this cluster's CA, making its certificate first.
+    fn tls_args(&self, id: u64) -> Result<Vec<String>> {
+        let ca = self.ca.as_ref().ok_or_else(|| anyhow!("no CA: call enable_tls first"))?;
+        let dir = self.tls_dir();
+        let name = format!("node-{id}");
+        let (cert_path, key_path) = cert::paths(&dir, &name);
+        if !cert_path.exists() {
+            cert::write_pair(&dir, &name, &cert::new_member(ca, &name, &["127.0.0.1".to_string()], 1)?)?;
+        }
+        Ok(tls_flags(&cert_path, &key_path, &cert::paths(&dir, cert::CA_STEM).0))
     }
 
     /// Starts `n` voters (ids 1..=n, regions in turn), initialises them as one cluster through
@@ -155,10 +205,12 @@ impl TestCluster {
         let dir = self.dir.path().to_path_buf();
         let node = self.nodes.entry(id).or_insert_with(|| {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let spec = NodeSpec::in_dir(&dir, id, addr, &REGIONS).with_env("RUST_LOG", NODE_LOG_FILTER);
+            let peer = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let spec = NodeSpec::in_dir(&dir, id, addr, &REGIONS).with_peer(peer).with_env("RUST_LOG", NODE_LOG_FILTER);
             NodeProcess {
                 id,
                 addr: addr.to_string(),
+                peer_addr: peer.to_string(),
                 region: spec.region.clone(),
                 data_dir: spec.data_dir.clone(),
                 log_path: spec.log_path.clone().expect("in_dir sets a log"),
@@ -174,12 +226,15 @@ impl TestCluster {
     /// known: same port, data dir and args as its first start).
     pub fn spawn(&mut self, id: u64, extra_args: &[&str]) -> Result<()> {
         self.reserve(id);
+        let first_start = !self.nodes[&id].started;
+        let own_tls = extra_args.contains(&"--tls-cert");
+        let tls = if first_start && self.ca.is_some() && !own_tls { self.tls_args(id)? } else { Vec::new() };
         let node = self.nodes.get_mut(&id).expect("reserved above");
         if node.process.is_some() {
             bail!("node {id} is already running");
         }
-        if !node.started {
-            node.spec.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        if first_start {
+            node.spec.extra_args = extra_args.iter().map(|s| s.to_string()).chain(tls).collect();
         }
         node.process = Some(launcher::NodeProcess::spawn(&self.bin, &node.spec, &[], &[])?);
         node.started = true;
@@ -201,6 +256,11 @@ impl TestCluster {
 
     pub fn addr(&self, id: u64) -> String {
         self.nodes[&id].addr.clone()
+    }
+
+    /// Node `id`'s peer address (its Raft listener).
+    pub fn peer_addr(&self, id: u64) -> String {
+        self.nodes[&id].peer_addr.clone()
     }
 
     /// Addresses of all running nodes.
@@ -264,6 +324,18 @@ impl TestCluster {
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.nodes[&id].log_path).unwrap_or_default()
     }
+}
+
+/// `--tls-cert CERT --tls-key KEY --tls-ca CA`.
+pub fn tls_flags(cert: &Path, key: &Path, ca: &Path) -> Vec<String> {
+    vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+        "--tls-ca".into(),
+        ca.display().to_string(),
+    ]
 }
 
 /// Which ports besides gRPC the nodes of [`TestCluster::start_listening`] serve.

@@ -31,10 +31,24 @@ async fn add_a_learner_promote_it_then_remove_a_node() -> Result<()> {
     // Node 4 starts empty and is not part of a cluster until added.
     cluster.spawn(4, &[])?;
     cluster.admin(4).await?;
-    let addr4 = cluster.addr(4);
+    let (addr4, peer4) = (cluster.addr(4), cluster.peer_addr(4));
     let (code, _, err) = outcome(&cluster.cli(
         1,
-        &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--learner", "--timeout", "20s"],
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "4",
+            "--addr",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+            "--region",
+            "eu-west",
+            "--learner",
+            "--timeout",
+            "20s",
+        ],
     ));
     assert_eq!(code, 0, "add learner failed: {err}");
     let status = status_json(&cluster, 1)?;
@@ -46,9 +60,23 @@ async fn add_a_learner_promote_it_then_remove_a_node() -> Result<()> {
     assert_eq!((code, out.as_str()), (0, "1"));
 
     // Promote: `cluster add` without --learner on a caught-up learner makes it a voter.
-    let (code, _, err) = outcome(
-        &cluster.cli(1, &["cluster", "add", "--id", "4", "--addr", &addr4, "--region", "eu-west", "--timeout", "20s"]),
-    );
+    let (code, _, err) = outcome(&cluster.cli(
+        1,
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "4",
+            "--addr",
+            &addr4,
+            "--peer-addr",
+            &peer4,
+            "--region",
+            "eu-west",
+            "--timeout",
+            "20s",
+        ],
+    ));
     assert_eq!(code, 0, "promote failed: {err}");
     eventually("node 4 to report itself a follower", Duration::from_secs(10), || async {
         let status = status_json(&cluster, 1).ok()?;
@@ -170,7 +198,21 @@ async fn a_node_refuses_raft_traffic_from_another_cluster() -> Result<()> {
     // Cluster A tries to make B's node its learner: B must refuse A's replication.
     let (code, _, _) = outcome(&a.cli(
         1,
-        &["cluster", "add", "--id", "2", "--addr", &b.addr(1), "--region", "x", "--learner", "--timeout", "3s"],
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "2",
+            "--addr",
+            &b.addr(1),
+            "--peer-addr",
+            &b.peer_addr(1),
+            "--region",
+            "x",
+            "--learner",
+            "--timeout",
+            "3s",
+        ],
     ));
     assert_eq!(code, 2, "adding another cluster's node must not succeed");
 
@@ -201,9 +243,11 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     let base = free_port_run();
     let resp_base = free_port_run();
     let metrics_base = free_port_run();
+    // Peer ports would default to base + 100, which another test may hold: pick them too.
+    let peer_base = free_port_run();
     let mut dev = std::process::Command::new(BIN)
         .args(["dev", "--base-port", &base.to_string(), "--resp-base-port", &resp_base.to_string()])
-        .args(["--metrics-base-port", &metrics_base.to_string()])
+        .args(["--metrics-base-port", &metrics_base.to_string(), "--peer-base-port", &peer_base.to_string()])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -222,6 +266,8 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     });
     let lines = tokio::time::timeout(Duration::from_secs(60), lines).await??;
     assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
+    let peer_of_third = format!("peer 127.0.0.1:{}", peer_base + 2);
+    assert!(lines.iter().any(|l| l.contains(&peer_of_third)), "each node's peer address is printed: {lines:?}");
     let resp_of_third = format!("resp 127.0.0.1:{}", resp_base + 2);
     assert!(lines.iter().any(|l| l.contains(&resp_of_third)), "each node's RESP address is printed: {lines:?}");
     let metrics_of_third = format!("127.0.0.1:{}", metrics_base + 2);
@@ -244,7 +290,10 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     let pid = dev.0.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status()?.success());
     eventually("every dev node to stop", Duration::from_secs(20), || async {
-        let down = (0..3).all(|i| std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err());
+        let down = (0..3).all(|i| {
+            std::net::TcpStream::connect(("127.0.0.1", base + i)).is_err()
+                && std::net::TcpStream::connect(("127.0.0.1", peer_base + i)).is_err()
+        });
         down.then_some(())
     })
     .await?;

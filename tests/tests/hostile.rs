@@ -56,8 +56,10 @@ async fn cluster_id(cluster: &TestCluster, id: u64) -> Result<u64> {
     Ok(status.cluster_id)
 }
 
+/// A plaintext Raft client to node `id`'s peer listener (these clusters run without TLS, on
+/// loopback).
 async fn raft(cluster: &TestCluster, id: u64) -> Result<RaftClient<Channel>> {
-    Ok(RaftClient::connect(format!("http://{}", cluster.addr(id))).await?)
+    Ok(RaftClient::connect(format!("http://{}", cluster.peer_addr(id))).await?)
 }
 
 fn payload(cluster_id: u64, data: Vec<u8>) -> tonic::Request<pb::RaftPayload> {
@@ -355,7 +357,12 @@ async fn adding_a_member_at_an_existing_members_address_is_refused() -> Result<(
             .admin(asked)
             .await?
             .add_learner(pb::AddLearnerRequest {
-                member: Some(pb::Member { id: 4, addr: node2.clone(), region: "eu-west".into() }),
+                member: Some(pb::Member {
+                    id: 4,
+                    addr: node2.clone(),
+                    region: "eu-west".into(),
+                    peer_addr: format!("127.0.0.1:{}", free_port()),
+                }),
                 wait_caught_up: false,
             })
             .await;
@@ -371,7 +378,12 @@ async fn adding_a_member_at_an_existing_members_address_is_refused() -> Result<(
         .admin(leader)
         .await?
         .add_learner(pb::AddLearnerRequest {
-            member: Some(pb::Member { id: 2, addr: format!("127.0.0.1:{}", free_port()), region: "eu-west".into() }),
+            member: Some(pb::Member {
+                id: 2,
+                addr: format!("127.0.0.1:{}", free_port()),
+                region: "eu-west".into(),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+            }),
             wait_caught_up: false,
         })
         .await;
@@ -445,10 +457,15 @@ async fn configuring_one_limit_keeps_the_other() -> Result<()> {
 async fn adding_an_unreachable_learner_answers_promptly_and_says_what_is_left_behind() -> Result<()> {
     let cluster = TestCluster::start(BIN, 3).await?;
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await?;
-    // A loopback port nobody listens on.
+    // A loopback port nobody listens on, as its peer address (the one the leader dials).
     let nowhere = format!("127.0.0.1:{}", free_port());
     let mut request = tonic::Request::new(pb::AddLearnerRequest {
-        member: Some(pb::Member { id: 4, addr: nowhere.clone(), region: "us-east".into() }),
+        member: Some(pb::Member {
+            id: 4,
+            addr: format!("127.0.0.1:{}", free_port()),
+            region: "us-east".into(),
+            peer_addr: nowhere.clone(),
+        }),
         wait_caught_up: true,
     });
     request.set_timeout(Duration::from_secs(30));

@@ -20,7 +20,9 @@ async fn start_behind(net: &Netsim) -> Result<(TestCluster, u64)> {
     let mut cluster = TestCluster::new(BIN)?;
     let mut addrs = Vec::new();
     for id in 1..=3 {
-        let addr: SocketAddr = cluster.reserve(id).parse()?;
+        cluster.reserve(id);
+        // The proxy sits in front of the peer listeners: node-to-node traffic only.
+        let addr: SocketAddr = cluster.peer_addr(id).parse()?;
         addrs.push((id, addr));
     }
     net.add_mesh(&addrs)?;

@@ -154,11 +154,25 @@ async fn a_learner_serves_every_read_level_and_reports_its_bound() -> Result<()>
     let mut cluster = TestCluster::start(BIN, 3).await?;
     cluster.spawn(4, &[])?;
     cluster.admin(4).await?;
-    let addr = cluster.addr(4);
+    let (addr, peer) = (cluster.addr(4), cluster.peer_addr(4));
     let region = cluster.nodes[&4].region.clone();
     let (code, _, err) = outcome(&cluster.cli(
         1,
-        &["cluster", "add", "--id", "4", "--addr", &addr, "--region", &region, "--learner", "--timeout", "20s"],
+        &[
+            "cluster",
+            "add",
+            "--id",
+            "4",
+            "--addr",
+            &addr,
+            "--peer-addr",
+            &peer,
+            "--region",
+            &region,
+            "--learner",
+            "--timeout",
+            "20s",
+        ],
     ));
     assert_eq!(code, 0, "{err}");
     let written = cluster.client().await?.set("k", "v").await?;

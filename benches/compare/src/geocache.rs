@@ -28,9 +28,15 @@ impl GeocacheCluster {
             .prefix("geocache-compare-geocache-")
             .tempdir()
             .map_err(Error::io("cannot create a temp dir for geocache"))?;
-        let addrs = PortReservation::new(3)?.release();
-        let specs: Vec<NodeSpec> =
-            addrs.iter().zip(1..).map(|(addr, id)| NodeSpec::in_dir(dir.path(), id, *addr, &REGIONS)).collect();
+        // A client and a peer port per node.
+        let ports = PortReservation::new(6)?.release();
+        let (addrs, peers) = ports.split_at(3);
+        let specs: Vec<NodeSpec> = addrs
+            .iter()
+            .zip(peers)
+            .zip(1..)
+            .map(|((addr, peer), id)| NodeSpec::in_dir(dir.path(), id, *addr, &REGIONS).with_peer(*peer))
+            .collect();
         let mut nodes = Vec::new();
         for spec in &specs {
             nodes.push(NodeProcess::spawn(bin, spec, &[], &[])?);

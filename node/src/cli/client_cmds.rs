@@ -43,7 +43,9 @@ pub(super) async fn run(command: Command) -> i32 {
         Command::Ttl(a) => ("ttl", a.target.clone()),
         Command::Expire(a) => ("expire", a.target.clone()),
         Command::Cluster(c) => ("cluster", cluster_target(c).clone()),
-        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) => unreachable!("handled by cli::run"),
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) | Command::Cert(_) => {
+            unreachable!("handled by cli::run")
+        }
     };
     // The client keeps every call within the deadline; this also bounds commands of two calls.
     let result = match tokio::time::timeout(target.timeout, execute(command, &target)).await {
@@ -174,7 +176,9 @@ async fn execute(command: Command, target: &Target) -> CmdResult {
             report_write(&r, "expiry updated")
         }
         Command::Cluster(c) => cluster(c, &client, target).await,
-        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) => unreachable!("handled by cli::run"),
+        Command::Serve(_) | Command::Dev(_) | Command::Bench(_) | Command::Cert(_) => {
+            unreachable!("handled by cli::run")
+        }
     }
 }
 
@@ -212,15 +216,20 @@ async fn cluster(c: ClusterCommand, client: &Client, target: &Target) -> CmdResu
     let failed = |e| describe(target, e);
     match c {
         ClusterCommand::Init { members, .. } => {
-            let members = members.into_iter().map(|(id, addr, region)| Member::new(id, addr, region)).collect();
+            let members = members.into_iter().collect();
             let r = client.init(members).await.map_err(failed)?;
             println!("initialised: {}", members_line(&r));
             Ok(())
         }
-        ClusterCommand::Add { id, addr, region, learner, .. } => {
+        ClusterCommand::Add { id, addr, region, peer_addr, learner, .. } => {
             eprintln!("adding node {id} ({addr}, {region}) as a learner and waiting for it to catch up...");
             // The node waits for the catch-up as long as the command's deadline allows.
-            let r = client.add_learner(Member::new(id, addr, region), true).await.map_err(failed)?;
+            let member = Member::new(id, addr, region);
+            let member = match peer_addr {
+                Some(peer) => member.with_peer_addr(peer),
+                None => member,
+            };
+            let r = client.add_learner(member, true).await.map_err(failed)?;
             if learner {
                 println!("added learner {id}: {}", members_line(&r));
                 return Ok(());
@@ -270,6 +279,7 @@ fn status_json(r: &Status) -> serde_json::Value {
             serde_json::json!({
                 "id": n.id,
                 "addr": n.addr,
+                "peer_addr": n.peer_addr,
                 "region": n.region,
                 "role": n.role.to_string(),
                 "term": n.term,

@@ -9,6 +9,11 @@
 //! latency; clients dial the nodes directly. The Raft timing is stretched to fit the slowest
 //! round trip (see [`raft_timing`](crate::netsim::raft_timing)).
 //!
+//! Each node has a client port (`--base-port` + N - 1) and a peer port (`--peer-base-port` +
+//! N - 1, by default 100 above its client port, as `serve` would pick). With `--secure`, a
+//! throwaway CA and node certificates are made in `DATA_DIR/tls/` ([`crate::tls::cert`]) and every
+//! node runs with mutual TLS on its peer port.
+//!
 //! Ports, regions, data dirs, the `serve` flags, spawning (children killed when dropped),
 //! init and the waits are [`crate::launcher`]'s, as for the tests and the harness.
 
@@ -56,10 +61,9 @@ impl Wan {
         matrix.validate(&regions).map_err(|e| format!("--wan-latency: {e}"))?;
         let net = Netsim::new();
         let mut addrs = Vec::new();
+        // The proxy sits on the peer listeners: only member-to-member traffic pays the latency.
         for n in nodes {
-            let addr: SocketAddr =
-                n.member.addr.parse().map_err(|e| format!("bad node address {}: {e}", n.member.addr))?;
-            addrs.push((n.member.id, addr));
+            addrs.push((n.member.id, n.spec.peer_addr));
         }
         net.add_mesh(&addrs).map_err(|e| format!("cannot start the latency proxy: {e}"))?;
         let region_of: BTreeMap<u64, String> = nodes.iter().map(|n| (n.member.id, n.member.region.clone())).collect();
@@ -118,6 +122,12 @@ async fn start(args: DevArgs) -> Result<(), String> {
     if args.metrics_base_port as u64 + total - 1 > u16::MAX as u64 {
         return Err(format!("--metrics-base-port {} leaves no room for {total} nodes", args.metrics_base_port));
     }
+    // Peer ports follow `serve`'s own rule (client port + 100) unless given.
+    let peer_base_port =
+        args.peer_base_port.map(u64::from).unwrap_or(args.base_port as u64 + crate::config::PEER_PORT_OFFSET as u64);
+    if peer_base_port + total - 1 > u16::MAX as u64 {
+        return Err(format!("peer ports from {peer_base_port} leave no room for {total} nodes; give --peer-base-port"));
+    }
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the geocache binary: {e}"))?;
     // A temp dir is removed when `_temp` drops at the end of this function.
     let (_temp, root): (Option<tempfile::TempDir>, PathBuf) = match &args.data_dir {
@@ -135,15 +145,24 @@ async fn start(args: DevArgs) -> Result<(), String> {
     let mut nodes: Vec<DevNode> = (1..=total)
         .map(|id| {
             let addr = SocketAddr::from(([127, 0, 0, 1], (args.base_port as u64 + id - 1) as u16));
+            let peer = SocketAddr::from(([127, 0, 0, 1], (peer_base_port + id - 1) as u16));
             let resp = SocketAddr::from(([127, 0, 0, 1], (args.resp_base_port as u64 + id - 1) as u16));
             let metrics = SocketAddr::from(([127, 0, 0, 1], (args.metrics_base_port as u64 + id - 1) as u16));
             let spec = NodeSpec::in_dir(&root, id, addr, &REGIONS)
+                .with_peer(peer)
                 .with_resp(resp)
                 .with_metrics(metrics)
                 .with_args(["--max-entries".to_string(), args.max_entries.to_string()]);
             DevNode { member: spec.member(), spec, learner: id > args.nodes }
         })
         .collect();
+    if args.secure {
+        let dir = root.join("tls");
+        let files = secure(&dir, &nodes)?;
+        for (n, args) in nodes.iter_mut().zip(files) {
+            n.spec.extra_args.extend(args);
+        }
+    }
     let members: Vec<pb::Member> = nodes.iter().filter(|n| !n.learner).map(|n| n.member.clone()).collect();
     // Lives until the children are stopped: their node-to-node traffic flows through it.
     let wan = args.wan_latency.as_ref().map(|matrix| Wan::start(matrix, &nodes)).transpose()?;
@@ -160,7 +179,14 @@ async fn start(args: DevArgs) -> Result<(), String> {
         let (m, role) = (&n.member, if n.learner { "learner" } else { "voter" });
         let resp = n.spec.resp_addr.map(|a| format!(", RESP {a}")).unwrap_or_default();
         let metrics = n.spec.metrics_addr.map(|a| format!(", metrics {a}")).unwrap_or_default();
-        eprintln!("started {role} {} ({}) on {}{resp}{metrics}  [pid {}]", m.id, m.region, m.addr, child.pid());
+        eprintln!(
+            "started {role} {} ({}) on {}, peer {}{resp}{metrics}  [pid {}]",
+            m.id,
+            m.region,
+            m.addr,
+            m.peer_addr,
+            child.pid()
+        );
         children.push(child);
     }
 
@@ -187,8 +213,14 @@ async fn start(args: DevArgs) -> Result<(), String> {
         let resp = n.spec.resp_addr.map(|a| a.to_string()).unwrap_or_default();
         let metrics = n.spec.metrics_addr.map(|a| a.to_string()).unwrap_or_default();
         println!(
-            "  node {}  {:<9} grpc {:<21} resp {:<21} metrics {:<21} {role}",
-            m.id, m.region, m.addr, resp, metrics
+            "  node {}  {:<9} grpc {:<21} peer {:<21} resp {:<21} metrics {:<21} {role}",
+            m.id, m.region, m.addr, m.peer_addr, resp, metrics
+        );
+    }
+    if args.secure {
+        println!(
+            "Peer traffic (Raft, forwarded writes) is mutual TLS with a throwaway CA in {}; the client ports are plaintext.",
+            root.join("tls").display()
         );
     }
     println!();
@@ -246,7 +278,9 @@ async fn add_learner(via: &str, member: &pb::Member) -> Result<(), String> {
     }
     let what = format!("node {} to be added as a learner", member.id);
     let added = launcher::eventually(&what, ADD_LEARNER_TIMEOUT, || async {
-        match client.add_learner(Member::new(member.id, member.addr.clone(), member.region.clone()), true).await {
+        let new =
+            Member::new(member.id, member.addr.clone(), member.region.clone()).with_peer_addr(member.peer_addr.clone());
+        match client.add_learner(new, true).await {
             // Right after the election the initial membership may still be uncommitted, and
             // openraft refuses a second change until it is: try again.
             Err(geocache_client::Error::FailedPrecondition(why)) => {
@@ -261,6 +295,44 @@ async fn add_learner(via: &str, member: &pb::Member) -> Result<(), String> {
     added.map_err(|e| format!("adding learner {} failed: {e}", member.id))?;
     eprintln!("added learner {} ({}); it has caught up", member.id, member.region);
     Ok(())
+}
+
+/// `--secure`: a throwaway CA and one certificate per node (for 127.0.0.1 and localhost) in
+/// `dir`, through the same certificate module as `geocache cert`. Returns each node's `--tls-*`
+/// flags, in the order of `nodes`. A `dir` from an earlier run with `--data-dir` is reused.
+fn secure(dir: &std::path::Path, nodes: &[DevNode]) -> Result<Vec<Vec<String>>, String> {
+    use crate::tls::cert;
+    const DAYS: u32 = 30;
+    let (ca_cert, _) = cert::paths(dir, cert::CA_STEM);
+    let ca = if ca_cert.exists() {
+        eprintln!("reusing the dev CA in {}", dir.display());
+        cert::read_pair(dir, cert::CA_STEM).map_err(|e| e.to_string())?
+    } else {
+        let ca = cert::new_ca("geocache dev CA (throwaway)", DAYS).map_err(|e| e.to_string())?;
+        cert::write_pair(dir, cert::CA_STEM, &ca).map_err(|e| e.to_string())?;
+        eprintln!("made a throwaway CA: {}", ca_cert.display());
+        ca
+    };
+    let sans = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+    let mut flags = Vec::new();
+    for n in nodes {
+        let name = format!("node-{}", n.spec.id);
+        let (cert_path, key_path) = cert::paths(dir, &name);
+        if !cert_path.exists() {
+            let pair = cert::new_member(&ca, &name, &sans, DAYS).map_err(|e| e.to_string())?;
+            cert::write_pair(dir, &name, &pair).map_err(|e| e.to_string())?;
+            eprintln!("made the certificate of node {}: {} (key beside it, mode 0600)", n.spec.id, cert_path.display());
+        }
+        flags.push(vec![
+            "--tls-cert".to_string(),
+            cert_path.display().to_string(),
+            "--tls-key".into(),
+            key_path.display().to_string(),
+            "--tls-ca".into(),
+            ca_cert.display().to_string(),
+        ]);
+    }
+    Ok(flags)
 }
 
 /// Ctrl-C or SIGTERM: either way the children are stopped before `dev` exits.

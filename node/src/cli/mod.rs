@@ -6,6 +6,7 @@
 //! error exits 2 with one line naming the cause.
 
 mod bench;
+mod cert;
 mod client_cmds;
 mod dev;
 
@@ -31,8 +32,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run one node (serves the client, admin and Raft APIs on one gRPC port).
-    Serve(ServeArgs),
+    /// Run one node: the client and admin APIs on --listen, Raft and member-to-member calls on
+    /// --peer-listen.
+    Serve(Box<ServeArgs>),
     /// Start a local 3-node cluster (child processes on loopback) and keep it running until Ctrl-C.
     Dev(DevArgs),
     /// Bootstrap and change the cluster's membership, or show its status.
@@ -51,6 +53,10 @@ pub enum Command {
     Expire(ExpireArgs),
     /// Load a running cluster through the Rust client and report ops/s and latency percentiles.
     Bench(bench::BenchArgs),
+    /// Make a CA and member certificates for mutual TLS between nodes (--tls-cert, --tls-key,
+    /// --tls-ca).
+    #[command(subcommand)]
+    Cert(cert::CertCommand),
 }
 
 /// Where and how long a client command talks.
@@ -72,9 +78,35 @@ pub struct ServeArgs {
     /// Region label stored in the membership (e.g. us-east).
     #[arg(long, env = "GEOCACHE_REGION", default_value = "local")]
     pub region: String,
-    /// Address to listen on. Loopback by default; other addresses are unauthenticated (no TLS yet).
+    /// Client address to listen on: the Cache and Admin APIs (clients, the CLI, operators).
+    /// A non-loopback address needs --tls-cert/--tls-key/--tls-ca or --insecure; client traffic
+    /// itself is not authenticated yet.
     #[arg(long, env = "GEOCACHE_LISTEN", default_value = "127.0.0.1:7001")]
     pub listen: SocketAddr,
+    /// Peer address to listen on: Raft and every call members make to one another (forwarded
+    /// writes and admin calls, read-index rounds). Only other members should reach it; with TLS
+    /// it accepts only certificates signed by --tls-ca. Default: the host of --listen, port + 100.
+    #[arg(long, env = "GEOCACHE_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Address other members dial to reach the peer listener (recorded in the membership).
+    /// Default: --peer-listen, or with --advertise, its host at the --peer-listen port.
+    #[arg(long, env = "GEOCACHE_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
+    /// This node's certificate (PEM), presented to other members both ways; it must be signed by
+    /// --tls-ca and name the addresses members dial (`geocache cert node` makes one).
+    #[arg(long, env = "GEOCACHE_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM). Never logged.
+    #[arg(long, env = "GEOCACHE_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM): the peer listener accepts only members whose
+    /// certificates it signed, and this node trusts only peers it signed.
+    #[arg(long, env = "GEOCACHE_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// Allow a non-loopback --listen, --peer-listen or --resp-listen without TLS: anyone who
+    /// reaches the peer port can then forge Raft messages. For trusted private networks only.
+    #[arg(long)]
+    pub insecure: bool,
     /// Also serve the Redis protocol (RESP2 and RESP3) on this address, e.g. 127.0.0.1:6379.
     /// Loopback only unless you accept unauthenticated access (no TLS or AUTH yet).
     #[arg(long, env = "GEOCACHE_RESP_LISTEN")]
@@ -83,7 +115,7 @@ pub struct ServeArgs {
     /// Loopback only unless anyone who reaches the address may read them.
     #[arg(long, env = "GEOCACHE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// Address other nodes and clients dial to reach this node (default: --listen).
+    /// Address clients dial to reach this node (default: --listen).
     #[arg(long, env = "GEOCACHE_ADVERTISE")]
     pub advertise: Option<String>,
     /// Directory for the Raft log, vote and snapshots (sled).
@@ -149,6 +181,25 @@ impl ServeArgs {
         if let Some(advertise) = &self.advertise {
             config.advertise = advertise.clone();
         }
+        match self.peer_listen.or_else(|| crate::config::default_peer_addr(self.listen)) {
+            Some(peer_listen) => {
+                config.peer_listen = peer_listen;
+                config.peer_advertise = match (&self.peer_advertise, &self.advertise) {
+                    (Some(peer_advertise), _) => peer_advertise.clone(),
+                    (None, Some(advertise)) => match advertise.rsplit_once(':') {
+                        Some((host, _)) => format!("{host}:{}", peer_listen.port()),
+                        None => String::new(),
+                    },
+                    (None, None) => peer_listen.to_string(),
+                };
+            }
+            // No port 100 above --listen: validation asks for --peer-listen.
+            None => config.peer_advertise = String::new(),
+        }
+        if let (Some(cert), Some(key), Some(ca)) = (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            config.tls = Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() });
+        }
+        config.insecure = self.insecure;
         config.limits = Limits { max_entries: self.max_entries, max_bytes: self.max_bytes };
         config.max_key_bytes = self.max_key_bytes;
         config.max_value_bytes = self.max_value_bytes;
@@ -176,6 +227,14 @@ pub struct DevArgs {
     /// Port of node 1; node N listens on base-port + N - 1.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// Peer port of node 1 (Raft between the nodes); node N listens on peer-base-port + N - 1.
+    /// Default: base-port + 100.
+    #[arg(long)]
+    pub peer_base_port: Option<u16>,
+    /// Make a throwaway CA and a certificate per node (in DATA_DIR/tls) and run the nodes with
+    /// mutual TLS between them (the client ports stay plaintext on loopback).
+    #[arg(long)]
+    pub secure: bool,
     /// Redis-protocol port of node 1; node N serves RESP on resp-base-port + N - 1.
     #[arg(long, default_value_t = 6379)]
     pub resp_base_port: u16,
@@ -210,9 +269,11 @@ pub enum ClusterCommand {
     Init {
         #[command(flatten)]
         target: Target,
-        /// An initial voter, as ID=ADDR@REGION. Repeatable; must include the endpoint node.
+        /// An initial voter, as ID=ADDR@REGION or ID=ADDR@REGION,peer=PEER_ADDR (ADDR is the
+        /// client address; the peer address defaults to ADDR's host at port + 100). Repeatable;
+        /// must include the endpoint node.
         #[arg(long = "member", value_parser = parse_member)]
-        members: Vec<(NodeId, String, String)>,
+        members: Vec<geocache_client::Member>,
     },
     /// Add a node: as a learner, wait until it has caught up, then promote it to voter.
     Add {
@@ -221,9 +282,13 @@ pub enum ClusterCommand {
         /// The new node's id.
         #[arg(long)]
         id: NodeId,
-        /// The new node's gRPC address.
+        /// The new node's client gRPC address (--listen / --advertise).
         #[arg(long)]
         addr: String,
+        /// The new node's peer address (--peer-listen / --peer-advertise). Default: the host
+        /// of --addr at port + 100.
+        #[arg(long)]
+        peer_addr: Option<String>,
         /// The new node's region.
         #[arg(long)]
         region: String,
@@ -341,15 +406,24 @@ fn parse_route(s: &str) -> Result<(NodeId, String), String> {
     Ok((id, addr.to_string()))
 }
 
-fn parse_member(s: &str) -> Result<(NodeId, String, String), String> {
-    let hint = "expected ID=ADDR@REGION, e.g. 1=127.0.0.1:7001@us-east";
+fn parse_member(s: &str) -> Result<geocache_client::Member, String> {
+    let hint = "expected ID=ADDR@REGION or ID=ADDR@REGION,peer=PEER_ADDR, e.g. 1=127.0.0.1:7001@us-east";
     let (id, rest) = s.split_once('=').ok_or(hint)?;
+    let (rest, peer_addr) = match rest.split_once(",peer=") {
+        Some((rest, peer)) if !peer.is_empty() => (rest, Some(peer)),
+        Some(_) => return Err(hint.to_string()),
+        None => (rest, None),
+    };
     let (addr, region) = rest.rsplit_once('@').ok_or(hint)?;
     let id = id.parse().map_err(|_| format!("bad node id {id:?}; {hint}"))?;
     if addr.is_empty() || region.is_empty() {
         return Err(hint.to_string());
     }
-    Ok((id, addr.to_string(), region.to_string()))
+    let member = geocache_client::Member::new(id, addr, region);
+    Ok(match peer_addr {
+        Some(peer) => member.with_peer_addr(peer),
+        None => member,
+    })
 }
 
 /// The whole `geocache` program: parse the command line, set up logging, run, exit.
@@ -401,9 +475,10 @@ fn start(cli: Cli, fault_clock_offset_ms: Option<i64>) -> ! {
 /// Runs a parsed command line; returns the process exit code.
 async fn run(cli: Cli, fault_clock_offset_ms: Option<i64>) -> i32 {
     match cli.command {
-        Command::Serve(args) => serve(args, fault_clock_offset_ms).await,
+        Command::Serve(args) => serve(*args, fault_clock_offset_ms).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Cert(command) => cert::run(command),
         other => client_cmds::run(other).await,
     }
 }
@@ -425,18 +500,25 @@ async fn serve(args: ServeArgs, fault_clock_offset_ms: Option<i64>) -> i32 {
         eprintln!("geocache serve: {e}");
         return 2;
     }
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("geocache serve: cannot listen on {}: {e}", config.listen);
-            return 2;
+    // Both listeners bound before anything else starts: a port in use fails the start at once.
+    let mut bound = Vec::new();
+    for (what, addr) in [("--listen", config.listen), ("--peer-listen", config.peer_listen)] {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => bound.push(l),
+            Err(e) => {
+                eprintln!("geocache serve: cannot listen on {addr} ({what}): {e}");
+                return 2;
+            }
         }
-    };
+    }
+    let peer = bound.pop().expect("bound above");
+    let client = bound.pop().expect("bound above");
+    let listeners = crate::server::Listeners { client, peer };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     };
-    match crate::server::run(config, listener, shutdown).await {
+    match crate::server::run(config, listeners, shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("geocache serve: {e}");
@@ -457,7 +539,13 @@ mod tests {
 
     #[test]
     fn member_and_route_parse() {
-        assert_eq!(parse_member("1=127.0.0.1:7001@us-east").unwrap(), (1, "127.0.0.1:7001".into(), "us-east".into()));
+        use geocache_client::Member;
+        assert_eq!(parse_member("1=127.0.0.1:7001@us-east").unwrap(), Member::new(1, "127.0.0.1:7001", "us-east"));
+        assert_eq!(
+            parse_member("1=127.0.0.1:7001@us-east,peer=127.0.0.1:9001").unwrap(),
+            Member::new(1, "127.0.0.1:7001", "us-east").with_peer_addr("127.0.0.1:9001")
+        );
+        assert!(parse_member("1=127.0.0.1:7001@us-east,peer=").is_err());
         assert!(parse_member("1=127.0.0.1:7001").is_err());
         assert!(parse_member("x=a@b").is_err());
         assert_eq!(parse_route("2=127.0.0.1:9").unwrap(), (2, "127.0.0.1:9".into()));

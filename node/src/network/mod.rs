@@ -1,7 +1,8 @@
 //! Raft traffic between nodes over gRPC: outbound ([`RaftNetworkFactory`] / [`RaftNetworkV2`])
 //! and inbound (the `Raft` gRPC service in [`inbound`]).
 //!
-//! Owns the long-lived connections to peers ([`PeerChannels`]): per peer address, one lazily
+//! Owns the long-lived connections to peers ([`PeerChannels`]), always to a member's *peer*
+//! address (its peer listener, `--peer-listen`), never its client address: per peer address, one lazily
 //! connected tonic channel for bulk traffic (the replication stream, snapshots, forwarded client
 //! requests) and one for urgent traffic (heartbeats, votes, pre-votes, read-index rounds). Each
 //! reconnects by itself after a failure. Two connections, because HTTP/2 multiplexes streams over
@@ -15,7 +16,8 @@
 //!
 //! Invariants: an openraft message crosses the wire as bincode inside an opaque `RaftPayload`, so
 //! only this module knows the encoding; a peer's address comes from the route overrides first
-//! (docs/ARCHITECTURE.md §5, used by the fault proxy) and from the membership otherwise; every
+//! (docs/ARCHITECTURE.md §5, used by the fault proxy) and from the membership's `peer_addr`
+//! otherwise; with TLS configured every channel is mutual TLS ([`crate::tls`]); every
 //! unary RPC is bounded by openraft's soft TTL, so it fails before openraft gives up on it.
 
 pub mod inbound;
@@ -36,7 +38,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::store::ClusterIdentity;
 use crate::types::{NodeId, NodeInfo, Snapshot, SnapshotData, SnapshotMeta, TypeConfig, Vote};
@@ -54,22 +56,27 @@ pub enum Purpose {
     Urgent,
 }
 
-/// Two long-lived channels per peer address (one per [`Purpose`]), plus the route overrides.
+/// Two long-lived channels per peer address (one per [`Purpose`]), plus the route overrides
+/// and, with TLS, what every channel presents and trusts.
 #[derive(Clone, Default)]
 pub struct PeerChannels {
     channels: Arc<Mutex<HashMap<(String, Purpose), Channel>>>,
     routes: Arc<BTreeMap<NodeId, String>>,
+    /// `Some`: every channel is `https`, presents this node's certificate and accepts only a
+    /// peer whose certificate the cluster CA signed for the host dialled.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl PeerChannels {
-    /// Channels that dial `routes[id]` instead of a node's membership address when present.
-    pub fn new(routes: BTreeMap<NodeId, String>) -> PeerChannels {
-        PeerChannels { channels: Arc::default(), routes: Arc::new(routes) }
+    /// Channels that dial `routes[id]` instead of a node's membership peer address when present,
+    /// over mutual TLS when `tls` is given.
+    pub fn new(routes: BTreeMap<NodeId, String>, tls: Option<ClientTlsConfig>) -> PeerChannels {
+        PeerChannels { channels: Arc::default(), routes: Arc::new(routes), tls }
     }
 
-    /// The address to dial to reach node `id` whose membership address is `addr`.
-    pub fn route(&self, id: NodeId, addr: &str) -> String {
-        self.routes.get(&id).cloned().unwrap_or_else(|| addr.to_string())
+    /// The address to dial to reach node `id` whose membership peer address is `peer_addr`.
+    pub fn route(&self, id: NodeId, peer_addr: &str) -> String {
+        self.routes.get(&id).cloned().unwrap_or_else(|| peer_addr.to_string())
     }
 
     /// The shared bulk channel to `addr`, created (lazily connecting) on first use.
@@ -85,9 +92,14 @@ impl PeerChannels {
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let uri = if addr.starts_with("http://") { addr.to_string() } else { format!("http://{addr}") };
-        let channel = Endpoint::from_shared(uri)
-            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let bare = addr.strip_prefix("http://").or_else(|| addr.strip_prefix("https://")).unwrap_or(addr);
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{bare}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("TLS to peer {addr}: {e}"))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE)
@@ -97,15 +109,16 @@ impl PeerChannels {
         Ok(channel)
     }
 
-    /// The bulk channel to node `id` (membership address `addr`), honouring route overrides.
-    pub fn channel_to(&self, id: NodeId, addr: &str) -> Result<Channel, String> {
-        self.channel(&self.route(id, addr))
+    /// The bulk channel to node `id` (membership peer address `peer_addr`), honouring route
+    /// overrides.
+    pub fn channel_to(&self, id: NodeId, peer_addr: &str) -> Result<Channel, String> {
+        self.channel(&self.route(id, peer_addr))
     }
 
-    /// The channel for `purpose` to node `id` (membership address `addr`), honouring route
-    /// overrides.
-    pub fn channel_to_for(&self, id: NodeId, addr: &str, purpose: Purpose) -> Result<Channel, String> {
-        self.channel_for(&self.route(id, addr), purpose)
+    /// The channel for `purpose` to node `id` (membership peer address `peer_addr`), honouring
+    /// route overrides.
+    pub fn channel_to_for(&self, id: NodeId, peer_addr: &str, purpose: Purpose) -> Result<Channel, String> {
+        self.channel_for(&self.route(id, peer_addr), purpose)
     }
 }
 
@@ -127,8 +140,8 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
         PeerClient {
-            bulk: self.peers.channel_to_for(target, &node.addr, Purpose::Bulk),
-            urgent: self.peers.channel_to_for(target, &node.addr, Purpose::Urgent),
+            bulk: self.peers.channel_to_for(target, &node.peer_addr, Purpose::Bulk),
+            urgent: self.peers.channel_to_for(target, &node.peer_addr, Purpose::Urgent),
             identity: self.identity.clone(),
         }
     }

@@ -98,12 +98,12 @@ pub(crate) async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<C
         return leader_read_index(node).await;
     }
     // During an election there is briefly no leader: wait for one within the read's deadline.
-    let (leader, addr) = node.wait_for_leader(tokio::time::Instant::now() + timeout).await?;
+    let (leader, _) = node.wait_for_leader(tokio::time::Instant::now() + timeout).await?;
     if leader == node.id() {
         // Metrics say we lead but the state moved under us; the quorum check decides.
         return leader_read_index(node).await;
     }
-    let channel = node.peers().channel_to(leader, &addr).map_err(Error::Unavailable)?;
+    let channel = node.member_channel(leader)?;
     let mut request = tonic::Request::new(ReadIndexRequest { from: node.id() });
     request.set_timeout(timeout);
     match RaftClient::new(channel).read_index(request).await {
@@ -111,9 +111,8 @@ pub(crate) async fn fresh_read_index(node: &Node, timeout: Duration) -> Result<C
             let reply = reply.into_inner();
             Ok(ConfirmedIndex { index: reply.index, term: reply.term })
         }
-        Err(status) => Err(Error::Unavailable(format!(
-            "leader {leader} at {addr} did not confirm a read index: {}",
-            status.message()
-        ))),
+        Err(status) => {
+            Err(Error::Unavailable(format!("leader {leader} did not confirm a read index: {}", status.message())))
+        }
     }
 }

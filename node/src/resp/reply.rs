@@ -120,7 +120,7 @@ impl From<&Error> for Reply {
             Error::Overloaded(_) => Reply::Error("TRYAGAIN", format!("overloaded: {detail}")),
             Error::StaleReplica { .. } => Reply::Error("STALE", detail),
             Error::Timeout(_) => Reply::Error("TIMEOUT", format!("{detail} (the write may or may not have applied)")),
-            Error::Storage(_) | Error::DataDirInUse(_) | Error::Fatal(_) => {
+            Error::Storage(_) | Error::DataDirInUse(_) | Error::Tls(_) | Error::Fatal(_) => {
                 Reply::Error("ERR", format!("internal error: {detail}"))
             }
         }

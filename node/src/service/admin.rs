@@ -34,9 +34,9 @@ impl AdminService {
         AdminService { node }
     }
 
-    fn admin_client(node: &Node, leader: &(u64, String)) -> Result<AdminClient<Channel>> {
-        let channel = node.peers().channel_to(leader.0, &leader.1).map_err(Error::Unavailable)?;
-        Ok(AdminClient::new(channel))
+    /// An admin client to member `id`'s peer listener (see [`Node::member_channel`]).
+    fn admin_client(node: &Node, member: &(u64, String)) -> Result<AdminClient<Channel>> {
+        Ok(AdminClient::new(node.member_channel(member.0)?))
     }
 
     fn membership_response(&self, log_index: u64) -> pb::MembershipResponse {
@@ -71,10 +71,14 @@ impl AdminService {
             }
         }
         // One process must never count as two members (it would hold two votes).
-        if let Some((other, _)) = membership.nodes().find(|(other, n)| **other != id && n.addr == info.addr) {
+        let shared = |n: &NodeInfo| {
+            [&n.addr, &n.peer_addr].into_iter().find(|a| **a == info.addr || **a == info.peer_addr).cloned()
+        };
+        if let Some((other, addr)) =
+            membership.nodes().find_map(|(o, n)| (*o != id).then(|| shared(n)).flatten().map(|a| (*o, a)))
+        {
             return Err(Error::FailedPrecondition(format!(
-                "{} is already the address of node {other}; one process cannot be two members",
-                info.addr
+                "{addr} is already an address of node {other}; one process cannot be two members"
             )));
         }
         let deadline = tokio::time::Instant::now() + timeout;
@@ -112,8 +116,8 @@ impl AdminService {
         let first_wait = self.node.raft().wait(Some(first_answer_by - started));
         if first_wait.metrics(|m| matched(m).is_some(), "learner's first answer").await.is_err() {
             return Err(Error::FailedPrecondition(format!(
-                "learner {id} at {} has not answered in {} (is it running, reachable, and not part of another cluster?); {left_behind}",
-                info.addr,
+                "learner {id} at peer address {} has not answered in {} (is it running, reachable, a holder of a certificate the cluster CA signed if TLS is on, and not part of another cluster?); {left_behind}",
+                info.peer_addr,
                 fmt_duration(first_answer_by - started)
             )));
         }
@@ -188,6 +192,7 @@ impl AdminService {
             id: node.id(),
             addr: my_info.addr,
             region: my_info.region,
+            peer_addr: my_info.peer_addr,
             role: role_name(metrics.state, voters.contains(&node.id()), is_removed(membership, node.id())).to_string(),
             term: metrics.current_term,
             applied: applied.map(|l| l.index).unwrap_or(0),
@@ -213,6 +218,7 @@ impl AdminService {
                 id: *id,
                 addr: info.addr.clone(),
                 region: info.region.clone(),
+                peer_addr: info.peer_addr.clone(),
                 role: if voters.contains(id) { "follower" } else { "learner" }.to_string(),
                 voter: voters.contains(id),
                 lag: crate::node::replication_lag(&metrics, *id),
@@ -274,6 +280,7 @@ impl AdminService {
                 id,
                 addr: info.addr.clone(),
                 region: info.region.clone(),
+                peer_addr: info.peer_addr.clone(),
                 role: if voters.contains(&id) { "follower" } else { "learner" }.to_string(),
                 reachable: false,
                 ..Default::default()
@@ -507,11 +514,28 @@ fn member_from_wire(m: &pb::Member) -> Result<(NodeId, NodeInfo)> {
     if m.region.trim().is_empty() {
         return Err(Error::InvalidArgument(format!("node {}: region must not be empty", m.id)));
     }
-    Ok((m.id, NodeInfo { addr: m.addr.clone(), region: m.region.clone() }))
+    // No peer address given: the documented rule, the client address's host at port + 100.
+    let peer_addr = if m.peer_addr.trim().is_empty() {
+        crate::config::default_peer_advertise(&m.addr).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "node {}: no peer address given and none follows from {:?} (give the member's peer address)",
+                m.id, m.addr
+            ))
+        })?
+    } else {
+        m.peer_addr.clone()
+    };
+    if peer_addr == m.addr {
+        return Err(Error::InvalidArgument(format!(
+            "node {}: the peer address must differ from the client address {}",
+            m.id, m.addr
+        )));
+    }
+    Ok((m.id, NodeInfo { addr: m.addr.clone(), region: m.region.clone(), peer_addr }))
 }
 
 fn member_to_wire(id: NodeId, info: &NodeInfo) -> pb::Member {
-    pb::Member { id, addr: info.addr.clone(), region: info.region.clone() }
+    pb::Member { id, addr: info.addr.clone(), region: info.region.clone(), peer_addr: info.peer_addr.clone() }
 }
 
 /// To a tenth of a second: `3s`, `2s 500ms`.

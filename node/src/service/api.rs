@@ -282,7 +282,7 @@ impl CacheApi {
         write_id: Option<WriteId>,
         remaining: Duration,
     ) -> Result<pb::WriteResponse> {
-        let channel = self.node.peers().channel_to(leader.0, &leader.1).map_err(Error::Unavailable)?;
+        let channel = self.node.member_channel(leader.0)?;
         let max = self.node.config().max_client_message_bytes();
         let mut client = CacheClient::new(channel).max_decoding_message_size(max).max_encoding_message_size(max);
         let write_id = write_id.map(|w| pb::WriteId { client_id: w.client_id, seq: w.seq, acked_below: w.acked_below });

@@ -56,7 +56,9 @@ impl From<Error> for Status {
                 status
             }
             Error::Timeout(_) => Status::deadline_exceeded(message),
-            Error::Storage(_) | Error::DataDirInUse(_) | Error::Fatal(_) => Status::new(Code::Internal, message),
+            Error::Storage(_) | Error::DataDirInUse(_) | Error::Tls(_) | Error::Fatal(_) => {
+                Status::new(Code::Internal, message)
+            }
         }
     }
 }

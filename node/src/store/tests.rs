@@ -79,7 +79,16 @@ fn membership(ids: &[u64]) -> Membership {
     let voters: BTreeSet<u64> = ids.iter().copied().collect();
     let nodes: BTreeMap<u64, NodeInfo> = ids
         .iter()
-        .map(|&id| (id, NodeInfo { addr: format!("127.0.0.1:{}", 7000 + id), region: "local".into() }))
+        .map(|&id| {
+            (
+                id,
+                NodeInfo {
+                    addr: format!("127.0.0.1:{}", 7000 + id),
+                    region: "local".into(),
+                    peer_addr: format!("127.0.0.1:{}", 7100 + id),
+                },
+            )
+        })
         .collect();
     Membership::new(vec![voters], nodes).expect("a valid membership")
 }
