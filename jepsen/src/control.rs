@@ -557,7 +557,11 @@ impl Cluster {
         let mut last = String::from("no leader found");
         loop {
             if let Some(leader) = self.leader().await.filter(|l| self.state(*l) == Some(ProcessState::Running)) {
-                match self.admin(leader).await {
+                // A membership call may wait for a learner to catch up: the channel must not cut
+                // it shorter than the call's own timeout (an 800 ms status channel did, so under
+                // load a learner was never added back).
+                let addr = self.addr(leader).map(|a| a.to_string()).unwrap_or_default();
+                match launcher::admin_with_call_timeout(&addr, MEMBERSHIP_CALL_TIMEOUT).await.map_err(anyhow::Error::from) {
                     Ok(admin) => match call(admin).await {
                         Ok(value) => return Ok(value),
                         Err(status) => last = format!("node {leader}: {}", status.message()),

@@ -367,7 +367,7 @@ pub async fn admin(addr: &str) -> Result<AdminClient<Channel>, tonic::transport:
 
 /// [`admin`] whose calls may take up to `call_timeout` (a channel's timeout caps every
 /// request's own: a longer call needs a channel of its own).
-async fn admin_with_call_timeout(
+pub async fn admin_with_call_timeout(
     addr: &str,
     call_timeout: Duration,
 ) -> Result<AdminClient<Channel>, tonic::transport::Error> {
