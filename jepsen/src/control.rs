@@ -561,7 +561,10 @@ impl Cluster {
                 // it shorter than the call's own timeout (an 800 ms status channel did, so under
                 // load a learner was never added back).
                 let addr = self.addr(leader).map(|a| a.to_string()).unwrap_or_default();
-                match launcher::admin_with_call_timeout(&addr, MEMBERSHIP_CALL_TIMEOUT).await.map_err(anyhow::Error::from) {
+                match launcher::admin_with_call_timeout(&addr, MEMBERSHIP_CALL_TIMEOUT)
+                    .await
+                    .map_err(anyhow::Error::from)
+                {
                     Ok(admin) => match call(admin).await {
                         Ok(value) => return Ok(value),
                         Err(status) => last = format!("node {leader}: {}", status.message()),

@@ -96,9 +96,13 @@ async fn metrics_follow_writes_reads_refusals_and_an_election() -> Result<()> {
     assert!(counter(&after, grpc_ok) >= counter(&before, grpc_ok) + 6.0, "{}", after.text);
     let write_count = r#"geocache_write_duration_seconds_count{api="grpc"}"#;
     assert!(counter(&after, write_count) >= counter(&before, write_count) + 6.0, "{}", after.text);
-    assert!(after.value("geocache_raft_applied_index").is_some_and(|i| i >= last as f64), "{}", after.text);
-    assert!(after.value("geocache_raft_commit_index").is_some_and(|i| i >= last as f64), "{}", after.text);
-    assert!(after.value("geocache_raft_last_log_index").is_some_and(|i| i >= last as f64), "{}", after.text);
+    // openraft publishes its indexes a moment after the write's answer left the state machine.
+    scrape_until(&cluster, leader, "the raft indexes at the last write", |s| {
+        ["geocache_raft_applied_index", "geocache_raft_commit_index", "geocache_raft_last_log_index"]
+            .iter()
+            .all(|series| s.value(series).is_some_and(|i| i >= last as f64))
+    })
+    .await?;
     for id in [leader, follower] {
         scrape_until(&cluster, id, "two evictions and a full cache", |s| {
             s.value("geocache_cache_evictions_total").is_some_and(|n| n >= 2.0)
