@@ -95,7 +95,8 @@ impl AdminService {
 
     /// Waits until learner `id` has the entry at `target` (the one that added it). openraft's
     /// own blocking wait counts a learner within 5000 entries as caught up, even one that never
-    /// answered. A learner that has not answered at all within [`LEARNER_FIRST_ANSWER`] is
+    /// answered. A learner that has answered nothing at all (no heartbeat, no append) within
+    /// [`LEARNER_FIRST_ANSWER`] is
     /// reported at once instead of waiting out the caller's deadline; either way the error says
     /// that it stays in the membership as a learner and how to undo that.
     async fn wait_caught_up(
@@ -113,8 +114,13 @@ impl AdminService {
         let matched = |m: &crate::types::RaftMetrics| {
             m.replication.as_ref().and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index)
         };
+        // Answered: it acknowledged a heartbeat or an append. A live learner that needs a large
+        // snapshot first acknowledges heartbeats long before it matches any entry.
+        let answered = |m: &crate::types::RaftMetrics| {
+            matched(m).is_some() || m.heartbeat.as_ref().and_then(|h| h.get(&id)).is_some_and(Option::is_some)
+        };
         let first_wait = self.node.raft().wait(Some(first_answer_by - started));
-        if first_wait.metrics(|m| matched(m).is_some(), "learner's first answer").await.is_err() {
+        if first_wait.metrics(answered, "learner's first answer").await.is_err() {
             return Err(Error::FailedPrecondition(format!(
                 "learner {id} at peer address {} has not answered in {} (is it running, reachable, a holder of a certificate the cluster CA signed if TLS is on, and not part of another cluster?); {left_behind}",
                 info.peer_addr,
