@@ -324,8 +324,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         };
         let mut client = self.client(Purpose::Bulk).map_err(into_streaming)?;
         let transfer = SnapshotTransfer { vote, meta: snapshot.meta, data: snapshot.snapshot };
-        let mut request = tonic::Request::new(self.payload(&transfer).map_err(into_streaming)?);
-        request.set_timeout(option.soft_ttl());
+        let payload = self.payload(&transfer).map_err(into_streaming)?;
+        let deadline = snapshot_deadline(payload.data.len(), option.soft_ttl());
+        let mut request = tonic::Request::new(payload);
+        request.set_timeout(deadline);
         let reply = tokio::select! {
             reply = client.install_snapshot(request) => reply.map_err(rpc_error).map_err(into_streaming)?,
             closed = cancel => return Err(StreamingError::Closed(closed)),
@@ -334,6 +336,38 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     }
 }
 
+/// How long sending and installing a snapshot of `bytes` may take: at least [`SNAPSHOT_BASE`]
+/// (and at least what openraft asks, its `install_snapshot_timeout`, 200 ms by default), plus one
+/// second per MiB. openraft's 200 ms alone was the whole budget before, so a follower that
+/// needed a snapshot of a large cache (tens of MB to send, decode, restore and flush) timed out
+/// on every attempt and never caught up (the harness's overload runs found it). A long deadline
+/// costs nothing when the peer is dead: keep-alive ([`KEEP_ALIVE`]) ends the call, and openraft
+/// cancels it when replication to the peer closes.
+fn snapshot_deadline(bytes: usize, asked: Duration) -> Duration {
+    let mib = u32::try_from(bytes >> 20).unwrap_or(u32::MAX);
+    SNAPSHOT_BASE.max(asked).saturating_add(Duration::from_secs(1).saturating_mul(mib))
+}
+
+/// The least time a snapshot transfer gets, whatever its size.
+const SNAPSHOT_BASE: Duration = Duration::from_secs(10);
+
 /// Keep-alive for the channels: a peer that stops answering (crashed, paused, cut off) is noticed
 /// within this, which ends a replication stream stuck on it.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_deadline_grows_with_its_size_and_never_falls_below_the_base() {
+        let asked = Duration::from_millis(200);
+        assert_eq!(snapshot_deadline(0, asked), SNAPSHOT_BASE);
+        assert_eq!(snapshot_deadline(145 << 20, asked), SNAPSHOT_BASE + Duration::from_secs(145));
+        assert_eq!(snapshot_deadline(1 << 20, Duration::from_secs(30)), Duration::from_secs(31));
+        assert_eq!(
+            snapshot_deadline(usize::MAX, asked),
+            SNAPSHOT_BASE.saturating_add(Duration::from_secs(1) * u32::MAX)
+        );
+    }
+}
