@@ -8,7 +8,7 @@
 //! * A node that stops applying for 4 s (the `apply-after` fault point, made to sleep once)
 //!   with no fault in force is caught: the liveness checker reports the stall (exit 1).
 
-mod common;
+use crate::common;
 
 use common::run_test;
 

@@ -6,7 +6,7 @@
 //! that vanished before its TTL): a finding about the node, not a flaky test. The output dir is
 //! kept and its path printed; investigate, do not weaken the test.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The command line: help, bad flags, and a harness error that must not look like a finding.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -6,9 +6,7 @@
 //! told to fail in scripted ways (a refusal with a leader hint, a lost answer, a hang, a stale
 //! or lagging replica). When a test sets the shared membership, every fake's status reports it,
 //! and a fake can delay its local status answers (the client's round-trip probes) to look far
-//! away. Each test binary uses a different part of it.
-
-#![allow(dead_code)]
+//! away.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

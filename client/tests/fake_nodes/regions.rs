@@ -4,7 +4,7 @@
 //! The fakes answer round-trip probes (`Status{local_only}`) after a set delay, so "far" nodes
 //! are far by tens of milliseconds, well above loopback noise.
 
-mod fake;
+use crate::fake;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

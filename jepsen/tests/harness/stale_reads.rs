@@ -7,7 +7,7 @@
 //! aggressive: 5 s partitions every 7 s, with short Raft timeouts so that writes go on on the
 //! majority side for most of each partition even when it cut the leader off.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

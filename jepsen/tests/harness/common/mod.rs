@@ -1,10 +1,9 @@
 //! Runs the `geocache-jepsen` binary as a user would, against the node binary this crate builds
 //! (`geocache-node-under-test`), in a temporary output dir, and reads back what it wrote.
 
-#![allow(dead_code)] // each test binary uses its own part of this
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use geocache_jepsen::history::{self, Event, EventKind, Op, ReadLevel};
@@ -63,9 +62,15 @@ impl HarnessRun {
     }
 }
 
+/// Held for the length of each harness run: every run starts a cluster of its own and judges it
+/// by its timing, so runs take turns rather than share a 2-core machine with each other.
+static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs `geocache-jepsen test ARGS --out <temp dir> --bin <node under test>`; `args` is split
-/// on whitespace.
+/// on whitespace. Runs take turns (see [`ONE_RUN_AT_A_TIME`]).
 pub fn run_test(args: &str) -> HarnessRun {
+    // A test that panicked while holding the lock leaves nothing behind that the next run needs.
+    let _turn = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = tempfile::Builder::new().prefix("geocache-jepsen-test-").tempdir().expect("temp dir");
     let path = dir.path().to_path_buf();
     let started = Instant::now();

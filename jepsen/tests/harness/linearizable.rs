@@ -5,7 +5,7 @@
 //! about the node, not a flaky test. The output dir (history, results, node logs) is kept and
 //! its path printed; do not weaken the test, investigate the anomaly.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

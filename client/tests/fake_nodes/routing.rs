@@ -2,7 +2,7 @@
 //! (`fake/mod.rs`). What this proves is the client's side of the protocol; the real cluster is
 //! tested in `tests/`.
 
-mod fake;
+use crate::fake;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! and every node ends as a voter with the same state. A failure with exit 1 is a finding about
 //! the node: the output dir is kept; investigate, do not weaken the test.
 
-mod common;
+use crate::common;
 
 use common::run_test;
 

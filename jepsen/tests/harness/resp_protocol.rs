@@ -8,17 +8,13 @@
 //! about the node (or about the RESP client's mapping in src/client.rs), not a flaky test. The
 //! output dir is kept and its path printed; investigate, do not weaken the test.
 
-mod common;
+use crate::common;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{node_logs, run_test, HarnessRun};
 use geocache_jepsen::checker::durability::FINAL_PROCESS_BASE;
 use geocache_jepsen::history::{EventKind, Op, ReadLevel};
-
-/// One harness run at a time: each runs a cluster, and the machine may have two cores.
-static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// What every RESP run must show: the config says RESP, every node was started with a RESP port
 /// and served it, and the workload's reads and writes succeeded.
@@ -43,7 +39,6 @@ fn assert_ran_over_resp(run: &HarnessRun, results: &serde_json::Value, write_kin
 
 #[test]
 fn the_register_workload_over_resp_is_valid_with_bounded_reads() {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut run = run_test(concat!(
         "--protocol resp --nodes 3 --nemesis none --workload register --read-consistency bounded:250ms ",
         "--time 6s --recovery 1s --rate 60 --concurrency 6 --seed 3 --check-budget 20s",
@@ -63,7 +58,6 @@ fn the_register_workload_over_resp_is_valid_with_bounded_reads() {
 
 #[test]
 fn the_cache_workload_over_resp_is_valid_under_partition_and_kill() {
-    let _one = ONE_RUN_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut run = run_test(concat!(
         "--protocol resp --nodes 3 --nemesis partition,kill --workload cache --read-consistency linearizable ",
         "--time 14s --fault-window 3s --heal-window 2s --recovery 2s --rate 60 --concurrency 6 ",

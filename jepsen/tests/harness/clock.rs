@@ -5,7 +5,7 @@
 //! before its TTL minus it (exit 0). A failure with exit 1 is a finding about the node: the
 //! output dir is kept; investigate, do not weaken the test.
 
-mod common;
+use crate::common;
 
 use common::run_test;
 

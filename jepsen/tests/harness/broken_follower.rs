@@ -8,7 +8,7 @@
 //! delay on every node-to-node link makes the followers learn of each commit a round trip after
 //! the leader acknowledged it, which is enough for reads right after a write to miss it.
 
-mod common;
+use crate::common;
 
 use common::run_test;
 

@@ -6,7 +6,7 @@
 //! caller has entered `get_or_load`, and on a current-thread runtime a task that has counted
 //! itself in has also run to its first await inside the call, so it has joined the flight.
 
-mod fake;
+use crate::fake;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
