@@ -64,6 +64,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Allow listening on a non-loopback address without TLS. Default false.
     pub insecure: bool,
+    /// Bearer tokens and their roles for the client-facing ports (`--tokens`,
+    /// [`crate::auth`]). Default: none (those ports are open to anyone who reaches them).
+    pub tokens: Option<PathBuf>,
     /// Directory holding the sled database (log, vote, snapshots).
     pub data_dir: PathBuf,
     /// Cache capacity proposed when this node initialises a cluster (0 = unlimited).
@@ -129,6 +132,7 @@ impl Config {
             peer_advertise: default_peer_addr(listen).map(|a| a.to_string()).unwrap_or_default(),
             tls: None,
             insecure: false,
+            tokens: None,
             data_dir: data_dir.into(),
             limits: Limits::default(),
             max_key_bytes: DEFAULT_MAX_KEY_BYTES,

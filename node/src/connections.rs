@@ -169,7 +169,7 @@ impl RateLimitedLog {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, unlogged) = &mut *state;
         if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            tracing::warn!(%peer, why, also_refused_since_last_line = *unlogged, "peer connection refused in the TLS handshake");
+            tracing::warn!(%peer, why, also_refused_since_last_line = *unlogged, "connection refused in the TLS handshake");
             *last = Some(Instant::now());
             *unlogged = 0;
         } else {

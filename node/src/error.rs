@@ -22,9 +22,13 @@ pub enum Error {
     FailedPrecondition(String),
 
     /// The node is configured to refuse this request (e.g. fault injection outside the harness's
-    /// node build).
+    /// node build), or the caller's token does not allow it ([`crate::auth`]).
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+
+    /// The client port requires a token and the request carried none, or an unknown one.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
 
     /// This node is not the leader; retry at `leader` if known.
     #[error("not the leader{}", match .leader { Some((id, addr)) => format!(" (leader is node {id} at {addr})"), None => " (no leader known yet)".to_string() })]
@@ -76,6 +80,7 @@ impl Error {
             | Error::NotFound(m)
             | Error::FailedPrecondition(m)
             | Error::PermissionDenied(m)
+            | Error::Unauthenticated(m)
             | Error::Unavailable(m)
             | Error::Overloaded(m)
             | Error::Timeout(m)

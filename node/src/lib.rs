@@ -16,6 +16,7 @@
 //!   the comparison with etcd and Redis (`benches/compare/`).
 
 pub mod admission;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -14,6 +14,10 @@
 //!   peer listener completes a handshake demanding a certificate signed by the cluster CA
 //!   before it reads anything ([`crate::tls`]).
 //!
+//! With `--tls-*` the client listener and the Redis port speak TLS too (the node's certificate,
+//! no client certificate asked for); with `--tokens` every request there must carry a token
+//! whose role allows it ([`crate::service::authorize`], [`crate::auth`]).
+//!
 //! `run` takes already bound listeners and a shutdown future (mini-redis style), so tests and
 //! `geocache dev` can bind port 0 and stop a node without signals.
 
@@ -26,16 +30,18 @@ use geocache_proto::raft_server::RaftServer;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 
+use crate::auth::{Access, Tokens};
 use crate::config::Config;
 use crate::connections::ConnectionLimits;
 use crate::error::{Error, Result};
 use crate::network::inbound::RaftService;
 use crate::network::{GrpcNetworkFactory, PeerChannels, MAX_MESSAGE_BYTES};
 use crate::node::Node;
+use crate::service::authorize::Authorized;
 use crate::service::{AdminService, CacheService};
 use crate::state_machine::Op;
 use crate::store;
-use crate::tls::PeerTls;
+use crate::tls::{ClientTls, PeerTls};
 use crate::types::Raft;
 
 /// A node's two bound gRPC listeners.
@@ -50,6 +56,11 @@ pub struct Listeners {
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<()> {
     config.validate()?;
     let tls = config.tls.as_ref().map(PeerTls::load).transpose()?;
+    let client_tls = config.tls.as_ref().map(ClientTls::load).transpose()?;
+    let access = match &config.tokens {
+        Some(path) => Access::with_tokens(Tokens::load(path).map_err(|e| Error::FailedPrecondition(e.to_string()))?),
+        None => Access::open(),
+    };
     match &tls {
         Some(_) => tracing::info!("peer TLS on: members must present a certificate signed by the cluster CA"),
         None if config.insecure => {
@@ -57,8 +68,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         }
         None => {}
     }
-    if !config.listen.ip().is_loopback() {
-        tracing::warn!(addr = %config.listen, "client listener on a non-loopback address: client traffic is not authenticated or encrypted yet");
+    if !access.is_open() {
+        tracing::info!("tokens required on the client and Redis ports");
+    } else if !config.listen.ip().is_loopback() {
+        tracing::warn!(addr = %config.listen, "client listener on a non-loopback address without --tokens: anyone who reaches it may read and write");
     }
     let (log_store, state_machine, identity) = store::open_with_identity(&config.data_dir, config.id)?;
     let reader = state_machine.reader();
@@ -94,7 +107,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         .max_decoding_message_size(client_message_bytes)
         .max_encoding_message_size(client_message_bytes);
     let admin = AdminServer::new(AdminService::new(node.clone()));
-    let client_routes = Routes::new(cache.clone()).add_service(admin.clone()).prepare();
+    let client_routes = Authorized::new(Routes::new(cache.clone()).add_service(admin.clone()).prepare(), access.clone());
     let peer_routes = Routes::new(cache)
         .add_service(admin)
         .add_service(
@@ -109,13 +122,12 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             let resp_listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| Error::FailedPrecondition(format!("cannot listen on {addr} for RESP: {e}")))?;
-            if !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "RESP on a non-loopback address: no TLS or authentication yet");
-            }
-            tracing::info!(%addr, "serving RESP");
+            tracing::info!(%addr, tls = client_tls.is_some(), "serving RESP");
             let limits = crate::resp::RespLimits::from_config(node.config());
             let api = crate::service::CacheApi::new(node.clone(), crate::metrics::Edge::Resp);
-            Some(tokio::spawn(crate::resp::serve(resp_listener, api, limits, std::future::pending())))
+            let security =
+                crate::resp::RespSecurity { access: access.clone(), tls: client_tls.as_ref().map(ClientTls::resp_acceptor) };
+            Some(tokio::spawn(crate::resp::serve(resp_listener, api, limits, security, std::future::pending())))
         }
         None => None,
     };
@@ -150,7 +162,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
     ));
-    crate::connections::serve(listeners.client, client_routes, limits, None, shutdown).await;
+    let client_acceptor = client_tls.as_ref().map(ClientTls::grpc_acceptor);
+    crate::connections::serve(listeners.client, client_routes, limits, client_acceptor, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = peer_server.await;
     if let Some(resp) = resp {

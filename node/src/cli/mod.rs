@@ -107,8 +107,14 @@ pub struct ServeArgs {
     /// reaches the peer port can then forge Raft messages. For trusted private networks only.
     #[arg(long)]
     pub insecure: bool,
+    /// Require a token on the client port and the Redis port: FILE has one `ROLE TOKEN` per
+    /// line, ROLE being read (get, ttl, status), write (plus set, del, expire, flush) or admin
+    /// (plus membership and configure). gRPC clients send `authorization: Bearer TOKEN`; Redis
+    /// clients `AUTH TOKEN`. Tokens are never logged. Default: no tokens, the ports are open.
+    #[arg(long, env = "GEOCACHE_TOKENS_FILE", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
     /// Also serve the Redis protocol (RESP2 and RESP3) on this address, e.g. 127.0.0.1:6379.
-    /// Loopback only unless you accept unauthenticated access (no TLS or AUTH yet).
+    /// With --tls-*, it speaks TLS (like Redis 6+); with --tokens, clients must AUTH.
     #[arg(long, env = "GEOCACHE_RESP_LISTEN")]
     pub resp_listen: Option<SocketAddr>,
     /// Also serve Prometheus metrics over HTTP at http://ADDR/metrics, e.g. 127.0.0.1:9101.
@@ -200,6 +206,7 @@ impl ServeArgs {
             config.tls = Some(crate::tls::TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() });
         }
         config.insecure = self.insecure;
+        config.tokens = self.tokens.clone();
         config.limits = Limits { max_entries: self.max_entries, max_bytes: self.max_bytes };
         config.max_key_bytes = self.max_key_bytes;
         config.max_value_bytes = self.max_value_bytes;

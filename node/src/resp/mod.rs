@@ -83,12 +83,35 @@ impl RespLimits {
     }
 }
 
+/// Who may connect to the Redis port and what they may do.
+#[derive(Clone, Default)]
+pub struct RespSecurity {
+    /// Tokens a connection must `AUTH` with (open without `--tokens`).
+    pub access: crate::auth::Access,
+    /// With `--tls-*`, every connection starts with a TLS handshake (server certificate only).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for RespSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RespSecurity").field("access", &self.access).field("tls", &self.tls.is_some()).finish()
+    }
+}
+
 /// Flushed as soon as this much reply data is waiting, even mid-pipeline.
 const FLUSH_AT: usize = 64 * 1024;
 
 /// Serves RESP on `listener` until `shutdown` completes; then stops accepting and drops every
 /// open connection.
-pub async fn serve(listener: TcpListener, api: CacheApi, limits: RespLimits, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    api: CacheApi,
+    limits: RespLimits,
+    security: RespSecurity,
+    shutdown: impl Future<Output = ()>,
+) {
+    // TODO(issue 11, RESP slice): AUTH and TLS on this port.
+    let _ = &security;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let facts = ServerFacts {
         started: tokio::time::Instant::now(),

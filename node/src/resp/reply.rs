@@ -115,6 +115,7 @@ impl From<&Error> for Reply {
                 Reply::Error("ERR", detail)
             }
             Error::PermissionDenied(_) => Reply::Error("NOPERM", detail),
+            Error::Unauthenticated(_) => Reply::Error("NOAUTH", detail),
             Error::NotLeader { leader: None } => Reply::Error("TRYAGAIN", "no leader yet".into()),
             Error::NotLeader { .. } | Error::Unavailable(_) => Reply::Error("TRYAGAIN", detail),
             Error::Overloaded(_) => Reply::Error("TRYAGAIN", format!("overloaded: {detail}")),

@@ -477,6 +477,7 @@ fn error_from_leader(status: &Status) -> Error {
         Code::NotFound => Error::NotFound(message),
         Code::FailedPrecondition => Error::FailedPrecondition(message),
         Code::PermissionDenied => Error::PermissionDenied(message),
+        Code::Unauthenticated => Error::Unauthenticated(message),
         Code::Unavailable if metadata.get(ERROR_KIND_HEADER).is_some_and(|k| k == STALE_REPLICA) => {
             // Writes are never refused as stale; kept for completeness of the inverse.
             Error::StaleReplica { bound_ms: number(STALENESS_BOUND_HEADER), max_ms: 0 }
@@ -516,6 +517,7 @@ mod tests {
             Error::NotFound("x".into()),
             Error::FailedPrecondition("x".into()),
             Error::PermissionDenied("x".into()),
+            Error::Unauthenticated("x".into()),
             Error::NotLeader { leader: Some((3, "127.0.0.1:7003".into())) },
             Error::Unavailable("x".into()),
             Error::Timeout("x".into()),

@@ -11,6 +11,7 @@
 
 mod admin;
 pub mod api;
+pub mod authorize;
 mod cache;
 
 pub use admin::AdminService;
@@ -44,6 +45,7 @@ impl From<Error> for Status {
                 status
             }
             Error::PermissionDenied(_) => Status::permission_denied(message),
+            Error::Unauthenticated(_) => Status::unauthenticated(message),
             Error::Unavailable(_) => Status::unavailable(message),
             Error::Overloaded(_) => Status::resource_exhausted(message),
             Error::StaleReplica { bound_ms, .. } => {
@@ -127,6 +129,7 @@ mod tests {
             (Error::NotFound("x".into()), Code::NotFound),
             (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
             (Error::PermissionDenied("x".into()), Code::PermissionDenied),
+            (Error::Unauthenticated("x".into()), Code::Unauthenticated),
             (Error::NotLeader { leader: None }, Code::Unavailable),
             (Error::Unavailable("x".into()), Code::Unavailable),
             (Error::Overloaded("x".into()), Code::ResourceExhausted),

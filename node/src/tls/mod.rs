@@ -20,8 +20,11 @@
 //! * rustls only, with the `ring` provider chosen explicitly (no process-wide default to race
 //!   over, no OpenSSL).
 //!
-//! Not here yet (the next slice of issue 11): TLS and authentication on the client listener and
-//! the RESP port, tokens and roles, certificate reloading, revocation lists.
+//! The client-facing ports (the gRPC client listener and the Redis port) use the same node
+//! certificate as servers ([`ClientTls`]) but ask clients for none: clients verify the node
+//! against the cluster CA, and authenticate themselves with a token ([`crate::auth`]).
+//!
+//! Not here yet: client certificates mapped to roles, certificate reloading, revocation lists.
 
 pub mod cert;
 
@@ -145,6 +148,53 @@ impl PeerTls {
     /// What every outbound peer channel uses: present this node's certificate, trust only the CA.
     pub fn client_config(&self) -> ClientTlsConfig {
         self.client.clone()
+    }
+}
+
+/// The server side of the client-facing ports: the node certificate, no client certificate
+/// asked for.
+#[derive(Clone)]
+pub struct ClientTls {
+    grpc: TlsAcceptor,
+    resp: TlsAcceptor,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientTls { .. }")
+    }
+}
+
+impl ClientTls {
+    /// Reads the node certificate and key of `files` (checked as in [`PeerTls::load`]).
+    pub fn load(files: &TlsFiles) -> Result<ClientTls, TlsError> {
+        let cert_pem = read(&files.cert, "node certificate")?;
+        let key_pem = read(&files.key, "node key")?;
+        let chain = certificates(&cert_pem, "node certificate", &files.cert)?;
+        let server = |alpn: Vec<Vec<u8>>| -> Result<TlsAcceptor, TlsError> {
+            let key =
+                PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey { path: files.key.clone() })?;
+            let mut config = ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| TlsError::Rejected(e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(chain.clone(), key)
+                .map_err(|e| TlsError::Rejected(e.to_string()))?;
+            config.alpn_protocols = alpn;
+            Ok(TlsAcceptor::from(Arc::new(config)))
+        };
+        // gRPC needs h2 negotiated; a Redis client offers no ALPN.
+        Ok(ClientTls { grpc: server(vec![b"h2".to_vec()])?, resp: server(Vec::new())? })
+    }
+
+    /// The gRPC client listener's handshake.
+    pub fn grpc_acceptor(&self) -> TlsAcceptor {
+        self.grpc.clone()
+    }
+
+    /// The Redis port's handshake.
+    pub fn resp_acceptor(&self) -> TlsAcceptor {
+        self.resp.clone()
     }
 }
 

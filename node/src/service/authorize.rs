@@ -1,0 +1,107 @@
+//! The client listener's gate: every gRPC request is checked against the node's tokens
+//! ([`crate::auth`]) before any service sees it.
+//!
+//! Invariants: a refused request reaches no service, so it changes nothing; a method this table
+//! does not name needs `admin` (a new RPC is closed until someone decides who may call it); the
+//! token is read from `authorization: Bearer TOKEN` and never logged or echoed.
+
+use std::convert::Infallible;
+
+use tonic::body::Body;
+use tonic::codegen::http::{Request, Response};
+use tonic::codegen::{BoxFuture, Service};
+use tonic::Status;
+
+use crate::auth::{Access, Role};
+use crate::error::Error;
+
+/// The role a gRPC method needs, by its path.
+pub fn role_needed(path: &str) -> Role {
+    match path {
+        "/geocache.Cache/Get" | "/geocache.Cache/Ttl" | "/geocache.Admin/Status" => Role::Read,
+        "/geocache.Cache/Set" | "/geocache.Cache/Delete" | "/geocache.Cache/Expire" | "/geocache.Cache/Flush" => {
+            Role::Write
+        }
+        _ => Role::Admin,
+    }
+}
+
+/// The bearer token of a request's `authorization` header, if it has one.
+fn bearer(request: &Request<impl Sized>) -> Option<&str> {
+    let value = request.headers().get("authorization")?.to_str().ok()?;
+    value.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// Wraps the client listener's services: refuses a request whose token does not allow it.
+#[derive(Clone)]
+pub struct Authorized<S> {
+    inner: S,
+    access: Access,
+}
+
+impl<S> Authorized<S> {
+    /// `inner`, guarded by `access`.
+    pub fn new(inner: S, access: Access) -> Self {
+        Authorized { inner, access }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Authorized<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Response<Body>, Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match self.access.check(bearer(&request), role_needed(request.uri().path())) {
+            Ok(_) => Box::pin(self.inner.call(request)),
+            Err(denied) => {
+                let status = Status::from(Error::from(denied));
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_needs_the_role_the_docs_give_it() {
+        for (path, role) in [
+            ("/geocache.Cache/Get", Role::Read),
+            ("/geocache.Cache/Ttl", Role::Read),
+            ("/geocache.Admin/Status", Role::Read),
+            ("/geocache.Cache/Set", Role::Write),
+            ("/geocache.Cache/Delete", Role::Write),
+            ("/geocache.Cache/Expire", Role::Write),
+            ("/geocache.Cache/Flush", Role::Write),
+            ("/geocache.Admin/Init", Role::Admin),
+            ("/geocache.Admin/AddLearner", Role::Admin),
+            ("/geocache.Admin/ChangeMembership", Role::Admin),
+            ("/geocache.Admin/Remove", Role::Admin),
+            ("/geocache.Admin/Configure", Role::Admin),
+            ("/geocache.Admin/SetClockOffset", Role::Admin),
+            ("/geocache.Raft/Vote", Role::Admin),
+            ("/grpc.health.v1.Health/Check", Role::Admin),
+        ] {
+            assert_eq!(role_needed(path), role, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_token_is_read_from_the_authorization_header() {
+        let with = |value: &str| Request::builder().header("authorization", value).body(()).unwrap();
+        assert_eq!(bearer(&with("Bearer abc")), Some("abc"));
+        assert_eq!(bearer(&with("Basic abc")), None);
+        assert_eq!(bearer(&Request::builder().body(()).unwrap()), None);
+    }
+}
