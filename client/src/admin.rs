@@ -7,9 +7,9 @@
 //! `status` asks any node that answers, the leader first, and teaches the client who leads.
 //! A successful init or membership change asks for an early topology refresh.
 
+use crate::endpoint::NodeChannel;
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
-use tonic::transport::Channel;
 
 use crate::client::{timed, Client, MAX_RESPONSE_BYTES};
 use crate::endpoint::normalize;
@@ -210,7 +210,7 @@ impl From<pb::StatusResponse> for Status {
     }
 }
 
-pub(crate) fn admin_client(channel: Channel) -> AdminClient<Channel> {
+pub(crate) fn admin_client(channel: NodeChannel) -> AdminClient<NodeChannel> {
     AdminClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 

@@ -8,10 +8,10 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crate::endpoint::{NodeChannel, Security};
 use bytes::Bytes;
 use geocache_proto as pb;
 use geocache_proto::cache_client::CacheClient;
-use tonic::transport::Channel;
 
 use crate::endpoint::normalize_all;
 use crate::error::{Error, Result};
@@ -99,6 +99,18 @@ pub struct ClientBuilder {
     only_endpoints: bool,
     default_ttl: Option<Duration>,
     default_consistency: Consistency,
+    tls_ca_pem: Option<Vec<u8>>,
+    token: Option<Token>,
+}
+
+/// A bearer token, kept out of `Debug` output.
+#[derive(Clone)]
+struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
 }
 
 impl Default for ClientBuilder {
@@ -114,6 +126,8 @@ impl Default for ClientBuilder {
             only_endpoints: false,
             default_ttl: None,
             default_consistency: Consistency::Linearizable,
+            tls_ca_pem: None,
+            token: None,
         }
     }
 }
@@ -198,6 +212,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Connect to every node over TLS, trusting only the CA certificate(s) in `ca_pem` (PEM;
+    /// the cluster CA that signed the nodes' certificates, e.g. `ca.pem` from `geocache cert`
+    /// or `geocache dev --secure`). Node addresses stay `host:port`; each node's certificate
+    /// must name the host dialled. Default: plaintext.
+    pub fn tls_ca_pem(mut self, ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// Send `token` with every call (`authorization: Bearer TOKEN`), for a cluster started with
+    /// `--tokens`. Its role decides what the client may do; a call it does not allow fails with
+    /// [`Error::PermissionDenied`], a missing or unknown token with [`Error::Unauthenticated`].
+    /// The token is never logged or shown by `Debug`. Default: none.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Token(token.into()));
+        self
+    }
+
     /// Builds the client. Connections are opened lazily, on first use. Unless
     /// [`discovery`](Self::discovery) is off, it then asks the cluster for its topology and
     /// measures round trips, waiting at most 2 s (or the call timeout, if shorter) for that;
@@ -228,8 +260,16 @@ impl ClientBuilder {
             }
             r => r.map(|r| r.trim().to_string()),
         };
+        let mut security = Security::default();
+        if let Some(ca_pem) = &self.tls_ca_pem {
+            security = security.with_ca(ca_pem);
+        }
+        if let Some(Token(token)) = &self.token {
+            security = security.with_token(token)?;
+        }
         let router = Router::new(seeds, region, self.connect_timeout, self.timeout, self.attempt_timeout)
-            .pinned(self.only_endpoints);
+            .pinned(self.only_endpoints)
+            .secured(security);
         let inner = Arc::new(Inner {
             router,
             writes: WriteIds::random(),
@@ -477,7 +517,7 @@ fn read_route(options: ReadOptions) -> Route {
     Route::Nearest { consistency: options.consistency, sliced }
 }
 
-fn cache_client(channel: Channel) -> CacheClient<Channel> {
+fn cache_client(channel: NodeChannel) -> CacheClient<NodeChannel> {
     CacheClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
 }
 

@@ -96,6 +96,16 @@ pub enum Error {
     #[error("timed out: {0}")]
     Timeout(String),
 
+    /// The cluster requires a token and this client sent none, or one it does not know
+    /// ([`ClientBuilder::token`](crate::ClientBuilder::token)). Nothing was done.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+
+    /// The client's token does not allow this call (a `read` token writing, a `write` token
+    /// changing membership). Nothing was done.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
     /// The node reported an internal failure (storage, fatal Raft error) or answered with
     /// something this client does not understand.
     #[error("internal error: {0}")]
@@ -119,6 +129,8 @@ impl Error {
             | Error::Rejected(_)
             | Error::Decode(_)
             | Error::Loader(_)
+            | Error::Unauthenticated(_)
+            | Error::PermissionDenied(_)
             | Error::Internal(_) => false,
         }
     }
@@ -199,6 +211,8 @@ impl From<tonic::Status> for Error {
             // mid-call: the request may have reached the leader.
             Code::Unknown => Error::Transport(format!("node reported: {message}")),
             Code::Internal => Error::Internal(message),
+            Code::Unauthenticated => Error::Unauthenticated(message),
+            Code::PermissionDenied => Error::PermissionDenied(message),
             code => Error::Internal(format!("{code:?}: {message}")),
         }
     }
@@ -264,6 +278,8 @@ mod tests {
             ),
             (tonic::Status::unknown("h2 protocol error"), Error::Transport("node reported: h2 protocol error".into())),
             (tonic::Status::unimplemented("nope"), Error::Internal("Unimplemented: nope".into())),
+            (tonic::Status::unauthenticated("no token"), Error::Unauthenticated("no token".into())),
+            (tonic::Status::permission_denied("read token"), Error::PermissionDenied("read token".into())),
         ];
         for (status, want) in cases {
             assert_eq!(Error::from(status), want);

@@ -42,11 +42,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::endpoint::NodeChannel;
 use geocache_proto::LEADER_ADDR_HEADER;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
 use tracing::debug;
 
 use crate::endpoint::{normalize, Channels};
@@ -148,6 +148,12 @@ impl Router {
     /// With `pinned`, no call ever goes to a node that is not a seed.
     pub(crate) fn pinned(mut self, pinned: bool) -> Self {
         self.pinned = pinned;
+        self
+    }
+
+    /// Every channel with `security` (TLS trust, token).
+    pub(crate) fn secured(mut self, security: crate::endpoint::Security) -> Self {
+        self.channels = self.channels.secured(security);
         self
     }
 
@@ -278,7 +284,7 @@ impl Router {
         mut attempt: F,
     ) -> Result<T>
     where
-        F: FnMut(Channel, Duration) -> Fut,
+        F: FnMut(NodeChannel, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + self.timeout;

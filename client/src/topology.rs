@@ -36,10 +36,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::endpoint::NodeChannel;
 use geocache_proto as pb;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tracing::debug;
 
 use crate::admin::{admin_client, Role, Status};
@@ -323,7 +323,7 @@ impl Router {
 }
 
 /// One `Status` call with its own timeout.
-async fn status_of(channel: Channel, local_only: bool, timeout: Duration) -> Result<Status> {
+async fn status_of(channel: NodeChannel, local_only: bool, timeout: Duration) -> Result<Status> {
     let mut client = admin_client(channel);
     let call = client.status(timed(pb::StatusRequest { local_only, with_state_hash: false }, timeout));
     match tokio::time::timeout(timeout, call).await {
@@ -336,8 +336,8 @@ async fn status_of(channel: Channel, local_only: bool, timeout: Duration) -> Res
 /// The round trip of one `Status{local_only}` call on an open connection; `None` if the node
 /// does not answer. Unless `warm`, a first call opens the connection, so the TCP and HTTP/2
 /// handshakes are not measured.
-async fn probe(channel: Channel, warm: bool) -> Option<Duration> {
-    let ask = |channel: Channel| async move {
+async fn probe(channel: NodeChannel, warm: bool) -> Option<Duration> {
+    let ask = |channel: NodeChannel| async move {
         let mut client = admin_client(channel);
         match client.status(timed(pb::StatusRequest { local_only: true, with_state_hash: false }, PROBE_TIMEOUT)).await
         {

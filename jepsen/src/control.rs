@@ -58,13 +58,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use geocache_node::launcher::{self, NodeProcess, PortReservation, ADMIN_CALL_TIMEOUT};
+use geocache_node::launcher::{self, AdminChannel, ClientAccess, NodeProcess, PortReservation, ADMIN_CALL_TIMEOUT};
 use geocache_node::netsim::{LatencyMatrix, Netsim};
 use geocache_node::types::NodeId;
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 pub use geocache_node::launcher::NodeSpec;
 pub use geocache_node::netsim::raft_timing;
@@ -550,7 +549,7 @@ impl Cluster {
     /// lost answer is harmless.
     async fn with_leader<T, F, Fut>(&self, within: Duration, what: &str, call: F) -> Result<T>
     where
-        F: Fn(AdminClient<Channel>) -> Fut,
+        F: Fn(AdminClient<AdminChannel>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let deadline = Instant::now() + within;
@@ -561,7 +560,7 @@ impl Cluster {
                 // it shorter than the call's own timeout (an 800 ms status channel did, so under
                 // load a learner was never added back).
                 let addr = self.addr(leader).map(|a| a.to_string()).unwrap_or_default();
-                match launcher::admin_with_call_timeout(&addr, MEMBERSHIP_CALL_TIMEOUT)
+                match launcher::admin_with_call_timeout(&addr, &self.access(), MEMBERSHIP_CALL_TIMEOUT)
                     .await
                     .map_err(anyhow::Error::from)
                 {
@@ -627,13 +626,13 @@ impl Cluster {
     /// Node `id`'s view of itself (admin `Status`, local only), or `None` if it does not answer
     /// within a short deadline (down, paused, or overloaded).
     pub async fn local_status(&self, id: NodeId) -> Option<pb::StatusResponse> {
-        launcher::local_status(&self.addr(id)?.to_string()).await
+        launcher::local_status(&self.addr(id)?.to_string(), &self.access()).await
     }
 
     /// Node `id`'s role, term and leader ([`launcher::local_role`]: no state hash), or `None`
     /// if it does not answer within a short deadline.
     pub async fn local_role(&self, id: NodeId) -> Option<pb::StatusResponse> {
-        launcher::local_role(&self.addr(id)?.to_string()).await
+        launcher::local_role(&self.addr(id)?.to_string(), &self.access()).await
     }
 
     /// The leader as the running nodes see it: the one named in the highest term any of them
@@ -665,7 +664,7 @@ impl Cluster {
                 .map(|n| (n.spec.id, n.spec.addr.to_string()))
                 .collect()
         };
-        launcher::wait_for_leader(running, within)
+        launcher::wait_for_leader(running, &self.access(), within)
             .await
             .with_context(|| format!("the nodes did not agree on a leader; see {}", self.nodes_dir().display()))
     }
@@ -684,9 +683,15 @@ impl Cluster {
     }
 
     /// An admin client to node `id`, with a short connect and call timeout.
-    async fn admin(&self, id: NodeId) -> Result<AdminClient<Channel>> {
+    async fn admin(&self, id: NodeId) -> Result<AdminClient<AdminChannel>> {
         let addr = self.addr(id).ok_or_else(|| anyhow!("no node {id}"))?;
-        Ok(launcher::admin(&addr.to_string()).await?)
+        Ok(launcher::admin(&addr.to_string(), &self.access()).await?)
+    }
+
+    /// How the harness dials client ports: plaintext, no token (it runs nodes without TLS or
+    /// tokens).
+    fn access(&self) -> ClientAccess {
+        ClientAccess::default()
     }
 
     /// Starts node `id`'s process (which must not be running), with `extra` added to its

@@ -7,7 +7,9 @@
 //! Redis-protocol port ([`NodeSpec::with_resp`]) and metrics port ([`NodeSpec::with_metrics`]), the `serve`
 //! argument list ([`NodeSpec::serve_args`]), spawning and killing processes ([`NodeProcess`]),
 //! initialising a cluster ([`init`]), and waiting on them: the one poll-with-deadline helper
-//! ([`eventually`]), [`wait_until_listening`] and [`wait_for_leader`].
+//! ([`eventually`]), [`wait_until_listening`] and [`wait_for_leader`]. Every admin call made here
+//! dials the client port as [`ClientAccess`] says: plaintext, or TLS trusting the cluster CA,
+//! with a token when the cluster requires one.
 //!
 //! What a caller chooses: the binary (the harness runs its own build, `geocache-node-under-test`),
 //! more `serve` flags for a node's whole life ([`NodeSpec::extra_args`]: netsim `--route`s, Raft
@@ -34,7 +36,10 @@ use std::time::Duration;
 
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::types::NodeId;
 
@@ -167,6 +172,49 @@ pub fn region_for<S: AsRef<str>>(id: NodeId, regions: &[S]) -> String {
     regions[(id.saturating_sub(1) as usize) % regions.len()].as_ref().to_string()
 }
 
+/// How the launcher reaches a node's client port: plaintext by default; TLS trusting the cluster
+/// CA for a node started with `--tls-*`; an (admin) token for one started with `--tokens`.
+#[derive(Clone, Default)]
+pub struct ClientAccess {
+    tls: Option<ClientTlsConfig>,
+    token: Option<MetadataValue<Ascii>>,
+}
+
+impl std::fmt::Debug for ClientAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAccess").field("tls", &self.tls.is_some()).field("token", &self.token.is_some()).finish()
+    }
+}
+
+impl ClientAccess {
+    /// Dial with TLS, trusting only the CA certificate(s) in `ca_pem`.
+    pub fn with_ca(mut self, ca_pem: &[u8]) -> Self {
+        self.tls = Some(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)));
+        self
+    }
+
+    /// Send `token` as a bearer token with every call. Panics unless it is printable ASCII
+    /// (the launcher's callers make their own tokens).
+    pub fn with_token(mut self, token: &str) -> Self {
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}").parse().expect("a token is printable ASCII");
+        value.set_sensitive(true);
+        self.token = Some(value);
+        self
+    }
+}
+
+impl Interceptor for ClientAccess {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// An admin channel as [`ClientAccess`] dials it.
+pub type AdminChannel = InterceptedService<Channel, ClientAccess>;
+
 /// How one node is started: fixed for its life (restarts included).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct NodeSpec {
@@ -190,6 +238,9 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
     /// Environment for every start (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// How [`init`] and the other admin calls reach its client port.
+    #[serde(skip)]
+    pub access: ClientAccess,
 }
 
 impl NodeSpec {
@@ -209,6 +260,7 @@ impl NodeSpec {
             log_path: None,
             extra_args: Vec::new(),
             env: Vec::new(),
+            access: ClientAccess::default(),
         }
     }
 
@@ -247,6 +299,12 @@ impl NodeSpec {
     /// Adds an environment variable for every start.
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// How admin calls made here reach its client port (TLS trust, token).
+    pub fn with_access(mut self, access: ClientAccess) -> Self {
+        self.access = access;
         self
     }
 
@@ -359,49 +417,56 @@ impl Drop for NodeProcess {
     }
 }
 
-/// An admin client to `addr` (`host:port`), connected within [`ADMIN_CALL_TIMEOUT`], whose
-/// every call is bounded by the same.
-pub async fn admin(addr: &str) -> Result<AdminClient<Channel>, tonic::transport::Error> {
-    admin_with_call_timeout(addr, ADMIN_CALL_TIMEOUT).await
+/// An admin client to `addr` (`host:port`) dialled as `access` says, connected within
+/// [`ADMIN_CALL_TIMEOUT`], whose every call is bounded by the same.
+pub async fn admin(addr: &str, access: &ClientAccess) -> Result<AdminClient<AdminChannel>, tonic::transport::Error> {
+    admin_with_call_timeout(addr, access, ADMIN_CALL_TIMEOUT).await
 }
 
 /// [`admin`] whose calls may take up to `call_timeout` (a channel's timeout caps every
 /// request's own: a longer call needs a channel of its own).
 pub async fn admin_with_call_timeout(
     addr: &str,
+    access: &ClientAccess,
     call_timeout: Duration,
-) -> Result<AdminClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(ADMIN_CALL_TIMEOUT)
-        .timeout(call_timeout)
-        .connect()
-        .await?;
-    Ok(AdminClient::new(channel))
+) -> Result<AdminClient<AdminChannel>, tonic::transport::Error> {
+    let scheme = if access.tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+    if let Some(tls) = &access.tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    let channel = endpoint.connect_timeout(ADMIN_CALL_TIMEOUT).timeout(call_timeout).connect().await?;
+    Ok(AdminClient::with_interceptor(channel, access.clone()))
 }
 
 /// The node at `addr`'s view of itself (admin `Status`, local only), or `None` if it does not
 /// answer within [`ADMIN_CALL_TIMEOUT`] (down, paused, cut off).
-pub async fn local_status(addr: &str) -> Option<pb::StatusResponse> {
-    own_status(addr, true).await
+pub async fn local_status(addr: &str, access: &ClientAccess) -> Option<pb::StatusResponse> {
+    own_status(addr, access, true).await
 }
 
 /// [`local_status`] without the cache's state hash (which walks the whole cache): the node's
 /// role, term, leader and indexes, cheap enough to ask for several times a second.
-pub async fn local_role(addr: &str) -> Option<pb::StatusResponse> {
-    own_status(addr, false).await
+pub async fn local_role(addr: &str, access: &ClientAccess) -> Option<pb::StatusResponse> {
+    own_status(addr, access, false).await
 }
 
-async fn own_status(addr: &str, with_state_hash: bool) -> Option<pb::StatusResponse> {
-    let mut admin = admin(addr).await.ok()?;
+async fn own_status(addr: &str, access: &ClientAccess, with_state_hash: bool) -> Option<pb::StatusResponse> {
+    let mut admin = admin(addr, access).await.ok()?;
     let mut request = tonic::Request::new(pb::StatusRequest { local_only: true, with_state_hash });
     request.set_timeout(ADMIN_CALL_TIMEOUT);
     admin.status(request).await.ok().map(|r| r.into_inner())
 }
 
-/// Waits until the node at `addr` accepts gRPC connections.
-pub async fn wait_until_listening(id: NodeId, addr: &str, within: Duration) -> Result<(), LaunchError> {
+/// Waits until the node at `addr` accepts gRPC connections (as `access` dials them).
+pub async fn wait_until_listening(
+    id: NodeId,
+    addr: &str,
+    access: &ClientAccess,
+    within: Duration,
+) -> Result<(), LaunchError> {
     eventually(&format!("node {id} at {addr} to accept connections"), within, || async {
-        admin(addr).await.ok().map(|_| ())
+        admin(addr, access).await.ok().map(|_| ())
     })
     .await
 }
@@ -419,11 +484,11 @@ pub enum Initialised {
 /// waiting up to `within` for it to accept connections first.
 pub async fn init(first: &NodeSpec, members: Vec<pb::Member>, within: Duration) -> Result<Initialised, LaunchError> {
     let addr = first.addr.to_string();
-    wait_until_listening(first.id, &addr, within).await?;
+    wait_until_listening(first.id, &addr, &first.access, within).await?;
     // Init makes the cluster id and the first vote and log entry durable: on a loaded machine
     // that takes longer than a status call may, so it gets all of `within`.
     let call_timeout = within.max(ADMIN_CALL_TIMEOUT);
-    let mut admin = admin_with_call_timeout(&addr, call_timeout)
+    let mut admin = admin_with_call_timeout(&addr, &first.access, call_timeout)
         .await
         .map_err(|source| LaunchError::Connect { id: first.id, source })?;
     let mut request = tonic::Request::new(pb::InitRequest { members });
@@ -437,10 +502,10 @@ pub async fn init(first: &NodeSpec, members: Vec<pb::Member>, within: Duration) 
 
 /// The leader every node of `nodes` (`(id, addr)`) names in its local status, if they all
 /// answer, all name the same one, and it is one of `nodes`.
-pub async fn agreed_leader(nodes: &[(NodeId, String)]) -> Option<NodeId> {
+pub async fn agreed_leader(nodes: &[(NodeId, String)], access: &ClientAccess) -> Option<NodeId> {
     let mut leader = None;
     for (_, addr) in nodes {
-        let named = local_role(addr).await?.leader_id?;
+        let named = local_role(addr, access).await?.leader_id?;
         if leader.is_some_and(|l| l != named) {
             return None;
         }
@@ -452,13 +517,13 @@ pub async fn agreed_leader(nodes: &[(NodeId, String)]) -> Option<NodeId> {
 
 /// Waits until the nodes `running()` lists (asked again at every probe, as processes come and
 /// go) agree on a leader that is one of them; see [`agreed_leader`].
-pub async fn wait_for_leader<F>(mut running: F, within: Duration) -> Result<NodeId, LaunchError>
+pub async fn wait_for_leader<F>(mut running: F, access: &ClientAccess, within: Duration) -> Result<NodeId, LaunchError>
 where
     F: FnMut() -> Vec<(NodeId, String)>,
 {
     eventually("a leader every running node agrees on", within, || {
         let nodes = running();
-        async move { agreed_leader(&nodes).await }
+        async move { agreed_leader(&nodes, access).await }
     })
     .await
 }

@@ -551,6 +551,8 @@ impl Backend for GeocacheBackend {
             Error::Transport(_) => "transport",
             Error::Timeout(_) => "timeout",
             Error::Internal(_) => "internal",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
         }
     }
 }

@@ -13,12 +13,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use geocache_node::launcher::{self, NodeSpec};
+use geocache_node::launcher::{self, AdminChannel, NodeSpec};
 pub use geocache_node::tls::cert::{self, CertPair};
 use geocache_proto as pb;
 use geocache_proto::admin_client::AdminClient;
 
-pub use geocache_node::launcher::{eventually, REGIONS};
+pub use geocache_node::launcher::{eventually, ClientAccess, REGIONS};
 
 /// `RUST_LOG` of test nodes.
 const NODE_LOG_FILTER: &str = "info,openraft=warn";
@@ -57,6 +57,13 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, NodeProcess>,
     /// The cluster CA, once [`TestCluster::enable_tls`] made it.
     ca: Option<CertPair>,
+    /// The tokens file and the admin token the cluster's own calls use, once
+    /// [`TestCluster::enable_tokens`] wrote them.
+    tokens: Option<(PathBuf, String)>,
+    /// How this harness's own admin calls and clients reach the client ports.
+    access: ClientAccess,
+    /// The CA certificate (PEM) clients trust, once [`TestCluster::trust_ca`] was called.
+    trusted_ca: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -80,7 +87,15 @@ impl TestCluster {
     /// An empty cluster directory; add nodes with [`TestCluster::spawn`].
     pub fn new(bin: impl Into<PathBuf>) -> Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("geocache-test-").tempdir()?;
-        Ok(TestCluster { bin: bin.into(), nodes: BTreeMap::new(), ca: None, dir })
+        Ok(TestCluster {
+            bin: bin.into(),
+            nodes: BTreeMap::new(),
+            ca: None,
+            tokens: None,
+            access: ClientAccess::default(),
+            trusted_ca: None,
+            dir,
+        })
     }
 
     /// Like [`TestCluster::start_with`], with mutual TLS between the nodes: a CA made for this
@@ -101,8 +116,55 @@ impl TestCluster {
     pub fn enable_tls(&mut self) -> Result<()> {
         let ca = cert::new_ca("geocache test CA", 1)?;
         cert::write_pair(&self.tls_dir(), cert::CA_STEM, &ca)?;
+        self.trust_ca(&ca.cert_pem);
         self.ca = Some(ca);
         Ok(())
+    }
+
+    /// Dial the client ports of nodes first spawned afterwards over TLS, trusting the CA
+    /// certificate `ca_pem` (for nodes started with TLS files of the test's own making).
+    pub fn trust_ca(&mut self, ca_pem: &str) {
+        self.access = self.access.clone().with_ca(ca_pem.as_bytes());
+        self.trusted_ca = Some(ca_pem.to_string());
+    }
+
+    /// How this harness reaches node `id`'s client port from now on (e.g. a node whose
+    /// certificate another CA signed).
+    pub fn set_node_access(&mut self, id: u64, access: ClientAccess) {
+        if let Some(node) = self.nodes.get_mut(&id) {
+            node.spec.access = access;
+        }
+    }
+
+    /// Writes a tokens file of `(role, token)` lines: every node first spawned afterwards gets
+    /// `--tokens FILE`, and this harness's own calls (init, status, [`TestCluster::client`]) use
+    /// the first `admin` token, which must be there. Returns the file's path.
+    pub fn enable_tokens(&mut self, tokens: &[(&str, &str)]) -> Result<PathBuf> {
+        let admin = tokens.iter().find(|(role, _)| *role == "admin").ok_or_else(|| anyhow!("no admin token"))?.1;
+        let path = self.dir.path().join("tokens");
+        let text: String = tokens.iter().map(|(role, token)| format!("{role} {token}\n")).collect();
+        std::fs::write(&path, text)?;
+        self.access = self.access.clone().with_token(admin);
+        self.tokens = Some((path.clone(), admin.to_string()));
+        Ok(path)
+    }
+
+    /// How this harness reaches the client ports (TLS trust, admin token).
+    pub fn access(&self) -> &ClientAccess {
+        &self.access
+    }
+
+    /// A client builder for `endpoints`, trusting the cluster CA and carrying the admin token
+    /// when the cluster has them.
+    pub fn client_builder(&self, endpoints: impl IntoIterator<Item = String>) -> geocache_client::ClientBuilder {
+        let mut builder = geocache_client::Client::builder().endpoints(endpoints);
+        if let Some(ca_pem) = &self.trusted_ca {
+            builder = builder.tls_ca_pem(ca_pem.as_bytes().to_vec());
+        }
+        if let Some((_, admin)) = &self.tokens {
+            builder = builder.token(admin.clone());
+        }
+        builder
     }
 
     /// Where the cluster's CA and node certificates are.
@@ -228,13 +290,18 @@ impl TestCluster {
         self.reserve(id);
         let first_start = !self.nodes[&id].started;
         let own_tls = extra_args.contains(&"--tls-cert");
-        let tls = if first_start && self.ca.is_some() && !own_tls { self.tls_args(id)? } else { Vec::new() };
+        let mut security = if first_start && self.ca.is_some() && !own_tls { self.tls_args(id)? } else { Vec::new() };
+        if let Some((path, _)) = self.tokens.as_ref().filter(|_| first_start && !extra_args.contains(&"--tokens")) {
+            security.extend(["--tokens".to_string(), path.display().to_string()]);
+        }
+        let access = self.access.clone();
         let node = self.nodes.get_mut(&id).expect("reserved above");
         if node.process.is_some() {
             bail!("node {id} is already running");
         }
         if first_start {
-            node.spec.extra_args = extra_args.iter().map(|s| s.to_string()).chain(tls).collect();
+            node.spec.extra_args = extra_args.iter().map(|s| s.to_string()).chain(security).collect();
+            node.spec.access = access;
         }
         node.process = Some(launcher::NodeProcess::spawn(&self.bin, &node.spec, &[], &[])?);
         node.started = true;
@@ -270,35 +337,35 @@ impl TestCluster {
 
     /// A client over every running node.
     pub async fn client(&self) -> Result<geocache_client::Client> {
-        Ok(geocache_client::Client::connect(self.endpoints()).await?)
+        Ok(self.client_builder(self.endpoints()).build().await?)
     }
 
     /// A client that knows only node `id`.
     pub async fn client_of(&self, id: u64) -> Result<geocache_client::Client> {
         // Discovery off: the client must not learn other nodes and read from them instead.
-        Ok(geocache_client::Client::builder().endpoints([self.addr(id)]).discovery(false).build().await?)
+        Ok(self.client_builder([self.addr(id)]).discovery(false).build().await?)
     }
 
-    /// A raw admin client to node `id`, once it accepts connections.
-    pub async fn admin(&self, id: u64) -> Result<AdminClient<tonic::transport::Channel>> {
-        let uri = format!("http://{}", self.addr(id));
-        Ok(eventually(&format!("node {id} to accept connections"), Duration::from_secs(20), || {
-            let uri = uri.clone();
-            async move { AdminClient::connect(uri).await.ok() }
+    /// A raw admin client to node `id`, once it accepts connections. Its calls may take up to a
+    /// minute (a test sets each request's own deadline).
+    pub async fn admin(&self, id: u64) -> Result<AdminClient<AdminChannel>> {
+        let addr = self.addr(id);
+        Ok(eventually(&format!("node {id} to accept connections"), Duration::from_secs(20), || async {
+            launcher::admin_with_call_timeout(&addr, &self.nodes[&id].spec.access, Duration::from_secs(60)).await.ok()
         })
         .await?)
     }
 
     /// Node `id`'s own view of itself.
     pub async fn local_status(&self, id: u64) -> Option<pb::StatusResponse> {
-        launcher::local_status(&self.addr(id)).await
+        launcher::local_status(&self.addr(id), &self.nodes[&id].spec.access).await
     }
 
     /// Waits until every running node names the same leader, and that leader is running.
     pub async fn wait_for_leader(&self, within: Duration) -> Result<u64> {
         let running: Vec<(u64, String)> =
             self.nodes.values().filter(|n| n.is_running()).map(|n| (n.id, n.addr.clone())).collect();
-        Ok(launcher::wait_for_leader(|| running.clone(), within).await?)
+        Ok(launcher::wait_for_leader(|| running.clone(), &self.access, within).await?)
     }
 
     /// Waits until node `id` has applied at least `index`.

@@ -56,7 +56,7 @@ impl GeocacheCluster {
         let members = self.specs.iter().map(NodeSpec::member).collect();
         launcher::init(&self.specs[0], members, within).await?;
         let running: Vec<(u64, String)> = self.specs.iter().map(|s| (s.id, s.addr.to_string())).collect();
-        launcher::wait_for_leader(|| running.clone(), within).await?;
+        launcher::wait_for_leader(|| running.clone(), &launcher::ClientAccess::default(), within).await?;
         Ok(())
     }
 

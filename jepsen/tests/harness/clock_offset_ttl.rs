@@ -31,10 +31,10 @@ async fn a_clock_skewed_by_fault_injection_never_shortens_a_later_ttl() -> Resul
     launcher::eventually("the first write", WITHIN, || async { client.set("warm-up", "1").await.ok() }).await?;
 
     // The node (the leader) runs an hour fast: the time it stamps moves the log clock an hour on.
-    let mut admin = launcher::admin(&addr.to_string()).await?;
+    let mut admin = launcher::admin(&addr.to_string(), &Default::default()).await?;
     let previous = admin.set_clock_offset(pb::SetClockOffsetRequest { offset_ms: HOUR_MS }).await?.into_inner();
     assert_eq!(previous.previous_offset_ms, 0);
-    let status = launcher::local_status(&addr.to_string()).await.context("status")?;
+    let status = launcher::local_status(&addr.to_string(), &Default::default()).await.context("status")?;
     assert_eq!(status.nodes[0].clock_offset_ms, HOUR_MS);
     let ten_minutes = Duration::from_secs(600);
     let fast = client.set_with("fast", "a", SetOptions::new().with_ttl(ten_minutes)).await?;

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use geocache_client::{Client, ReadOptions, SetOptions};
+use geocache_client::{ReadOptions, SetOptions};
 
 use super::{parse_duration, ConsistencyArg, Target};
 use crate::loadgen::{self, GeocacheBackend, KeyDist, Plan, Workload};
@@ -102,8 +102,9 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         (ConsistencyArg::Bounded, None) => return Err("--consistency bounded needs --max-staleness".into()),
         (ConsistencyArg::Stale, _) => ReadOptions::stale(),
     };
-    let client = Client::builder()
-        .endpoints([args.target.endpoint.as_str()])
+    let client = args
+        .target
+        .client_builder()?
         .timeout(args.target.timeout)
         .build()
         .await

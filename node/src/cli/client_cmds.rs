@@ -84,8 +84,9 @@ fn cluster_target(c: &ClusterCommand) -> &Target {
 /// than the bare deadline.
 async fn client(target: &Target) -> Result<Client, Failure> {
     let margin = (target.timeout / 10).min(Duration::from_millis(200));
-    Client::builder()
-        .endpoints([target.endpoint.as_str()])
+    target
+        .client_builder()
+        .map_err(fail)?
         .discovery(false)
         .only_endpoints(true)
         .timeout((target.timeout - margin).max(Duration::from_millis(1)))
@@ -106,6 +107,9 @@ fn describe(target: &Target, err: Error) -> Failure {
         Error::Timeout(message) => format!("timed out: {message}"),
         Error::Transport(message) => format!("connection to {} failed: {message}", target.endpoint),
         Error::Internal(message) => format!("internal error at {}: {message}", target.endpoint),
+        Error::Unauthenticated(message) => {
+            format!("{} refused the call: {message} (give --token or set GEOCACHE_TOKEN)", target.endpoint)
+        }
         other => other.to_string(),
     })
 }

@@ -11,8 +11,9 @@
 //!
 //! Each node has a client port (`--base-port` + N - 1) and a peer port (`--peer-base-port` +
 //! N - 1, by default 100 above its client port, as `serve` would pick). With `--secure`, a
-//! throwaway CA and node certificates are made in `DATA_DIR/tls/` ([`crate::tls::cert`]) and every
-//! node runs with mutual TLS on its peer port.
+//! throwaway CA, node certificates and an admin token are made in `DATA_DIR/tls/`
+//! ([`crate::tls::cert`]): every node runs with mutual TLS on its peer port, TLS on its client
+//! and Redis ports, and `--tokens`; `dev`'s own calls use the CA and the token.
 //!
 //! Ports, regions, data dirs, the `serve` flags, spawning (children killed when dropped),
 //! init and the waits are [`crate::launcher`]'s, as for the tests and the harness.
@@ -156,13 +157,18 @@ async fn start(args: DevArgs) -> Result<(), String> {
             DevNode { member: spec.member(), spec, learner: id > args.nodes }
         })
         .collect();
-    if args.secure {
+    let security = if args.secure {
         let dir = root.join("tls");
-        let files = secure(&dir, &nodes)?;
+        let (files, security) = secure(&dir, &nodes)?;
         for (n, args) in nodes.iter_mut().zip(files) {
             n.spec.extra_args.extend(args);
+            n.spec.access = security.access();
         }
-    }
+        Some(security)
+    } else {
+        None
+    };
+    let access = security.as_ref().map(DevSecurity::access).unwrap_or_default();
     let members: Vec<pb::Member> = nodes.iter().filter(|n| !n.learner).map(|n| n.member.clone()).collect();
     // Lives until the children are stopped: their node-to-node traffic flows through it.
     let wan = args.wan_latency.as_ref().map(|matrix| Wan::start(matrix, &nodes)).transpose()?;
@@ -197,12 +203,12 @@ async fn start(args: DevArgs) -> Result<(), String> {
     }
     let voters: Vec<(u64, String)> =
         nodes.iter().filter(|n| !n.learner).map(|n| (n.member.id, n.member.addr.clone())).collect();
-    let leader = launcher::wait_for_leader(|| voters.clone(), START_TIMEOUT)
+    let leader = launcher::wait_for_leader(|| voters.clone(), &access, START_TIMEOUT)
         .await
         .map_err(|e| format!("{e}; see the node logs in {}", root.display()))?;
     eprintln!("leader elected: node {leader}");
     for n in nodes.iter().filter(|n| n.learner) {
-        add_learner(&first.addr.to_string(), &n.member).await?;
+        add_learner(&first.addr.to_string(), &n.member, security.as_ref()).await?;
     }
 
     println!();
@@ -217,10 +223,16 @@ async fn start(args: DevArgs) -> Result<(), String> {
             m.id, m.region, m.addr, m.peer_addr, resp, metrics
         );
     }
-    if args.secure {
+    if let Some(security) = &security {
         println!(
-            "Peer traffic (Raft, forwarded writes) is mutual TLS with a throwaway CA in {}; the client ports are plaintext.",
+            "Secure: mutual TLS between the nodes, TLS on every client and Redis port, and an admin token \
+             (throwaway CA and token in {}). For the commands below:",
             root.join("tls").display()
+        );
+        println!(
+            "  export GEOCACHE_TLS_CA={} GEOCACHE_TOKEN=$(cat {})",
+            security.ca_path.display(),
+            security.token_path.display()
         );
     }
     println!();
@@ -241,8 +253,12 @@ async fn start(args: DevArgs) -> Result<(), String> {
         println!("  time geocache get greeting --consistency stale --endpoint {far}    # answered locally");
     }
     if let Some(resp) = nodes.first().and_then(|n| n.spec.resp_addr) {
+        let secured = security
+            .as_ref()
+            .map(|s| format!(" --tls --cacert {} --pass $(cat {})", s.ca_path.display(), s.token_path.display()))
+            .unwrap_or_default();
         println!(
-            "  redis-cli -p {} set greeting hello EX 60    # any Redis client, on any node's RESP port",
+            "  redis-cli{secured} -p {} set greeting hello EX 60    # any Redis client, on any node's RESP port",
             resp.port()
         );
     }
@@ -261,8 +277,12 @@ async fn start(args: DevArgs) -> Result<(), String> {
 /// Adds `member` as a learner through the node at `via` (any node; it forwards to the leader)
 /// and waits until it has caught up. A node already in the membership (a resumed `--data-dir`)
 /// is left as it is.
-async fn add_learner(via: &str, member: &pb::Member) -> Result<(), String> {
-    let client = Client::builder()
+async fn add_learner(via: &str, member: &pb::Member, security: Option<&DevSecurity>) -> Result<(), String> {
+    let mut builder = Client::builder();
+    if let Some(security) = security {
+        builder = builder.tls_ca_pem(security.ca_pem.clone()).token(security.token.clone());
+    }
+    let client = builder
         .endpoints([via])
         .discovery(false)
         .only_endpoints(true)
@@ -297,10 +317,46 @@ async fn add_learner(via: &str, member: &pb::Member) -> Result<(), String> {
     Ok(())
 }
 
+/// What `--secure` made, for `dev`'s own calls and for what it prints.
+struct DevSecurity {
+    ca_pem: Vec<u8>,
+    ca_path: PathBuf,
+    /// The admin token (kept in `token_path`, 0600; never printed).
+    token: String,
+    token_path: PathBuf,
+}
+
+impl DevSecurity {
+    /// How the launcher's admin calls reach the nodes.
+    fn access(&self) -> launcher::ClientAccess {
+        launcher::ClientAccess::default().with_ca(&self.ca_pem).with_token(&self.token)
+    }
+}
+
+/// `--secure`'s admin token in `dir` (`admin.token`, and `tokens` for `serve --tokens`), made
+/// once: 128 random bits in hex.
+fn admin_token(dir: &std::path::Path) -> Result<(String, PathBuf, PathBuf), String> {
+    let token_path = dir.join("admin.token");
+    let tokens_path = dir.join("tokens");
+    if !token_path.exists() {
+        let token: String = rand::random::<[u8; 16]>().iter().map(|b| format!("{b:02x}")).collect();
+        crate::tls::cert::write_new(&token_path, token.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        let line = format!("# made by geocache dev --secure\nadmin {token}\n");
+        crate::tls::cert::write_new(&tokens_path, line.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+        eprintln!("made an admin token: {} (mode 0600)", token_path.display());
+    }
+    let token = std::fs::read_to_string(&token_path)
+        .map_err(|e| format!("cannot read {}: {e}", token_path.display()))?
+        .trim()
+        .to_string();
+    Ok((token, token_path, tokens_path))
+}
+
 /// `--secure`: a throwaway CA and one certificate per node (for 127.0.0.1 and localhost) in
-/// `dir`, through the same certificate module as `geocache cert`. Returns each node's `--tls-*`
-/// flags, in the order of `nodes`. A `dir` from an earlier run with `--data-dir` is reused.
-fn secure(dir: &std::path::Path, nodes: &[DevNode]) -> Result<Vec<Vec<String>>, String> {
+/// `dir`, through the same certificate module as `geocache cert`, and an admin token. Returns
+/// each node's `--tls-*` and `--tokens` flags, in the order of `nodes`, and what `dev` needs to
+/// call the nodes. A `dir` from an earlier run with `--data-dir` is reused.
+fn secure(dir: &std::path::Path, nodes: &[DevNode]) -> Result<(Vec<Vec<String>>, DevSecurity), String> {
     use crate::tls::cert;
     const DAYS: u32 = 30;
     let (ca_cert, _) = cert::paths(dir, cert::CA_STEM);
@@ -332,7 +388,12 @@ fn secure(dir: &std::path::Path, nodes: &[DevNode]) -> Result<Vec<Vec<String>>, 
             ca_cert.display().to_string(),
         ]);
     }
-    Ok(flags)
+    let (token, token_path, tokens_path) = admin_token(dir)?;
+    for node_flags in &mut flags {
+        node_flags.extend(["--tokens".to_string(), tokens_path.display().to_string()]);
+    }
+    let ca_pem = std::fs::read(&ca_cert).map_err(|e| format!("cannot read {}: {e}", ca_cert.display()))?;
+    Ok((flags, DevSecurity { ca_pem, ca_path: ca_cert, token, token_path }))
 }
 
 /// Ctrl-C or SIGTERM: either way the children are stopped before `dev` exits.

@@ -68,6 +68,29 @@ pub struct Target {
     /// Deadline for the whole command (e.g. 500ms, 5s, 1m).
     #[arg(long, default_value = "5s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
+    /// Connect over TLS, trusting only this CA certificate (PEM): the cluster CA of a node
+    /// started with --tls-ca (`geocache dev --secure` prints its path).
+    #[arg(long, env = "GEOCACHE_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Bearer token for a cluster started with --tokens; its role decides what the command may
+    /// do. Prefer the environment variable: a flag is visible to other users in `ps`.
+    #[arg(long, env = "GEOCACHE_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+}
+
+impl Target {
+    /// A client builder for `--endpoint`, with `--tls-ca` and `--token` applied.
+    pub fn client_builder(&self) -> Result<geocache_client::ClientBuilder, String> {
+        let mut builder = geocache_client::Client::builder().endpoints([self.endpoint.as_str()]);
+        if let Some(path) = &self.tls_ca {
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read --tls-ca {}: {e}", path.display()))?;
+            builder = builder.tls_ca_pem(pem);
+        }
+        if let Some(token) = &self.token {
+            builder = builder.token(token.clone());
+        }
+        Ok(builder)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -238,8 +261,8 @@ pub struct DevArgs {
     /// Default: base-port + 100.
     #[arg(long)]
     pub peer_base_port: Option<u16>,
-    /// Make a throwaway CA and a certificate per node (in DATA_DIR/tls) and run the nodes with
-    /// mutual TLS between them (the client ports stay plaintext on loopback).
+    /// Make a throwaway CA, a certificate per node and an admin token (in DATA_DIR/tls) and run
+    /// the nodes with mutual TLS between them, TLS on the client and Redis ports, and --tokens.
     #[arg(long)]
     pub secure: bool,
     /// Redis-protocol port of node 1; node N serves RESP on resp-base-port + N - 1.

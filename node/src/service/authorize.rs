@@ -15,13 +15,13 @@ use tonic::Status;
 use crate::auth::{Access, Role};
 use crate::error::Error;
 
-/// The role a gRPC method needs, by its path.
+/// The role a gRPC method needs, by its path (`/SERVICE/METHOD`).
 pub fn role_needed(path: &str) -> Role {
-    match path {
-        "/geocache.Cache/Get" | "/geocache.Cache/Ttl" | "/geocache.Admin/Status" => Role::Read,
-        "/geocache.Cache/Set" | "/geocache.Cache/Delete" | "/geocache.Cache/Expire" | "/geocache.Cache/Flush" => {
-            Role::Write
-        }
+    use geocache_proto::{admin_server, cache_server};
+    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+    match (service, method) {
+        (cache_server::SERVICE_NAME, "Get" | "Ttl") | (admin_server::SERVICE_NAME, "Status") => Role::Read,
+        (cache_server::SERVICE_NAME, "Set" | "Delete" | "Expire" | "Flush") => Role::Write,
         _ => Role::Admin,
     }
 }
@@ -77,20 +77,21 @@ mod tests {
     #[test]
     fn every_method_needs_the_role_the_docs_give_it() {
         for (path, role) in [
-            ("/geocache.Cache/Get", Role::Read),
-            ("/geocache.Cache/Ttl", Role::Read),
-            ("/geocache.Admin/Status", Role::Read),
-            ("/geocache.Cache/Set", Role::Write),
-            ("/geocache.Cache/Delete", Role::Write),
-            ("/geocache.Cache/Expire", Role::Write),
-            ("/geocache.Cache/Flush", Role::Write),
-            ("/geocache.Admin/Init", Role::Admin),
-            ("/geocache.Admin/AddLearner", Role::Admin),
-            ("/geocache.Admin/ChangeMembership", Role::Admin),
-            ("/geocache.Admin/Remove", Role::Admin),
-            ("/geocache.Admin/Configure", Role::Admin),
-            ("/geocache.Admin/SetClockOffset", Role::Admin),
-            ("/geocache.Raft/Vote", Role::Admin),
+            ("/geocache.v1.Cache/Get", Role::Read),
+            ("/geocache.v1.Cache/Ttl", Role::Read),
+            ("/geocache.v1.Admin/Status", Role::Read),
+            ("/geocache.v1.Cache/Set", Role::Write),
+            ("/geocache.v1.Cache/Delete", Role::Write),
+            ("/geocache.v1.Cache/Expire", Role::Write),
+            ("/geocache.v1.Cache/Flush", Role::Write),
+            ("/geocache.v1.Admin/Init", Role::Admin),
+            ("/geocache.v1.Admin/AddLearner", Role::Admin),
+            ("/geocache.v1.Admin/ChangeMembership", Role::Admin),
+            ("/geocache.v1.Admin/Remove", Role::Admin),
+            ("/geocache.v1.Admin/Configure", Role::Admin),
+            ("/geocache.v1.Admin/SetClockOffset", Role::Admin),
+            ("/geocache.v1.Raft/Vote", Role::Admin),
+            ("/geocache.Cache/Get", Role::Admin),
             ("/grpc.health.v1.Health/Check", Role::Admin),
         ] {
             assert_eq!(role_needed(path), role, "{path}");

@@ -113,7 +113,7 @@ pub fn read_pair(dir: &Path, stem: &str) -> Result<CertPair, TlsError> {
 }
 
 /// Creates `path` (failing if it exists) with `mode` and writes `bytes`.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let write = || -> std::io::Result<()> {

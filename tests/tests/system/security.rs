@@ -27,7 +27,7 @@ use geocache_node::state_machine::{Command, Condition, Op};
 use geocache_node::types::{Entry, LogId, Vote};
 use geocache_proto as pb;
 use geocache_proto::raft_client::RaftClient;
-use geocache_tests::{cert, eventually, free_port, outcome, run_cli, tls_flags, CertPair, TestCluster};
+use geocache_tests::{cert, eventually, free_port, outcome, run_cli, tls_flags, CertPair, ClientAccess, TestCluster};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
@@ -271,6 +271,8 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join_or_vote() -> Resu
     let (node_cert, node_key) = cert::write_pair(&dir, "node-4", &other.node)?;
     let flags = tls_flags(&node_cert, &node_key, &ca_cert);
     cluster.spawn(4, &flags.iter().map(String::as_str).collect::<Vec<_>>())?;
+    // Its client port presents the other CA's certificate: reach it trusting that CA.
+    cluster.set_node_access(4, ClientAccess::default().with_ca(other.ca.cert_pem.as_bytes()));
     cluster.admin(4).await?; // it runs and answers on its client port
 
     // Joining: the leader cannot reach it (each side refuses the other's certificate), so the
@@ -314,11 +316,7 @@ async fn a_node_with_a_certificate_from_another_ca_cannot_join_or_vote() -> Resu
 
 /// A write that every running node but `except` then has applied.
 async fn write_reaches_every_node_but(cluster: &TestCluster, except: u64, key: &str) -> Result<()> {
-    let client = geocache_client::Client::builder()
-        .endpoints((1..=3).map(|id| cluster.addr(id)))
-        .discovery(false)
-        .build()
-        .await?;
+    let client = cluster.client_builder((1..=3).map(|id| cluster.addr(id))).discovery(false).build().await?;
     let written =
         eventually(&format!("a write of {key}"), WITHIN, || async { client.set(key, "v").await.ok() }).await?;
     for id in cluster.nodes.keys().copied().filter(|id| *id != except && cluster.nodes[id].is_running()) {
@@ -415,8 +413,9 @@ async fn cert_makes_a_ca_and_node_certificates_a_node_starts_with() -> Result<()
     assert_ne!(code, 0);
     assert!(err.contains("exists already") && !err.contains("PRIVATE"), "{err}");
 
-    // A one-node cluster starts with them and takes writes.
+    // A one-node cluster starts with them and takes writes (over TLS on its client port too).
     let mut cluster = TestCluster::new(BIN)?;
+    cluster.trust_ca(&std::fs::read_to_string(ca_dir.join("ca.pem"))?);
     let flags = tls_flags(&node_dir.join("node1.pem"), &node_dir.join("node1-key.pem"), &ca_dir.join("ca.pem"));
     cluster.spawn(1, &flags.iter().map(String::as_str).collect::<Vec<_>>())?;
     cluster.init(WITHIN).await?;
@@ -462,10 +461,142 @@ async fn dev_secure_starts_a_tls_cluster_and_says_so() -> Result<()> {
     for file in ["ca.pem", "ca-key.pem", "node-1.pem", "node-3-key.pem"] {
         assert!(data.path().join("tls").join(file).exists(), "no {file}");
     }
-    let probe = TestCluster::new(BIN)?;
-    let (code, _, err) = outcome(&probe.cli_at(&format!("127.0.0.1:{base}"), &["set", "hello", "world"]));
+    assert!(data.path().join("tls").join("admin.token").exists(), "no admin token file");
+    let token = std::fs::read_to_string(data.path().join("tls").join("admin.token"))?;
+    assert!(!lines.iter().any(|l| l.contains(token.trim())), "dev printed the token: {lines:?}");
+    // What dev tells a newcomer to export, and the CLI with it.
+    let ca = data.path().join("tls").join("ca.pem");
+    assert!(lines.iter().any(|l| l.contains("GEOCACHE_TLS_CA") && l.contains("GEOCACHE_TOKEN")), "{lines:?}");
+    let cli = |endpoint: String, env: &[(&str, &Path)], token: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(BIN);
+        command.args(args).env("GEOCACHE_ENDPOINT", endpoint).env_remove("RUST_LOG");
+        command.env_remove("GEOCACHE_TLS_CA").env_remove("GEOCACHE_TOKEN");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        if let Some(token) = token {
+            command.env("GEOCACHE_TOKEN", token.trim());
+        }
+        outcome(&command.output().expect("run the CLI"))
+    };
+    let first = format!("127.0.0.1:{base}");
+    let (code, _, err) = cli(first.clone(), &[("GEOCACHE_TLS_CA", &ca)], Some(&token), &["set", "hello", "world"]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, _) = outcome(&probe.cli_at(&format!("127.0.0.1:{}", base + 2), &["get", "hello"]));
+    let third = format!("127.0.0.1:{}", base + 2);
+    let (code, out, _) = cli(third, &[("GEOCACHE_TLS_CA", &ca)], Some(&token), &["get", "hello"]);
     assert_eq!((code, out.as_str()), (0, "world"));
+    // Without the CA the client port's TLS stops the call; without the token the node refuses.
+    let (code, _, err) = cli(first.clone(), &[], Some(&token), &["get", "hello"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = cli(first, &[("GEOCACHE_TLS_CA", &ca)], None, &["get", "hello"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("token"), "{err}");
+    Ok(())
+}
+
+/// Tokens of each role, long enough for the node's 16-character minimum.
+const READ_TOKEN: &str = "read-token-for-the-test-0001";
+const WRITE_TOKEN: &str = "write-token-for-the-test-0002";
+const ADMIN_TOKEN: &str = "admin-token-for-the-test-0003";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_decide_who_may_read_write_and_change_membership() -> Result<()> {
+    let mut cluster = TestCluster::new(BIN)?;
+    cluster.enable_tls()?;
+    cluster.enable_tokens(&[("read", READ_TOKEN), ("write", WRITE_TOKEN), ("admin", ADMIN_TOKEN)])?;
+    for id in 1..=3 {
+        cluster.spawn(id, &[])?;
+    }
+    cluster.init(WITHIN).await?;
+    let endpoints = || cluster.endpoints();
+    let as_role = |token: &str| cluster.client_builder(endpoints()).discovery(false).token(token).build();
+    let admin = cluster.client().await?;
+    admin.set("seeded", "by-admin").await?;
+
+    // No token, or a wrong one: nothing is answered.
+    let mut anonymous = TestCluster::new(BIN)?;
+    anonymous.trust_ca(&cluster.ca().context("CA")?.cert_pem);
+    let nobody = anonymous.client_builder(endpoints()).discovery(false).build().await?;
+    let refused = nobody.get("seeded").await.expect_err("a read without a token was answered");
+    assert!(matches!(refused, geocache_client::Error::Unauthenticated(_)), "{refused:?}");
+    let wrong = as_role("not-a-token-of-this-cluster").await?;
+    let refused = wrong.set("seeded", "by-a-stranger").await.expect_err("a write with a wrong token was applied");
+    assert!(matches!(refused, geocache_client::Error::Unauthenticated(_)), "{refused:?}");
+
+    // read: reads, and nothing more.
+    let reader = as_role(READ_TOKEN).await?;
+    assert_eq!(reader.get("seeded").await?.map(|e| e.value), Some(Bytes::from_static(b"by-admin")));
+    let refused = reader.set("seeded", "by-a-reader").await.expect_err("a read token wrote");
+    assert!(matches!(refused, geocache_client::Error::PermissionDenied(_)), "{refused:?}");
+    let refused = reader.delete("seeded").await.expect_err("a read token deleted");
+    assert!(matches!(refused, geocache_client::Error::PermissionDenied(_)), "{refused:?}");
+
+    // write: writes, but no membership change.
+    let writer = as_role(WRITE_TOKEN).await?;
+    writer.set("written", "by-a-writer").await?;
+    let newcomer = geocache_client::Member::new(9, format!("127.0.0.1:{}", free_port()), "us-east")
+        .with_peer_addr(format!("127.0.0.1:{}", free_port()));
+    let refused = writer.add_learner(newcomer.clone(), false).await.expect_err("a write token changed membership");
+    assert!(matches!(refused, geocache_client::Error::PermissionDenied(_)), "{refused:?}");
+
+    // Nothing the refused calls asked for happened.
+    assert_eq!(admin.get("seeded").await?.map(|e| e.value), Some(Bytes::from_static(b"by-admin")));
+    assert_eq!(admin.get("written").await?.map(|e| e.value), Some(Bytes::from_static(b"by-a-writer")));
+    let members = cluster.local_status(1).await.context("status")?.nodes;
+    assert!(members.iter().all(|n| n.id != 9), "a refused add_learner added node 9: {members:?}");
+
+    // The CLI carries the token from GEOCACHE_TOKEN, and says what a refusal means.
+    let ca = cluster.tls_dir().join("ca.pem");
+    let cli = |token: &str, args: &[&str]| {
+        let output = std::process::Command::new(BIN)
+            .args(args)
+            .env("GEOCACHE_ENDPOINT", cluster.addr(1))
+            .env("GEOCACHE_TLS_CA", &ca)
+            .env("GEOCACHE_TOKEN", token)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run the CLI");
+        outcome(&output)
+    };
+    let (code, out, err) = cli(READ_TOKEN, &["get", "written"]);
+    assert_eq!((code, out.as_str()), (0, "by-a-writer"), "{err}");
+    let (code, _, err) = cli(READ_TOKEN, &["set", "written", "again"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("permission denied"), "{err}");
+
+    // No node wrote a token into its log.
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        for token in [READ_TOKEN, WRITE_TOKEN, ADMIN_TOKEN, "not-a-token-of-this-cluster"] {
+            assert!(!log.contains(token), "node {id}'s log holds a token");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_clusters_client_port_speaks_only_tls() -> Result<()> {
+    let cluster = TestCluster::start_secure(BIN, 1, &[]).await?;
+    cluster.client().await?.set("k", "v").await?;
+    // A plaintext client gets no answer from the TLS client port.
+    let plain = geocache_client::Client::builder()
+        .endpoints([cluster.addr(1)])
+        .discovery(false)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .await?;
+    let refused = plain.get("k").await.expect_err("a plaintext client was answered by a TLS port");
+    assert!(refused.is_retryable(), "{refused:?}");
+    // A client trusting another CA refuses the node's certificate.
+    let other = foreign()?;
+    let mistrusting = geocache_client::Client::builder()
+        .endpoints([cluster.addr(1)])
+        .discovery(false)
+        .timeout(Duration::from_secs(2))
+        .tls_ca_pem(other.ca.cert_pem.as_bytes().to_vec())
+        .build()
+        .await?;
+    let refused = mistrusting.get("k").await.expect_err("a client trusting another CA accepted the node");
+    assert!(format!("{refused}").to_lowercase().contains("certificate"), "{refused:?}");
     Ok(())
 }
