@@ -124,6 +124,15 @@ pub(crate) struct Written {
     pub version: u64,
 }
 
+/// A `geocache-client` builder trusting `tls_ca_pem` (the cluster CA of a `--tls` run), or
+/// plaintext: every gRPC client of the harness starts here.
+pub(crate) fn client_builder(tls_ca_pem: Option<&[u8]>) -> geocache_client::ClientBuilder {
+    match tls_ca_pem {
+        Some(pem) => Client::builder().tls_ca_pem(pem.to_vec()),
+        None => Client::builder(),
+    }
+}
+
 /// One worker's client, over the protocol of the test.
 pub(crate) enum WorkloadClient {
     Grpc(GrpcClient),
@@ -140,9 +149,10 @@ impl WorkloadClient {
         home: usize,
         level: ReadLevel,
         timeout: Duration,
+        tls_ca_pem: Option<&[u8]>,
     ) -> Result<WorkloadClient> {
         Ok(match protocol {
-            Protocol::Grpc => WorkloadClient::Grpc(GrpcClient::connect(nodes, home, level, timeout).await?),
+            Protocol::Grpc => WorkloadClient::Grpc(GrpcClient::connect(nodes, home, level, timeout, tls_ca_pem).await?),
             Protocol::Resp => WorkloadClient::Resp(RespClient::new(nodes, home, level, timeout)),
         })
     }
@@ -206,9 +216,15 @@ pub(crate) struct GrpcClient {
 }
 
 impl GrpcClient {
-    async fn connect(nodes: &[String], home: usize, level: ReadLevel, timeout: Duration) -> Result<GrpcClient> {
+    async fn connect(
+        nodes: &[String],
+        home: usize,
+        level: ReadLevel,
+        timeout: Duration,
+        tls_ca_pem: Option<&[u8]>,
+    ) -> Result<GrpcClient> {
         let home_addr = nodes.get(home).context("no home node")?;
-        let home = Client::builder()
+        let home = client_builder(tls_ca_pem)
             .endpoints([home_addr.clone()])
             .discovery(false)
             .timeout(timeout)
@@ -216,7 +232,7 @@ impl GrpcClient {
             .build()
             .await
             .context("build a worker's home client")?;
-        let any = Client::builder()
+        let any = client_builder(tls_ca_pem)
             .endpoints(nodes.to_vec())
             .timeout(timeout)
             .connect_timeout(timeout / 2)

@@ -54,7 +54,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -111,6 +111,9 @@ pub struct ClusterSpec {
     pub node_env: BTreeMap<NodeId, Vec<(String, String)>>,
     /// Give every node a Redis-protocol port too (`--resp-listen 127.0.0.1:PORT`).
     pub resp: bool,
+    /// Run every node with TLS: a throwaway CA and a certificate per node in `DIR/tls/`,
+    /// `--tls-*` on every node, and the harness's own calls over TLS trusting that CA.
+    pub tls: bool,
 }
 
 /// What the harness has done to a node's process.
@@ -183,6 +186,10 @@ pub struct Cluster {
     started: Instant,
     /// The nodes' Raft election timeout, as given to them.
     election_timeout: Duration,
+    /// How the harness dials the client ports ([`ClusterSpec::tls`]).
+    access: ClientAccess,
+    /// The cluster CA's certificate (PEM) when the nodes run with TLS.
+    ca_pem: Option<Arc<[u8]>>,
 }
 
 impl Cluster {
@@ -235,9 +242,18 @@ impl Cluster {
         let heartbeat = spec.heartbeat.unwrap_or(heartbeat);
         let election = spec.election_timeout.unwrap_or(election);
 
+        let tls = if spec.tls { Some(make_certificates(&spec.dir.join("tls"), spec.nodes)?) } else { None };
+        let access = match &tls {
+            Some((ca_pem, _)) => ClientAccess::default().with_ca(ca_pem),
+            None => ClientAccess::default(),
+        };
         let mut table = BTreeMap::new();
         for (i, ((id, addr), (_, peer))) in addrs.iter().zip(&peer_addrs).enumerate() {
-            let mut node = NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions).with_peer(*peer);
+            let mut node =
+                NodeSpec::in_dir(&nodes_dir, *id, *addr, &spec.regions).with_peer(*peer).with_access(access.clone());
+            if let Some((_, flags)) = &tls {
+                node = node.with_args(flags[i].iter().cloned());
+            }
             if let Some(resp) = resp_addrs.get(i) {
                 node = node.with_resp(*resp);
             }
@@ -275,6 +291,8 @@ impl Cluster {
             fault_point_exits: Mutex::default(),
             started: Instant::now(),
             election_timeout: election,
+            access,
+            ca_pem: tls.map(|(ca_pem, _)| Arc::from(ca_pem)),
         };
         for id in cluster.ids() {
             cluster.spawn(id, &[])?;
@@ -688,10 +706,14 @@ impl Cluster {
         Ok(launcher::admin(&addr.to_string(), &self.access()).await?)
     }
 
-    /// How the harness dials client ports: plaintext, no token (it runs nodes without TLS or
-    /// tokens).
+    /// How the harness dials client ports: plaintext, or TLS trusting the run's CA.
     fn access(&self) -> ClientAccess {
-        ClientAccess::default()
+        self.access.clone()
+    }
+
+    /// The cluster CA's certificate (PEM) when the nodes run with TLS, for the clients.
+    pub fn ca_pem(&self) -> Option<Arc<[u8]>> {
+        self.ca_pem.clone()
     }
 
     /// Starts node `id`'s process (which must not be running), with `extra` added to its
@@ -824,6 +846,27 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `--tls`: a throwaway CA and a member certificate per node (ids 1..=nodes, for 127.0.0.1) in
+/// `dir`. Returns the CA's certificate (PEM) and each node's `--tls-*` flags, in id order.
+fn make_certificates(dir: &Path, nodes: u64) -> Result<(Vec<u8>, Vec<Vec<String>>)> {
+    use geocache_node::tls::cert;
+    let ca = cert::new_ca("geocache-jepsen throwaway CA", 2).context("make the run's CA")?;
+    let (ca_path, _) = cert::write_pair(dir, cert::CA_STEM, &ca).context("write the run's CA")?;
+    let mut flags = Vec::new();
+    for id in 1..=nodes {
+        let name = format!("node-{id}");
+        let pair = cert::new_member(&ca, &name, &["127.0.0.1".to_string()], 2).context("make a node certificate")?;
+        let (cert_path, key_path) = cert::write_pair(dir, &name, &pair).context("write a node certificate")?;
+        flags.push(
+            [("--tls-cert", &cert_path), ("--tls-key", &key_path), ("--tls-ca", &ca_path)]
+                .into_iter()
+                .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+                .collect(),
+        );
+    }
+    Ok((ca.cert_pem.into_bytes(), flags))
 }
 
 #[cfg(test)]

@@ -153,6 +153,11 @@ struct TestArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Run every node with TLS: mutual TLS between members and TLS on the client ports, under a
+    /// throwaway CA made in OUT/tls (`geocache cert`'s certificates); the workload, the flood
+    /// and the final phase connect over TLS. gRPC only.
+    #[arg(long)]
+    tls: bool,
     /// Overload mode: beside the checked workload, --overload-clients writers write fresh keys
     /// as fast as the cluster takes them (the key space grows for the whole run), and the
     /// liveness checker holds the cluster to two rules while no fault is in force: the leader
@@ -243,6 +248,9 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
+    if args.tls && args.protocol != Protocol::Grpc {
+        return Err("--tls drives the workload over gRPC only; leave out --protocol resp".into());
+    }
     if !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be a positive number of operations per second".into());
     }
@@ -287,6 +295,7 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
             protocol: args.protocol,
             // Read, write, cas; no cas where the protocol cannot express one.
             mix: if args.protocol.supports_cas() { RegisterConfig::default().mix } else { [2, 1, 0] },
+            tls_ca_pem: None,
         },
         cache: CacheConfig { ttl_min: args.ttl_range.0 .0, ttl_max: args.ttl_range.0 .1, ..CacheConfig::default() },
         nemesis: NemesisConfig {
@@ -305,6 +314,7 @@ fn test_config(args: TestArgs) -> Result<TestConfig, String> {
         node_log_filter: args.node_log,
         node_failpoints,
         progress: !args.quiet,
+        tls: args.tls,
         overload: args.overload.then_some(OverloadConfig {
             clients: args.overload_clients,
             value_size: args.overload_value_size,

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use geocache_client::{Bytes, Client, Error as ClientError};
+use geocache_client::{Bytes, Error as ClientError};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -164,6 +164,7 @@ fn error_kind(e: &ClientError) -> &'static str {
 pub async fn run_flood(
     config: OverloadConfig,
     endpoints: Vec<(u64, String)>,
+    tls_ca_pem: Option<std::sync::Arc<[u8]>>,
     flood: Arc<Flood>,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -172,7 +173,7 @@ pub async fn run_flood(
     let value = Bytes::from(vec![b'x'; config.value_size]);
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..config.clients {
-        let client = Client::builder()
+        let client = crate::client::client_builder(tls_ca_pem.as_deref())
             .endpoints(all.clone())
             .timeout(config.timeout)
             .connect_timeout(config.timeout / 2)

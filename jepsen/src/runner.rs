@@ -201,6 +201,8 @@ pub struct TestConfig {
     /// Print a progress line every second.
     pub progress: bool,
     /// `--overload`: flood the cluster with writes beside the workload and judge liveness.
+    /// Every node with TLS (peers and clients), under a throwaway CA ([`ClusterSpec::tls`]).
+    pub tls: bool,
     pub overload: Option<OverloadConfig>,
 }
 
@@ -411,6 +413,7 @@ async fn phases(config: &TestConfig) -> Run {
             .map(|(id, spec)| (*id, vec![("FAILPOINTS".to_string(), spec.clone())]))
             .collect(),
         resp: config.register.protocol == Protocol::Resp,
+        tls: config.tls,
     };
     eprintln!(
         "setup: {} nodes ({}) from {}, output in {}",
@@ -436,8 +439,9 @@ async fn phases(config: &TestConfig) -> Run {
     let current: CurrentFault = Arc::new(Mutex::new(None));
 
     let mut workload = {
-        let (register, recorder, workload_stopped) =
+        let (mut register, recorder, workload_stopped) =
             (config.register.clone(), recorder.clone(), workload_stopped.clone());
+        register.tls_ca_pem = cluster.ca_pem();
         let endpoints = match config.register.protocol {
             Protocol::Grpc => cluster.endpoints(),
             Protocol::Resp => cluster.resp_endpoints(),
@@ -455,7 +459,13 @@ async fn phases(config: &TestConfig) -> Run {
     let flood = config.overload.map(|_| Arc::new(Flood::new(recorder.start())));
     let flood_started_ns = recorder.now_ns();
     let flood_task = config.overload.zip(flood.clone()).map(|(overload, flood)| {
-        tokio::spawn(overload::run_flood(overload, cluster.endpoints(), flood, workload_stopped.clone()))
+        tokio::spawn(overload::run_flood(
+            overload,
+            cluster.endpoints(),
+            cluster.ca_pem(),
+            flood,
+            workload_stopped.clone(),
+        ))
     });
     let watch_task = config
         .overload
@@ -604,7 +614,7 @@ async fn final_reads(cluster: &Cluster, recorder: &Recorder, notes: &mut Vec<Str
     let leader_s = started.elapsed().as_secs_f64();
 
     let endpoints: Vec<String> = cluster.endpoints().into_iter().map(|(_, a)| a).collect();
-    let client = geocache_client::Client::builder()
+    let client = crate::client::client_builder(cluster.ca_pem().as_deref())
         .endpoints(endpoints)
         .timeout(FINAL_READ_TIMEOUT)
         .connect_timeout(FINAL_READ_TIMEOUT / 2)

@@ -177,6 +177,10 @@ pub struct RegisterConfig {
     /// The nodes' port the clients speak to: gRPC, or the Redis protocol (no cas: see the
     /// module doc).
     pub protocol: Protocol,
+    /// The cluster CA the clients trust when the nodes run with TLS (set once the cluster's
+    /// certificates exist); `None`: plaintext.
+    #[serde(skip)]
+    pub tls_ca_pem: Option<Arc<[u8]>>,
 }
 
 impl Default for RegisterConfig {
@@ -191,6 +195,7 @@ impl Default for RegisterConfig {
             mix: [2, 1, 1],
             seed: 0,
             protocol: Protocol::Grpc,
+            tls_ca_pem: None,
         }
     }
 }
@@ -548,7 +553,15 @@ async fn run_workers(
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..config.concurrency {
         let home = w % endpoints.len();
-        let client = WorkloadClient::connect(config.protocol, &all, home, config.read_level, config.timeout).await?;
+        let client = WorkloadClient::connect(
+            config.protocol,
+            &all,
+            home,
+            config.read_level,
+            config.timeout,
+            config.tls_ca_pem.as_deref(),
+        )
+        .await?;
         let mut worker = Worker {
             process: w as Process,
             concurrency: config.concurrency as u64,

@@ -16,3 +16,4 @@ mod membership;
 mod overload;
 mod resp_protocol;
 mod stale_reads;
+mod tls;
