@@ -231,7 +231,10 @@ mod tests {
     fn each_role_covers_those_below_it() {
         let access = access();
         assert_eq!(access.check(Some(READ), Role::Read), Ok(Role::Read));
-        assert_eq!(access.check(Some(READ), Role::Write), Err(Denied::NotAllowed { has: Role::Read, needs: Role::Write }));
+        assert_eq!(
+            access.check(Some(READ), Role::Write),
+            Err(Denied::NotAllowed { has: Role::Read, needs: Role::Write })
+        );
         assert_eq!(access.check(Some(WRITE), Role::Write), Ok(Role::Write));
         assert!(access.check(Some(WRITE), Role::Admin).is_err());
         assert_eq!(access.check(Some(ADMIN), Role::Admin), Ok(Role::Admin));

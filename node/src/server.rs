@@ -107,7 +107,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         .max_decoding_message_size(client_message_bytes)
         .max_encoding_message_size(client_message_bytes);
     let admin = AdminServer::new(AdminService::new(node.clone()));
-    let client_routes = Authorized::new(Routes::new(cache.clone()).add_service(admin.clone()).prepare(), access.clone());
+    let client_routes =
+        Authorized::new(Routes::new(cache.clone()).add_service(admin.clone()).prepare(), access.clone());
     let peer_routes = Routes::new(cache)
         .add_service(admin)
         .add_service(
@@ -125,8 +126,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
             tracing::info!(%addr, tls = client_tls.is_some(), "serving RESP");
             let limits = crate::resp::RespLimits::from_config(node.config());
             let api = crate::service::CacheApi::new(node.clone(), crate::metrics::Edge::Resp);
-            let security =
-                crate::resp::RespSecurity { access: access.clone(), tls: client_tls.as_ref().map(ClientTls::resp_acceptor) };
+            let security = crate::resp::RespSecurity {
+                access: access.clone(),
+                tls: client_tls.as_ref().map(ClientTls::resp_acceptor),
+            };
             Some(tokio::spawn(crate::resp::serve(resp_listener, api, limits, security, std::future::pending())))
         }
         None => None,

@@ -57,6 +57,10 @@ pub struct TestCluster {
     pub nodes: BTreeMap<u64, NodeProcess>,
     /// The cluster CA, once [`TestCluster::enable_tls`] made it.
     ca: Option<CertPair>,
+    /// Whether the harness's own admin calls (init, status) go to the peer listeners: with
+    /// `--tokens` the client listeners refuse them (they carry no token), and tokens do not
+    /// govern the peer listener (plaintext, as these clusters have no TLS).
+    admin_via_peers: bool,
     dir: tempfile::TempDir,
 }
 
@@ -80,7 +84,7 @@ impl TestCluster {
     /// An empty cluster directory; add nodes with [`TestCluster::spawn`].
     pub fn new(bin: impl Into<PathBuf>) -> Result<TestCluster> {
         let dir = tempfile::Builder::new().prefix("geocache-test-").tempdir()?;
-        Ok(TestCluster { bin: bin.into(), nodes: BTreeMap::new(), ca: None, dir })
+        Ok(TestCluster { bin: bin.into(), nodes: BTreeMap::new(), ca: None, admin_via_peers: false, dir })
     }
 
     /// Like [`TestCluster::start_with`], with mutual TLS between the nodes: a CA made for this
@@ -157,17 +161,51 @@ impl TestCluster {
         extra_args: &[&str],
         listeners: Listeners,
     ) -> Result<TestCluster> {
+        TestCluster::new(bin)?.launch(n, extra_args, listeners).await
+    }
+
+    /// Like [`TestCluster::start_listening`], with TLS as in [`TestCluster::start_secure`].
+    pub async fn start_secure_listening(
+        bin: impl Into<PathBuf>,
+        n: u64,
+        extra_args: &[&str],
+        listeners: Listeners,
+    ) -> Result<TestCluster> {
         let mut cluster = TestCluster::new(bin)?;
+        cluster.enable_tls()?;
+        cluster.launch(n, extra_args, listeners).await
+    }
+
+    /// Like [`TestCluster::start_listening`], every node also started with `--tokens tokens`
+    /// (a file of `ROLE TOKEN` lines). The harness then inits and watches the cluster through
+    /// the peer listeners, which tokens do not govern; clients must present a token.
+    pub async fn start_with_tokens(
+        bin: impl Into<PathBuf>,
+        n: u64,
+        tokens: &Path,
+        extra_args: &[&str],
+        listeners: Listeners,
+    ) -> Result<TestCluster> {
+        let mut cluster = TestCluster::new(bin)?;
+        cluster.admin_via_peers = true;
+        let tokens = tokens.display().to_string();
+        let args: Vec<&str> = extra_args.iter().copied().chain(["--tokens", tokens.as_str()]).collect();
+        cluster.launch(n, &args, listeners).await
+    }
+
+    /// Starts nodes 1..=n with `extra_args`, each serving the ports `listeners` asks for on
+    /// its own loopback port, and initialises them as one cluster.
+    async fn launch(mut self, n: u64, extra_args: &[&str], listeners: Listeners) -> Result<TestCluster> {
         let loopback = || std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         for id in 1..=n {
-            cluster.reserve(id);
-            let node = cluster.nodes.get_mut(&id).expect("reserved above");
+            self.reserve(id);
+            let node = self.nodes.get_mut(&id).expect("reserved above");
             node.spec.resp_addr = listeners.resp.then(loopback);
             node.spec.metrics_addr = listeners.metrics.then(loopback);
-            cluster.spawn(id, extra_args)?;
+            self.spawn(id, extra_args)?;
         }
-        cluster.init(Duration::from_secs(20)).await?;
-        Ok(cluster)
+        self.init(Duration::from_secs(20)).await?;
+        Ok(self)
     }
 
     /// Node `id`'s Redis-protocol address, if it serves one.
@@ -189,9 +227,42 @@ impl TestCluster {
     /// leader they agree on.
     pub async fn init(&self, within: Duration) -> Result<u64> {
         let members = self.nodes.values().map(NodeProcess::member).collect();
-        let first = &self.nodes.get(&1).ok_or_else(|| anyhow!("no node 1"))?.spec;
-        launcher::init(first, members, within).await.context("init")?;
+        let mut first = self.nodes.get(&1).ok_or_else(|| anyhow!("no node 1"))?.spec.clone();
+        if self.ca.is_some() {
+            // The launcher's admin calls are plaintext; with `--tls-*` the client listener
+            // speaks only TLS.
+            let addr = first.addr.to_string();
+            let mut admin = eventually("node 1 to accept TLS admin calls", within, || async {
+                self.tls_admin(&addr, within).await.ok()
+            })
+            .await?;
+            let mut request = tonic::Request::new(pb::InitRequest { members });
+            request.set_timeout(within);
+            match admin.init(request).await {
+                Err(status) if status.code() != tonic::Code::FailedPrecondition => bail!("init over TLS: {status}"),
+                _ => {}
+            }
+            return self.wait_for_leader(within).await;
+        }
+        if self.admin_via_peers {
+            first.addr = first.peer_addr;
+        }
+        launcher::init(&first, members, within).await.context("init")?;
         self.wait_for_leader(within).await
+    }
+
+    /// An admin client to `addr`, a client listener speaking TLS, trusting the cluster CA;
+    /// its calls may take up to `call_timeout`.
+    async fn tls_admin(&self, addr: &str, call_timeout: Duration) -> Result<AdminClient<tonic::transport::Channel>> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+        let ca = self.ca.as_ref().ok_or_else(|| anyhow!("no CA: call enable_tls first"))?;
+        let channel = Endpoint::from_shared(format!("https://{addr}"))?
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca.cert_pem)))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(call_timeout)
+            .connect()
+            .await?;
+        Ok(AdminClient::new(channel))
     }
 
     pub fn dir(&self) -> &Path {
@@ -291,13 +362,44 @@ impl TestCluster {
 
     /// Node `id`'s own view of itself.
     pub async fn local_status(&self, id: u64) -> Option<pb::StatusResponse> {
-        launcher::local_status(&self.addr(id)).await
+        let addr = self.admin_addr(&self.nodes[&id]);
+        if self.ca.is_none() {
+            return launcher::local_status(&addr).await;
+        }
+        let mut admin = self.tls_admin(&addr, launcher::ADMIN_CALL_TIMEOUT).await.ok()?;
+        let request = pb::StatusRequest { local_only: true, with_state_hash: true };
+        admin.status(request).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Where the harness's own admin calls to `node` go (see `admin_via_peers`).
+    fn admin_addr(&self, node: &NodeProcess) -> String {
+        if self.admin_via_peers {
+            node.peer_addr.clone()
+        } else {
+            node.addr.clone()
+        }
     }
 
     /// Waits until every running node names the same leader, and that leader is running.
     pub async fn wait_for_leader(&self, within: Duration) -> Result<u64> {
+        if self.ca.is_some() {
+            // launcher::wait_for_leader's status calls are plaintext: the same rule over TLS.
+            let running: Vec<u64> = self.nodes.values().filter(|n| n.is_running()).map(|n| n.id).collect();
+            return Ok(eventually("a leader every running node agrees on", within, || async {
+                let mut leader = None;
+                for id in &running {
+                    let named = self.local_status(*id).await?.leader_id?;
+                    if leader.is_some_and(|l| l != named) {
+                        return None;
+                    }
+                    leader = Some(named);
+                }
+                leader.filter(|l| running.contains(l))
+            })
+            .await?);
+        }
         let running: Vec<(u64, String)> =
-            self.nodes.values().filter(|n| n.is_running()).map(|n| (n.id, n.addr.clone())).collect();
+            self.nodes.values().filter(|n| n.is_running()).map(|n| (n.id, self.admin_addr(n))).collect();
         Ok(launcher::wait_for_leader(|| running.clone(), within).await?)
     }
 
