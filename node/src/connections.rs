@@ -158,13 +158,13 @@ async fn serve_connection<I, S>(
 /// Logs refused TLS handshakes at most once every ten seconds (a port scanner must not flood
 /// the log), counting the ones it did not log.
 #[derive(Default)]
-struct RateLimitedLog {
+pub(crate) struct RateLimitedLog {
     /// (when last logged, how many were refused since without a line).
     state: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 impl RateLimitedLog {
-    fn log(&self, peer: std::net::SocketAddr, why: &str) {
+    pub(crate) fn log(&self, peer: std::net::SocketAddr, why: &str) {
         // A std mutex: held for a comparison, never across an await.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, unlogged) = &mut *state;

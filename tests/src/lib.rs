@@ -219,17 +219,49 @@ impl TestCluster {
         extra_args: &[&str],
         listeners: Listeners,
     ) -> Result<TestCluster> {
+        TestCluster::new(bin)?.launch(n, extra_args, listeners).await
+    }
+
+    /// Like [`TestCluster::start_listening`], with TLS as [`TestCluster::start_secure`] gives it
+    /// (the client and Redis ports speak TLS too).
+    pub async fn start_secure_listening(
+        bin: impl Into<PathBuf>,
+        n: u64,
+        extra_args: &[&str],
+        listeners: Listeners,
+    ) -> Result<TestCluster> {
         let mut cluster = TestCluster::new(bin)?;
+        cluster.enable_tls()?;
+        cluster.launch(n, extra_args, listeners).await
+    }
+
+    /// Like [`TestCluster::start_listening`], every node requiring the `(role, token)` pairs
+    /// (`--tokens`, [`TestCluster::enable_tokens`]); the harness's own calls use the admin one.
+    pub async fn start_with_tokens(
+        bin: impl Into<PathBuf>,
+        n: u64,
+        tokens: &[(&str, &str)],
+        extra_args: &[&str],
+        listeners: Listeners,
+    ) -> Result<TestCluster> {
+        let mut cluster = TestCluster::new(bin)?;
+        cluster.enable_tokens(tokens)?;
+        cluster.launch(n, extra_args, listeners).await
+    }
+
+    /// Starts nodes 1..=n with `extra_args` and the ports `listeners` asks for, and initialises
+    /// them as one cluster.
+    async fn launch(mut self, n: u64, extra_args: &[&str], listeners: Listeners) -> Result<TestCluster> {
         let loopback = || std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
         for id in 1..=n {
-            cluster.reserve(id);
-            let node = cluster.nodes.get_mut(&id).expect("reserved above");
+            self.reserve(id);
+            let node = self.nodes.get_mut(&id).expect("reserved above");
             node.spec.resp_addr = listeners.resp.then(loopback);
             node.spec.metrics_addr = listeners.metrics.then(loopback);
-            cluster.spawn(id, extra_args)?;
+            self.spawn(id, extra_args)?;
         }
-        cluster.init(Duration::from_secs(20)).await?;
-        Ok(cluster)
+        self.init(Duration::from_secs(20)).await?;
+        Ok(self)
     }
 
     /// Node `id`'s Redis-protocol address, if it serves one.

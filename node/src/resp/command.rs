@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::reply::Reply;
+use crate::auth::Role;
 
 /// When a `SET` makes its entry expire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +74,34 @@ pub enum CommandInfo {
     Docs,
 }
 
+/// A password or token given to `AUTH` or `HELLO ... AUTH`. Its `Debug` shows no byte of it, so
+/// a command can be formatted or logged whole without leaking it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Bytes);
+
+impl Secret {
+    /// The token as text; `None` if it is not UTF-8 (then it matches no token: the tokens file
+    /// is text).
+    pub fn expose(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The credentials of `AUTH` or `HELLO ... AUTH`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Ignored: geocache has no users, the token alone decides (any name is accepted, so a
+    /// client that always sends `default`, or its own user name, works).
+    pub username: Option<String>,
+    pub token: Secret,
+}
+
 /// One parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -119,10 +148,12 @@ pub enum Command {
     Info(Vec<String>),
     Client(ClientCommand),
     Command(CommandInfo),
-    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`. `AUTH` is accepted and ignored, as
-    /// Redis's passwordless default user does: geocache has no authentication yet.
+    /// `AUTH [username] token`.
+    Auth(Credentials),
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
     Hello {
         protocol: Option<i64>,
+        auth: Option<Credentials>,
         name: Option<String>,
     },
     Quit,
@@ -131,7 +162,19 @@ pub enum Command {
     LastVersion,
 }
 
-/// What `COMMAND` reports about one command, so redis-cli can start.
+/// What a connection must have before a command runs (with `--tokens`; a port without tokens
+/// lets every connection do everything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Runs on a connection that has not authenticated (`AUTH`, `HELLO`, `QUIT`, as in Redis).
+    Nothing,
+    /// Any valid token: the command touches only the connection's own state.
+    Authenticated,
+    /// A token of at least this role: the command reads or writes the cache.
+    Role(Role),
+}
+
+/// What `COMMAND` reports about one command, so redis-cli can start, and what it needs.
 #[derive(Clone, Copy, Debug)]
 pub struct CommandSpec {
     pub name: &'static str,
@@ -141,60 +184,85 @@ pub struct CommandSpec {
     pub first_key: i64,
     pub last_key: i64,
     pub key_step: i64,
+    /// What the connection needs to run it.
+    pub needs: Needs,
 }
 
-const fn spec(name: &'static str, arity: i64, flags: &'static [&'static str], keys: (i64, i64, i64)) -> CommandSpec {
-    CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, key_step: keys.2 }
+const fn spec(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+    needs: Needs,
+) -> CommandSpec {
+    CommandSpec { name, arity, flags, first_key: keys.0, last_key: keys.1, key_step: keys.2, needs }
 }
 
-/// Every command this server knows.
+const READ: Needs = Needs::Role(Role::Read);
+const WRITE: Needs = Needs::Role(Role::Write);
+const AUTHENTICATED: Needs = Needs::Authenticated;
+
+/// Every command this server knows, and the one table of what each needs: reads (and `INFO`,
+/// which shows the keyspace and the leader) need `read`, anything that changes the cache needs
+/// `write`, commands on the connection's own state need any token, and only `AUTH`, `HELLO`
+/// and `QUIT` run before one (Redis's `no-auth` commands; `PING` is refused, as in Redis).
 pub const TABLE: &[CommandSpec] = &[
-    spec("get", 2, &["readonly", "fast"], (1, 1, 1)),
-    spec("set", -3, &["write", "denyoom"], (1, 1, 1)),
-    spec("del", -2, &["write"], (1, -1, 1)),
-    spec("exists", -2, &["readonly", "fast"], (1, -1, 1)),
-    spec("mget", -2, &["readonly", "fast"], (1, -1, 1)),
-    spec("mset", -3, &["write", "denyoom"], (1, -1, 2)),
-    spec("expire", -3, &["write", "fast"], (1, 1, 1)),
-    spec("pexpire", -3, &["write", "fast"], (1, 1, 1)),
-    spec("expireat", -3, &["write", "fast"], (1, 1, 1)),
-    spec("pexpireat", -3, &["write", "fast"], (1, 1, 1)),
-    spec("persist", 2, &["write", "fast"], (1, 1, 1)),
-    spec("ttl", 2, &["readonly", "fast"], (1, 1, 1)),
-    spec("pttl", 2, &["readonly", "fast"], (1, 1, 1)),
-    spec("incr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
-    spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1)),
-    spec("incrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
-    spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1)),
-    spec("ping", -1, &["fast"], (0, 0, 0)),
-    spec("echo", 2, &["fast"], (0, 0, 0)),
-    spec("select", 2, &["loading", "fast"], (0, 0, 0)),
-    spec("info", -1, &["loading"], (0, 0, 0)),
-    spec("client", -2, &["loading"], (0, 0, 0)),
-    spec("command", -1, &["loading"], (0, 0, 0)),
-    spec("hello", -1, &["fast", "loading"], (0, 0, 0)),
-    spec("quit", -1, &["fast"], (0, 0, 0)),
-    spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0)),
-    spec("flushdb", -1, &["write"], (0, 0, 0)),
-    spec("flushall", -1, &["write"], (0, 0, 0)),
-    spec("geocache.lastversion", 1, &["fast"], (0, 0, 0)),
+    spec("get", 2, &["readonly", "fast"], (1, 1, 1), READ),
+    spec("set", -3, &["write", "denyoom"], (1, 1, 1), WRITE),
+    spec("del", -2, &["write"], (1, -1, 1), WRITE),
+    spec("exists", -2, &["readonly", "fast"], (1, -1, 1), READ),
+    spec("mget", -2, &["readonly", "fast"], (1, -1, 1), READ),
+    spec("mset", -3, &["write", "denyoom"], (1, -1, 2), WRITE),
+    spec("expire", -3, &["write", "fast"], (1, 1, 1), WRITE),
+    spec("pexpire", -3, &["write", "fast"], (1, 1, 1), WRITE),
+    spec("expireat", -3, &["write", "fast"], (1, 1, 1), WRITE),
+    spec("pexpireat", -3, &["write", "fast"], (1, 1, 1), WRITE),
+    spec("persist", 2, &["write", "fast"], (1, 1, 1), WRITE),
+    spec("ttl", 2, &["readonly", "fast"], (1, 1, 1), READ),
+    spec("pttl", 2, &["readonly", "fast"], (1, 1, 1), READ),
+    spec("incr", 2, &["write", "denyoom", "fast"], (1, 1, 1), WRITE),
+    spec("decr", 2, &["write", "denyoom", "fast"], (1, 1, 1), WRITE),
+    spec("incrby", 3, &["write", "denyoom", "fast"], (1, 1, 1), WRITE),
+    spec("decrby", 3, &["write", "denyoom", "fast"], (1, 1, 1), WRITE),
+    spec("ping", -1, &["fast"], (0, 0, 0), AUTHENTICATED),
+    spec("echo", 2, &["fast"], (0, 0, 0), AUTHENTICATED),
+    spec("select", 2, &["loading", "fast"], (0, 0, 0), AUTHENTICATED),
+    spec("info", -1, &["loading"], (0, 0, 0), READ),
+    spec("client", -2, &["loading"], (0, 0, 0), AUTHENTICATED),
+    spec("command", -1, &["loading"], (0, 0, 0), AUTHENTICATED),
+    spec("auth", -2, &["fast", "loading", "no_auth"], (0, 0, 0), Needs::Nothing),
+    spec("hello", -1, &["fast", "loading", "no_auth"], (0, 0, 0), Needs::Nothing),
+    spec("quit", -1, &["fast", "no_auth"], (0, 0, 0), Needs::Nothing),
+    spec("dbsize", 1, &["readonly", "fast"], (0, 0, 0), READ),
+    spec("flushdb", -1, &["write"], (0, 0, 0), WRITE),
+    spec("flushall", -1, &["write"], (0, 0, 0), WRITE),
+    spec("geocache.lastversion", 1, &["fast"], (0, 0, 0), AUTHENTICATED),
 ];
 
-/// Parses `args` (the command name first). Errors are the reply to send; the connection stays.
-pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
+/// The table entry of the command `args` names, with its arity checked: what Redis checks
+/// before authentication, so an unauthenticated client still learns of a typo.
+pub fn lookup(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
     let Some((name, rest)) = args.split_first() else {
         return Err(Reply::err("empty command"));
     };
     let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-    let Some(&CommandSpec { arity, .. }) = TABLE.iter().find(|entry| entry.name == lower) else {
+    let Some(spec) = TABLE.iter().find(|entry| entry.name == lower) else {
         return Err(unknown_command(name, rest));
     };
     let given = args.len() as i64;
-    if (arity > 0 && given != arity) || (arity < 0 && given < -arity) {
+    if (spec.arity > 0 && given != spec.arity) || (spec.arity < 0 && given < -spec.arity) {
         return Err(Reply::err(format!("wrong number of arguments for '{lower}' command")));
     }
+    Ok(spec)
+}
+
+/// Parses `args` (the command name first). Errors are the reply to send; the connection stays.
+pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
+    let spec = lookup(&args)?;
+    let (name, rest) = args.split_first().expect("lookup found a name");
+    let lower = spec.name;
     let mut words = Words { rest, at: 0 };
-    let command = match lower.as_str() {
+    let command = match lower {
         "get" => Command::Get { key: words.key()? },
         "set" => parse_set(&mut words)?,
         "del" => Command::Del { keys: words.keys()? },
@@ -250,6 +318,7 @@ pub fn parse(args: Vec<Bytes>) -> Result<Command, Reply> {
         }
         "client" => Command::Client(parse_client(&mut words)?),
         "command" => Command::Command(parse_command_info(&mut words)?),
+        "auth" => Command::Auth(parse_auth(&mut words)?),
         "hello" => parse_hello(&mut words)?,
         "quit" => Command::Quit,
         "dbsize" => Command::DbSize,
@@ -375,6 +444,16 @@ fn parse_command_info(words: &mut Words<'_>) -> Result<CommandInfo, Reply> {
     })
 }
 
+/// `AUTH token` or `AUTH username token`.
+fn parse_auth(words: &mut Words<'_>) -> Result<Credentials, Reply> {
+    let first = words.bytes()?;
+    if words.done() {
+        return Ok(Credentials { username: None, token: Secret(first) });
+    }
+    let username = String::from_utf8_lossy(&first).into_owned();
+    Ok(Credentials { username: Some(username), token: Secret(words.bytes()?) })
+}
+
 fn parse_hello(words: &mut Words<'_>) -> Result<Command, Reply> {
     let protocol = if words.done() {
         None
@@ -382,17 +461,18 @@ fn parse_hello(words: &mut Words<'_>) -> Result<Command, Reply> {
         Some(words.int().map_err(|_| Reply::err("Protocol version is not an integer or out of range"))?)
     };
     let mut name = None;
+    let mut auth = None;
     while let Some(option) = words.next_upper() {
         match option.as_str() {
             "AUTH" => {
-                words.bytes()?;
-                words.bytes()?;
+                let username = String::from_utf8_lossy(&words.bytes()?).into_owned();
+                auth = Some(Credentials { username: Some(username), token: Secret(words.bytes()?) });
             }
             "SETNAME" => name = Some(words.text()?),
             _ => return Err(syntax_error()),
         }
     }
-    Ok(Command::Hello { protocol, name })
+    Ok(Command::Hello { protocol, auth, name })
 }
 
 fn syntax_error() -> Reply {
@@ -563,15 +643,99 @@ mod tests {
     fn connection_commands() {
         assert_eq!(cmd("PING").unwrap(), Command::Ping(None));
         assert_eq!(cmd("PING hi").unwrap(), Command::Ping(Some(Bytes::from_static(b"hi"))));
-        assert_eq!(cmd("HELLO 3").unwrap(), Command::Hello { protocol: Some(3), name: None });
-        assert_eq!(cmd("HELLO 2 SETNAME me").unwrap(), Command::Hello { protocol: Some(2), name: Some("me".into()) });
-        assert_eq!(cmd("HELLO").unwrap(), Command::Hello { protocol: None, name: None });
+        assert_eq!(cmd("HELLO 3").unwrap(), Command::Hello { protocol: Some(3), auth: None, name: None });
+        assert_eq!(
+            cmd("HELLO 2 SETNAME me").unwrap(),
+            Command::Hello { protocol: Some(2), auth: None, name: Some("me".into()) }
+        );
+        assert_eq!(cmd("HELLO").unwrap(), Command::Hello { protocol: None, auth: None, name: None });
         assert_eq!(cmd("FLUSHDB ASYNC").unwrap(), Command::FlushDb);
         assert_eq!(error("FLUSHDB LATER"), "ERR syntax error");
         assert_eq!(cmd("COMMAND").unwrap(), Command::Command(CommandInfo::Info(vec![])));
         assert_eq!(cmd("COMMAND DOCS").unwrap(), Command::Command(CommandInfo::Docs));
         assert_eq!(cmd("geocache.LastVersion").unwrap(), Command::LastVersion);
         assert_eq!(cmd("INFO Geo keyspace").unwrap(), Command::Info(vec!["geo".into(), "keyspace".into()]));
+    }
+
+    #[test]
+    fn auth_takes_a_token_and_maybe_a_username() {
+        let secret = |t: &str| Secret(Bytes::copy_from_slice(t.as_bytes()));
+        assert_eq!(cmd("AUTH tok").unwrap(), Command::Auth(Credentials { username: None, token: secret("tok") }));
+        assert_eq!(
+            cmd("auth default tok").unwrap(),
+            Command::Auth(Credentials { username: Some("default".into()), token: secret("tok") })
+        );
+        assert_eq!(error("AUTH"), "ERR wrong number of arguments for 'auth' command");
+        assert_eq!(error("AUTH a b c"), "ERR syntax error");
+        assert_eq!(
+            cmd("HELLO 3 AUTH alice tok SETNAME me").unwrap(),
+            Command::Hello {
+                protocol: Some(3),
+                auth: Some(Credentials { username: Some("alice".into()), token: secret("tok") }),
+                name: Some("me".into())
+            }
+        );
+        assert_eq!(error("HELLO 3 AUTH alice"), "ERR syntax error");
+        // The token never shows in a parsed command's Debug output.
+        let shown = format!("{:?} {:?}", cmd("AUTH hunter2-hunter2").unwrap(), cmd("HELLO 3 AUTH u hunter2-hunter2"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    /// The one table of what each command needs, spelled out: a new command must be added here
+    /// too, so nobody gives it a gate by accident.
+    #[test]
+    fn every_command_needs_what_it_touches() {
+        let expected = [
+            (Needs::Role(Role::Read), &["get", "mget", "exists", "ttl", "pttl", "dbsize", "info"][..]),
+            (
+                Needs::Role(Role::Write),
+                &[
+                    "set",
+                    "mset",
+                    "del",
+                    "expire",
+                    "pexpire",
+                    "expireat",
+                    "pexpireat",
+                    "persist",
+                    "incr",
+                    "decr",
+                    "incrby",
+                    "decrby",
+                    "flushdb",
+                    "flushall",
+                ][..],
+            ),
+            (Needs::Authenticated, &["ping", "echo", "select", "client", "command", "geocache.lastversion"][..]),
+            (Needs::Nothing, &["auth", "hello", "quit"][..]),
+        ];
+        let mut named = 0;
+        for (needs, names) in expected {
+            for name in names {
+                let spec = TABLE.iter().find(|s| s.name == *name).unwrap_or_else(|| panic!("{name} is not in TABLE"));
+                assert_eq!(spec.needs, needs, "{name}");
+                named += 1;
+            }
+        }
+        assert_eq!(named, TABLE.len(), "a command in TABLE is missing from this test");
+        // Redis's own flags agree: every "write" command needs write, every "readonly" one read.
+        for spec in TABLE {
+            if spec.flags.contains(&"write") {
+                assert_eq!(spec.needs, Needs::Role(Role::Write), "{}", spec.name);
+            }
+            if spec.flags.contains(&"readonly") {
+                assert_eq!(spec.needs, Needs::Role(Role::Read), "{}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_checks_name_and_arity_before_anything_else() {
+        let args = |line: &str| line.split(' ').map(|w| Bytes::copy_from_slice(w.as_bytes())).collect::<Vec<_>>();
+        assert_eq!(lookup(&args("Set k v")).unwrap().name, "set");
+        assert_eq!(lookup(&args("SET k")).unwrap_err(), Reply::err("wrong number of arguments for 'set' command"));
+        assert!(lookup(&args("LPUSH k v")).unwrap_err().is_error());
+        assert_eq!(lookup(&[]).unwrap_err(), Reply::err("empty command"));
     }
 
     #[test]

@@ -1,14 +1,28 @@
 //! The Redis-protocol (RESP2 and RESP3) front door: `geocache serve --resp-listen ADDR`.
 //!
-//! Owns the RESP listener: accepting and capping connections, reading commands off each
-//! connection ([`frame`]: shape and length limits, decoded by the `redis-protocol` crate),
-//! parsing them ([`command`]), running them ([`session`]) and encoding the replies ([`reply`],
-//! which also holds the one mapping from the node's `Error` to Redis error replies). It owns no
-//! cache semantics: every read and write goes through the same protocol-neutral client API as
-//! the gRPC `Cache` service (`service::api`), so validation, forwarding to the leader and read
-//! levels are the same on both ports.
+//! Owns the RESP listener: accepting and capping connections, the TLS handshake (with
+//! `--tls-*`), reading commands off each connection ([`frame`]: shape and length limits, decoded
+//! by the `redis-protocol` crate), parsing them ([`command`], whose table also says what role
+//! each command needs), admitting them ([`gate`]: `AUTH`, `HELLO ... AUTH` and roles, with
+//! `--tokens`), running them ([`session`]) and encoding the replies ([`reply`], which also holds
+//! the one mapping from the node's `Error` to Redis error replies). It owns no cache semantics:
+//! every read and write goes through the same protocol-neutral client API as the gRPC `Cache`
+//! service (`service::api`), so validation, forwarding to the leader and read levels are the
+//! same on both ports. Which tokens exist and what a role allows is [`crate::auth`]'s; the
+//! certificate is [`crate::tls`]'s.
 //!
 //! Invariants:
+//! * With TLS, no RESP byte is read from, or written to, a connection before its handshake has
+//!   completed (within [`HANDSHAKE_TIMEOUT`]); a plaintext or failed handshake closes that
+//!   connection only, logged at warn at most once every ten seconds. A connection over the cap
+//!   is closed without a reply on a TLS port (a plaintext error line would mean nothing there).
+//! * With tokens, a connection runs nothing but `AUTH`, `HELLO` and `QUIT` until it presents a
+//!   valid token (`-NOAUTH`), and then only commands its token's role allows (`-NOPERM`); the
+//!   check happens before a command is parsed or run, so a refused command changes nothing and
+//!   the connection stays usable. A wrong token is `-WRONGPASS`. The token decides, any
+//!   username is accepted.
+//! * A token is never logged, echoed in a reply, or shown in `Debug` output (`command::Secret`);
+//!   nothing here logs commands or their arguments.
 //! * Commands on one connection run one at a time, in the order they arrived, and their replies
 //!   go out in that order; a client may pipeline as many as it likes (they wait in the query
 //!   buffer, bounded below).
@@ -26,6 +40,7 @@
 
 pub mod command;
 pub mod frame;
+pub mod gate;
 pub mod reply;
 pub mod session;
 
@@ -35,14 +50,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
+use crate::connections::{RateLimitedLog, HANDSHAKE_TIMEOUT};
 use crate::service::CacheApi;
 use frame::{FrameError, FrameLimits};
+use gate::Gate;
 use reply::Reply;
 use session::{After, ServerFacts, Session};
 
@@ -110,8 +127,6 @@ pub async fn serve(
     security: RespSecurity,
     shutdown: impl Future<Output = ()>,
 ) {
-    // TODO(issue 11, RESP slice): AUTH and TLS on this port.
-    let _ = &security;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let facts = ServerFacts {
         started: tokio::time::Instant::now(),
@@ -119,6 +134,7 @@ pub async fn serve(
         connected: Arc::new(AtomicUsize::new(0)),
     };
     let next_id = AtomicU64::new(1);
+    let refused_handshakes = Arc::new(RateLimitedLog::default());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     while let Some((mut stream, peer)) =
@@ -126,6 +142,11 @@ pub async fn serve(
     {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             tracing::warn!(%peer, max = limits.max_connections, "RESP connection limit reached; closing a new connection");
+            if security.tls.is_some() {
+                // A plaintext error line means nothing to a TLS client, and a handshake would
+                // spend work on a connection being refused: just close it.
+                continue;
+            }
             connections.spawn(async move {
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
@@ -137,15 +158,35 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let session = Session::new(api.clone(), facts.clone(), id);
+        let session = Session::new(api.clone(), facts.clone(), id, Gate::new(security.access.clone()));
         let connected = facts.connected.clone();
+        let tls = security.tls.clone();
+        let refused_handshakes = refused_handshakes.clone();
         connections.spawn(async move {
+            // Held from accept to close, handshake included: a connection that never completes
+            // one still counts against the cap (and is dropped after HANDSHAKE_TIMEOUT).
+            let _permit = permit;
             connected.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = serve_connection(stream, session, &limits).await {
+            let closed = match tls {
+                None => serve_connection(stream, session, &limits).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, session, &limits).await,
+                    // rustls's error says what was wrong with the handshake (not TLS, no shared
+                    // version or cipher); it holds no key material.
+                    Ok(Err(e)) => {
+                        refused_handshakes.log(peer, &e.to_string());
+                        Ok(())
+                    }
+                    Err(_) => {
+                        refused_handshakes.log(peer, "no TLS handshake in time");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = closed {
                 tracing::debug!(%peer, id, error = %e, "RESP connection closed");
             }
             connected.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
         });
     }
 }
@@ -165,8 +206,12 @@ enum Closed {
     QueryBuffer(usize),
 }
 
-/// Runs one connection: reads commands, runs them in order, writes replies in order.
-async fn serve_connection(mut stream: TcpStream, mut session: Session, limits: &RespLimits) -> Result<(), Closed> {
+/// Runs one connection (plain TCP, or TLS after its handshake): reads commands, runs them in
+/// order, writes replies in order.
+async fn serve_connection<S>(mut stream: S, mut session: Session, limits: &RespLimits) -> Result<(), Closed>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -182,10 +227,7 @@ async fn serve_connection(mut stream: TcpStream, mut session: Session, limits: &
                     return Err(e.into());
                 }
             };
-            let (reply, after) = match command::parse(args) {
-                Ok(command) => session.execute(command).await,
-                Err(reply) => (reply, After::Continue),
-            };
+            let (reply, after) = session.handle(args).await;
             let reply = if reply.encoded_len() > limits.max_pending_reply {
                 Reply::err(format!(
                     "reply of about {} bytes exceeds the limit of {} bytes; ask for fewer keys",
@@ -221,12 +263,20 @@ async fn serve_connection(mut stream: TcpStream, mut session: Session, limits: &
     }
 }
 
-/// Writes every pending reply byte, within the idle timeout.
-async fn flush(stream: &mut TcpStream, output: &mut BytesMut, limits: &RespLimits) -> Result<(), Closed> {
+/// Writes every pending reply byte, within the idle timeout. The flush matters with TLS: a
+/// write may leave encrypted records buffered in the TLS session when the socket is full.
+async fn flush<S>(stream: &mut S, output: &mut BytesMut, limits: &RespLimits) -> Result<(), Closed>
+where
+    S: AsyncWrite + Unpin,
+{
     if output.is_empty() {
         return Ok(());
     }
-    match tokio::time::timeout(limits.idle_timeout, stream.write_all(output)).await {
+    let write = async {
+        stream.write_all(output).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(limits.idle_timeout, write).await {
         Err(_) => Err(Closed::SlowReader),
         Ok(result) => {
             output.clear();

@@ -3,6 +3,8 @@
 //! (propose locally or forward to the leader once) and read levels as the gRPC port.
 //!
 //! Invariants:
+//! * A command runs only once the connection's [`Gate`] admitted it (authentication and role,
+//!   checked on the command's name before its arguments are parsed).
 //! * A connection reads its own writes: every read waits until the replica has applied at least
 //!   the connection's last write (and its `CLIENT MINVERSION`), whatever its read level.
 //! * Read-modify-write commands (`INCR`/`DECR`/`INCRBY`/`DECRBY`, `SET ... GET`, `SET ... KEEPTTL`)
@@ -20,8 +22,10 @@ use geocache_proto as pb;
 use tokio::time::Instant;
 
 use super::command::{
-    ClientCommand, Command, CommandInfo, CommandSpec, ExpireAt, LevelArg, SetCondition, SetExpiry, TABLE,
+    self, ClientCommand, Command, CommandInfo, CommandSpec, Credentials, ExpireAt, LevelArg, SetCondition, SetExpiry,
+    TABLE,
 };
+use super::gate::Gate;
 use super::reply::{Protocol, Reply};
 use crate::error::Error;
 use crate::read::ReadLevel;
@@ -52,6 +56,8 @@ pub struct ServerFacts {
 pub struct Session {
     api: CacheApi,
     facts: ServerFacts,
+    /// Whether the connection has authenticated, and its role.
+    gate: Gate,
     pub id: u64,
     pub protocol: Protocol,
     name: Option<String>,
@@ -70,10 +76,11 @@ enum Plan {
 }
 
 impl Session {
-    pub fn new(api: CacheApi, facts: ServerFacts, id: u64) -> Session {
+    pub fn new(api: CacheApi, facts: ServerFacts, id: u64, gate: Gate) -> Session {
         Session {
             api,
             facts,
+            gate,
             id,
             protocol: Protocol::Resp2,
             name: None,
@@ -83,9 +90,23 @@ impl Session {
         }
     }
 
+    /// Runs one command (`args`, its name first) if the connection may, and returns its reply.
+    /// The gate is checked on the command's name and arity, before its arguments are parsed
+    /// (as Redis does); a refused or malformed command is an error reply and changes nothing.
+    pub async fn handle(&mut self, args: Vec<Bytes>) -> (Reply, After) {
+        let admitted = command::lookup(&args).and_then(|spec| self.gate.admit(spec.needs));
+        if let Err(reply) = admitted {
+            return (reply, After::Continue);
+        }
+        match command::parse(args) {
+            Ok(command) => self.execute(command).await,
+            Err(reply) => (reply, After::Continue),
+        }
+    }
+
     /// Runs one parsed command and returns its reply. Errors become error replies here; the
     /// connection stays usable after any of them.
-    pub async fn execute(&mut self, command: Command) -> (Reply, After) {
+    async fn execute(&mut self, command: Command) -> (Reply, After) {
         let after = if command == Command::Quit { After::Close } else { After::Continue };
         let reply = match self.run(command).await {
             Ok(reply) | Err(reply) => reply,
@@ -177,7 +198,8 @@ impl Session {
             Command::Info(sections) => Ok(Reply::bulk(self.info(&sections))),
             Command::Client(client) => self.client(client),
             Command::Command(info) => Ok(command_info(info)),
-            Command::Hello { protocol, name } => self.hello(protocol, name),
+            Command::Auth(credentials) => Ok(self.gate.auth(&credentials)),
+            Command::Hello { protocol, auth, name } => self.hello(protocol, auth, name),
             Command::Quit => Ok(Reply::Ok),
             Command::DbSize => {
                 let (n, _) = self.api.read(self.read_spec(0), self.timeout(), |cache, now| cache.live_len(now)).await?;
@@ -335,13 +357,22 @@ impl Session {
         })
     }
 
-    fn hello(&mut self, protocol: Option<i64>, name: Option<String>) -> Result<Reply, Reply> {
-        self.protocol = match protocol {
+    /// `HELLO`: checks the protocol, then authenticates (or insists the connection already
+    /// is), and only then switches protocol and name, so a refused `HELLO` changes nothing.
+    fn hello(
+        &mut self,
+        protocol: Option<i64>,
+        auth: Option<Credentials>,
+        name: Option<String>,
+    ) -> Result<Reply, Reply> {
+        let protocol = match protocol {
             None => self.protocol,
             Some(2) => Protocol::Resp2,
             Some(3) => Protocol::Resp3,
             Some(_) => return Err(Reply::Error("NOPROTO", "unsupported protocol version".into())),
         };
+        self.gate.hello(auth.as_ref())?;
+        self.protocol = protocol;
         if let Some(name) = name {
             self.name = Some(name);
         }

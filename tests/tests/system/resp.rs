@@ -1,12 +1,14 @@
 //! The Redis-protocol front door on a real 3-node cluster, driven by the `redis` crate (tokio,
 //! not cluster mode) and, where a test needs bytes no client would send, by a raw socket: every
 //! command, RESP3 through `HELLO 3`, pipelining, exact `INCR` under concurrency, read levels,
-//! a follower forwarding writes, and bad input closing only its own connection.
+//! a follower forwarding writes, and bad input closing only its own connection; and the port's
+//! security: `AUTH` and roles with `--tokens`, TLS with `--tls-*` (a small tokio-rustls client
+//! speaking raw RESP, so the test trusts exactly the cluster CA and uses ring, like the node).
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use geocache_tests::{eventually, TestCluster};
+use geocache_tests::{eventually, Listeners, TestCluster};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,8 +23,15 @@ const BULK_LIMIT: usize = 4096;
 /// A connection to node `id`'s RESP port, in RESP2 or RESP3, with deadlines fit for a loaded
 /// 2-core machine (the crate's default response timeout is 500 ms).
 async fn connect(cluster: &TestCluster, id: u64, resp3: bool) -> Result<MultiplexedConnection> {
+    connect_as(cluster, id, None, resp3).await
+}
+
+/// [`connect`], authenticating with `token` on connect if given (`AUTH token`, or
+/// `HELLO 3 AUTH default token` in RESP3, as the crate does).
+async fn connect_as(cluster: &TestCluster, id: u64, token: Option<&str>, resp3: bool) -> Result<MultiplexedConnection> {
     let addr = cluster.resp_addr(id).context("node has no RESP port")?;
-    let url = if resp3 { format!("redis://{addr}/?protocol=resp3") } else { format!("redis://{addr}/") };
+    let auth = token.map_or(String::new(), |t| format!(":{t}@"));
+    let url = if resp3 { format!("redis://{auth}{addr}/?protocol=resp3") } else { format!("redis://{auth}{addr}/") };
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(10)))
         .set_response_timeout(Some(Duration::from_secs(15)));
@@ -375,5 +384,182 @@ async fn connections_query_buffers_and_idle_clients_are_bounded() -> Result<()> 
     assert!(started.elapsed() >= Duration::from_secs(2), "closed after {:?}", started.elapsed());
     let mut c = connect(&cluster, 1, false).await?;
     assert_eq!(cmd::<String>(&mut c, &["PING"]).await?, "PONG");
+    Ok(())
+}
+
+const READ_TOKEN: &str = "read-token-for-resp-tests-0001";
+const WRITE_TOKEN: &str = "write-token-for-resp-tests-0002";
+const ADMIN_TOKEN: &str = "admin-token-for-resp-tests-0003";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_gate_every_command_by_role_and_refusals_change_nothing() -> Result<()> {
+    let tokens = [("read", READ_TOKEN), ("write", WRITE_TOKEN), ("admin", ADMIN_TOKEN)];
+    let listeners = Listeners { resp: true, metrics: false };
+    let cluster = TestCluster::start_with_tokens(BIN, 3, &tokens, &[], listeners).await?;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await?;
+    let follower = (1..=3).find(|id| *id != leader).expect("three nodes");
+
+    // An admin connection (AUTH on connect) writes the key the others try to change.
+    let mut admin = connect_as(&cluster, leader, Some(ADMIN_TOKEN), false).await?;
+    assert_eq!(cmd::<String>(&mut admin, &["SET", "k", "original"]).await?, "OK");
+
+    // Unauthenticated: everything but AUTH, HELLO and QUIT is NOAUTH, and changes nothing.
+    let mut anon = connect(&cluster, follower, false).await?;
+    for args in [&["GET", "k"][..], &["SET", "k", "anon"], &["PING"], &["INFO"], &["DEL", "k"], &["CLIENT", "ID"]] {
+        assert_eq!(error_of(cmd::<Value>(&mut anon, args).await)?, "NOAUTH Authentication required.", "{args:?}");
+    }
+    // Redis's checks before authentication still apply: an unknown command, a wrong arity.
+    assert!(error_of(cmd::<Value>(&mut anon, &["LPUSH", "l", "a"]).await)?.starts_with("ERR unknown command"));
+    assert!(error_of(cmd::<Value>(&mut anon, &["GET"]).await)?.starts_with("ERR wrong number of arguments"));
+    assert!(error_of(cmd::<Value>(&mut anon, &["HELLO", "3"]).await)?
+        .starts_with("NOAUTH HELLO must be called with the client already authenticated"));
+    // A wrong token: WRONGPASS, and the connection stays open and unauthenticated.
+    for args in
+        [&["AUTH", "not-a-token-at-all"][..], &["AUTH", "default", "not-a-token-at-all"], &["AUTH", &READ_TOKEN[1..]]]
+    {
+        assert_eq!(
+            error_of(cmd::<Value>(&mut anon, args).await)?,
+            "WRONGPASS invalid username-password pair or user is disabled.",
+        );
+    }
+    assert_eq!(error_of(cmd::<Value>(&mut anon, &["GET", "k"]).await)?, "NOAUTH Authentication required.");
+
+    // A read token: reads, but every write is NOPERM and changes nothing.
+    assert_eq!(cmd::<String>(&mut anon, &["AUTH", READ_TOKEN]).await?, "OK");
+    assert_eq!(cmd::<String>(&mut anon, &["PING"]).await?, "PONG");
+    assert_eq!(anon.get::<_, String>("k").await?, "original");
+    for args in [
+        &["SET", "k", "by-reader"][..],
+        &["DEL", "k"],
+        &["EXPIRE", "k", "1"],
+        &["INCR", "counter"],
+        &["MSET", "k", "x", "k2", "y"],
+        &["FLUSHDB"],
+    ] {
+        let refused = error_of(cmd::<Value>(&mut anon, args).await)?;
+        assert!(refused.starts_with("NOPERM") && refused.contains("needs write"), "{args:?}: {refused}");
+    }
+    // Still usable, and nothing changed (asked on the admin connection, at the leader).
+    assert_eq!(cmd::<i64>(&mut anon, &["EXISTS", "k", "counter", "k2"]).await?, 1);
+    assert_eq!(admin.get::<_, String>("k").await?, "original");
+    assert_eq!(cmd::<i64>(&mut admin, &["TTL", "k"]).await?, -1);
+    assert_eq!(cmd::<i64>(&mut admin, &["DBSIZE"]).await?, 1);
+
+    // Another AUTH on the same connection takes the new token's role: a write token writes
+    // (through the follower, forwarded to the leader).
+    assert_eq!(cmd::<String>(&mut anon, &["AUTH", "anyone", WRITE_TOKEN]).await?, "OK");
+    assert_eq!(cmd::<String>(&mut anon, &["SET", "k", "by-writer"]).await?, "OK");
+    assert_eq!(admin.get::<_, String>("k").await?, "by-writer");
+
+    // HELLO 3 AUTH authenticates and switches protocol in one command.
+    let mut fresh = connect(&cluster, leader, false).await?;
+    let hello: Value = cmd(&mut fresh, &["HELLO", "3", "AUTH", "default", WRITE_TOKEN]).await?;
+    assert!(matches!(hello, Value::Map(_)), "HELLO 3 answers a map: {hello:?}");
+    assert_eq!(cmd::<String>(&mut fresh, &["SET", "k2", "v2"]).await?, "OK");
+    assert_eq!(fresh.get::<_, String>("k2").await?, "v2");
+    // The crate's own HELLO 3 AUTH on connect, with a read token.
+    let mut reader3 = connect_as(&cluster, follower, Some(READ_TOKEN), true).await?;
+    assert_eq!(reader3.get::<_, String>("k").await?, "by-writer");
+    assert!(error_of(cmd::<Value>(&mut reader3, &["SET", "k", "x"]).await)?.starts_with("NOPERM"));
+
+    // No token reached any node's log.
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        for token in [READ_TOKEN, WRITE_TOKEN, ADMIN_TOKEN, &READ_TOKEN[1..]] {
+            assert!(!log.contains(token), "node {id} logged a token");
+        }
+    }
+    Ok(())
+}
+
+/// A TLS client that trusts only `ca_pem`, over ring (as the node).
+fn tls_connector(ca_pem: &str) -> Result<tokio_rustls::TlsConnector> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+}
+
+/// Sends one command (as a RESP array of bulks) and reads its reply: a simple string, error or
+/// integer line as it came, a bulk as `$` and its text, a nil as `$-1`.
+async fn call<S>(stream: &mut S, args: &[&str]) -> Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut reply = Vec::new();
+    let exchange = async {
+        // The first line.
+        while !reply.ends_with(b"\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).await?;
+            reply.push(byte[0]);
+        }
+        let line = String::from_utf8_lossy(&reply[..reply.len() - 2]).into_owned();
+        if let Some(len) = line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+            let mut body = vec![0u8; len + 2];
+            stream.read_exact(&mut body).await?;
+            return anyhow::Ok(format!("${}", String::from_utf8_lossy(&body[..len])));
+        }
+        anyhow::Ok(line)
+    };
+    tokio::time::timeout(Duration::from_secs(15), exchange).await.context("no reply within 15 s")?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tls_the_port_serves_only_tls_clients() -> Result<()> {
+    let cluster = TestCluster::start_secure_listening(BIN, 1, &[], Listeners { resp: true, metrics: false }).await?;
+    let addr = cluster.resp_addr(1).context("no RESP port")?;
+    let ca = cluster.ca().context("a secure cluster has a CA")?.cert_pem.clone();
+
+    // Plaintext RESP gets no RESP reply: the handshake fails and the connection closes.
+    let mut plain = eventually("the RESP port to accept", Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(&addr).await.ok()
+    })
+    .await?;
+    plain.write_all(b"*1\r\n$4\r\nPING\r\n").await?;
+    let got = read_to_close(&mut plain).await?;
+    assert!(!got.contains("PONG") && !got.starts_with(['+', '-', ':', '$', '*', '%', '_']), "plaintext got {got:?}");
+    eventually("the refused handshake in node 1's log", Duration::from_secs(20), || async {
+        cluster.log(1).contains("connection refused in the TLS handshake").then_some(())
+    })
+    .await?;
+
+    // A TLS client that trusts the cluster CA is served: writes and reads.
+    let connector = tls_connector(&ca)?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let mut tls = tokio::time::timeout(Duration::from_secs(15), connector.connect(name, tcp)).await??;
+    assert_eq!(call(&mut tls, &["PING"]).await?, "+PONG");
+    // The port has no tokens: AUTH is refused as on a Redis without a password.
+    assert!(call(&mut tls, &["AUTH", "whatever-whatever"]).await?.starts_with("-ERR AUTH <password> called without"));
+    // The one node leads once init returned; a TRYAGAIN meanwhile is retried until a deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = call(&mut tls, &["SET", "secure", "value"]).await?;
+        if reply == "+OK" {
+            break;
+        }
+        if !reply.starts_with("-TRYAGAIN") || tokio::time::Instant::now() > deadline {
+            bail!("SET over TLS: {reply}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(call(&mut tls, &["GET", "secure"]).await?, "$value");
+    assert_eq!(call(&mut tls, &["EXISTS", "secure"]).await?, ":1");
+    assert!(!cluster.log(1).contains("PRIVATE KEY"), "node 1 logged key material");
     Ok(())
 }
