@@ -105,6 +105,10 @@ fn describe(target: &Target, err: Error) -> Failure {
             format!("{} is unavailable: {message} (leader at {leader})", target.endpoint)
         }
         Error::Timeout(message) => format!("timed out: {message}"),
+        Error::Transport(message) if target.tls_ca.is_none() => format!(
+            "connection to {} failed: {message} (if the node runs with TLS, give --tls-ca or set GEOCACHE_TLS_CA)",
+            target.endpoint
+        ),
         Error::Transport(message) => format!("connection to {} failed: {message}", target.endpoint),
         Error::Internal(message) => format!("internal error at {}: {message}", target.endpoint),
         Error::Unauthenticated(message) => {
