@@ -513,3 +513,63 @@ pub fn outcome(output: &Output) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stderr).trim().to_string(),
     )
 }
+
+/// A `geocache dev` process on free loopback ports, killed (and reaped) when dropped.
+pub struct DevRun {
+    child: std::process::Child,
+    /// Client port of node 1 (node N: base + N - 1); likewise for the other ports.
+    pub base: u16,
+    pub peer_base: u16,
+    pub resp_base: u16,
+    pub metrics_base: u16,
+}
+
+impl DevRun {
+    /// Starts `bin dev ARGS` with every port run picked free (peer ports too: base + 100 may be
+    /// another test's), and returns it with the lines it printed up to its `Ctrl-C` line
+    /// (within 60 s).
+    pub async fn start(bin: &Path, args: &[&str]) -> Result<(DevRun, Vec<String>)> {
+        use std::io::{BufRead, BufReader};
+        let (base, peer_base, resp_base, metrics_base) =
+            (free_port_run(), free_port_run(), free_port_run(), free_port_run());
+        let mut child = Command::new(bin)
+            .arg("dev")
+            .args(args)
+            .args(["--base-port", &base.to_string(), "--peer-base-port", &peer_base.to_string()])
+            .args(["--resp-base-port", &resp_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("dev's stdout")?;
+        // Owned from here: killed whatever happens below.
+        let run = DevRun { child, base, peer_base, resp_base, metrics_base };
+        let lines = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout).lines().map_while(|l| l.ok()).take_while(|l| !l.contains("Ctrl-C")).collect()
+        });
+        let lines =
+            tokio::time::timeout(Duration::from_secs(60), lines).await.context("dev did not come up in 60 s")??;
+        Ok((run, lines))
+    }
+
+    /// The dev process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DevRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The first of three consecutive free loopback ports (for `geocache dev`'s port runs).
+pub fn free_port_run() -> u16 {
+    loop {
+        let base = free_port();
+        if base < 60000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}

@@ -1,12 +1,13 @@
 //! The `geocache` command line against real processes: membership changes step by step, exit
 //! codes, and bad input that must be refused with a clear message while changing nothing.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use geocache_tests::{eventually, outcome, run_cli, TestCluster};
+use geocache_tests::{eventually, outcome, run_cli, DevRun, TestCluster};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -227,44 +228,10 @@ async fn a_node_refuses_raft_traffic_from_another_cluster() -> Result<()> {
     Ok(())
 }
 
-/// Three consecutive free loopback ports (for `geocache dev --base-port`).
-fn free_port_run() -> u16 {
-    loop {
-        let base = geocache_tests::free_port();
-        if base < 60000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
-    use std::io::{BufRead, BufReader};
-    let base = free_port_run();
-    let resp_base = free_port_run();
-    let metrics_base = free_port_run();
-    // Peer ports would default to base + 100, which another test may hold: pick them too.
-    let peer_base = free_port_run();
-    let mut dev = std::process::Command::new(BIN)
-        .args(["dev", "--base-port", &base.to_string(), "--resp-base-port", &resp_base.to_string()])
-        .args(["--metrics-base-port", &metrics_base.to_string(), "--peer-base-port", &peer_base.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    // Kill it whatever happens below.
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = dev.stdout.take().context("stdout")?;
-    let dev = KillOnDrop(dev);
-    let lines = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().map_while(|l| l.ok()).take_while(|l| !l.contains("Ctrl-C")).collect::<Vec<_>>()
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(60), lines).await??;
+    let (dev, lines) = DevRun::start(Path::new(BIN), &[]).await?;
+    let (base, peer_base, resp_base, metrics_base) = (dev.base, dev.peer_base, dev.resp_base, dev.metrics_base);
     assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
     let peer_of_third = format!("peer 127.0.0.1:{}", peer_base + 2);
     assert!(lines.iter().any(|l| l.contains(&peer_of_third)), "each node's peer address is printed: {lines:?}");
@@ -287,7 +254,7 @@ async fn dev_starts_a_working_cluster_and_stops_it_on_sigterm() -> Result<()> {
     assert_eq!((code, out.as_str()), (0, "world"));
 
     // SIGTERM stops dev and every node it started.
-    let pid = dev.0.id().to_string();
+    let pid = dev.pid().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status()?.success());
     eventually("every dev node to stop", Duration::from_secs(20), || async {
         let down = (0..3).all(|i| {

@@ -62,19 +62,19 @@ async fn raft(cluster: &TestCluster, id: u64) -> Result<RaftClient<Channel>> {
     Ok(RaftClient::connect(format!("http://{}", cluster.peer_addr(id))).await?)
 }
 
-fn payload(cluster_id: u64, data: Vec<u8>) -> tonic::Request<pb::RaftPayload> {
+pub(crate) fn payload(cluster_id: u64, data: Vec<u8>) -> tonic::Request<pb::RaftPayload> {
     let mut request = tonic::Request::new(pb::RaftPayload { data: data.into(), cluster_id });
     request.set_timeout(Duration::from_secs(5));
     request
 }
 
 /// A log id of term `term` proposed by `leader` at `index`.
-fn log_id(term: u64, leader: u64, index: u64) -> LogId {
+pub(crate) fn log_id(term: u64, leader: u64, index: u64) -> LogId {
     LogId::new(Vote::new(term, leader).leader_id, index)
 }
 
 /// A `VoteRequest { vote, last_log_id, leadership_transfer: false }`, encoded.
-fn vote_request(vote: Vote, last_log_id: Option<LogId>) -> Vec<u8> {
+pub(crate) fn vote_request(vote: Vote, last_log_id: Option<LogId>) -> Vec<u8> {
     encode(&(vote, last_log_id, false)).expect("encode a vote request")
 }
 

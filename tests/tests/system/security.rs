@@ -11,13 +11,14 @@
 //! * a node asked to listen on a non-loopback address without TLS refuses to start;
 //! * `geocache cert` and `geocache dev --secure` make working certificates and print no key.
 //!
-//! Forged messages are built as in `hostile.rs`: openraft's own types encoded with the node's
-//! own `encode`.
+//! Forged messages are built with `hostile.rs`'s helpers: openraft's own types encoded with the
+//! node's own `encode`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::hostile::{log_id, payload, vote_request};
 use anyhow::{bail, ensure, Context, Result};
 use bytes::Bytes;
 use geocache_client::ReadOptions;
@@ -27,7 +28,9 @@ use geocache_node::state_machine::{Command, Condition, Op};
 use geocache_node::types::{Entry, LogId, Vote};
 use geocache_proto as pb;
 use geocache_proto::raft_client::RaftClient;
-use geocache_tests::{cert, eventually, free_port, outcome, run_cli, tls_flags, CertPair, ClientAccess, TestCluster};
+use geocache_tests::{
+    cert, eventually, free_port, outcome, run_cli, tls_flags, CertPair, ClientAccess, DevRun, TestCluster,
+};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
@@ -103,21 +106,6 @@ fn raft_as(forger: Forger<'_>, peer_addr: &str) -> Result<RaftClient<Channel>> {
         )?,
     };
     Ok(RaftClient::new(channel.connect_timeout(Duration::from_secs(5)).connect_lazy()))
-}
-
-fn payload(cluster_id: u64, data: Vec<u8>) -> tonic::Request<pb::RaftPayload> {
-    let mut request = tonic::Request::new(pb::RaftPayload { data: data.into(), cluster_id });
-    request.set_timeout(Duration::from_secs(5));
-    request
-}
-
-fn log_id(term: u64, leader: u64, index: u64) -> LogId {
-    LogId::new(Vote::new(term, leader).leader_id, index)
-}
-
-/// A `VoteRequest { vote, last_log_id, leadership_transfer: false }`, encoded.
-fn vote_request(vote: Vote, last_log_id: Option<LogId>) -> Vec<u8> {
-    encode(&(vote, last_log_id, false)).expect("encode a vote request")
 }
 
 /// An `AppendEntriesRequest` from a made-up leader in term `term`, after `prev`, carrying one
@@ -425,35 +413,10 @@ async fn cert_makes_a_ca_and_node_certificates_a_node_starts_with() -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_secure_starts_a_tls_cluster_and_says_so() -> Result<()> {
-    use std::io::{BufRead, BufReader};
-    let port = || loop {
-        let base = free_port();
-        if base < 60000 && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    };
-    let (base, peer_base, resp_base, metrics_base) = (port(), port(), port(), port());
     let data = tempfile::tempdir()?;
-    let mut dev = std::process::Command::new(BIN)
-        .args(["dev", "--secure", "--data-dir", data.path().to_str().unwrap()])
-        .args(["--base-port", &base.to_string(), "--peer-base-port", &peer_base.to_string()])
-        .args(["--resp-base-port", &resp_base.to_string(), "--metrics-base-port", &metrics_base.to_string()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = dev.stdout.take().context("stdout")?;
-    let _dev = KillOnDrop(dev);
-    let lines = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout).lines().map_while(|l| l.ok()).take_while(|l| !l.contains("Ctrl-C")).collect::<Vec<_>>()
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(60), lines).await??;
+    let (dev, lines) =
+        DevRun::start(Path::new(BIN), &["--secure", "--data-dir", data.path().to_str().unwrap()]).await?;
+    let (base, peer_base) = (dev.base, dev.peer_base);
     assert!(lines.iter().any(|l| l.contains("cluster is up")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("mutual TLS")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains(&format!("peer 127.0.0.1:{}", peer_base + 2))), "{lines:?}");
